@@ -1,0 +1,1 @@
+"""Shared contracts of market-fusion: settings, Redis keys, schemas, features, store."""

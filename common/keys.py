@@ -1,0 +1,69 @@
+"""Every Redis key, stream, group and queue name of the system, in one place.
+
+Per-market keys carry a hash tag (``{MARKET}``) so a Redis Cluster shards by market and
+all of one market's keys live in one slot.
+"""
+
+from __future__ import annotations
+
+PREFIX = "fusion"
+
+# Streams (msgpack payload under the single field ``d``)
+PAYLOAD_FIELD = b"d"
+EVENTS_STREAM = f"{PREFIX}:events"  # model-updated, model-rejected, ... (global)
+TRADES_STREAM = f"{PREFIX}:trades"  # trader decisions and fills (global)
+DEAD_LETTER_STREAM = f"{PREFIX}:deadletter"  # undecodable entries, with their reason
+MARKETS_SET = f"{PREFIX}:markets"  # every market name that ever published a state
+
+# Consumer groups
+ARCHIVER_GROUP = "archiver"
+LABELER_GROUP = "labeler"
+
+# Observer leases (market -> holders), see observer_svc.leases
+LEASE_PREFIX = f"{PREFIX}:lease"
+
+# RQ
+TRAINING_QUEUE = "training"
+TRAINING_LOCK_PREFIX = f"{PREFIX}:trainlock"  # one training job per policy at a time
+SCHEDULE_KEY = f"{PREFIX}:schedule"
+
+# Trader
+TRADER_STATUS_PREFIX = f"{PREFIX}:trader"
+
+
+def states_stream(market: str) -> str:
+    """Stream of fused market states, entry ID = tick time ``<tick_ms>-0``."""
+    return f"{PREFIX}:{{{market}}}:states"
+
+
+def labels_stream(market: str) -> str:
+    """Stream of hindsight labels, entry ID = the labelled state's ID."""
+    return f"{PREFIX}:{{{market}}}:labels"
+
+
+def lease_key(market: str, slot: int) -> str:
+    """Lease of replica slot ``slot`` of ``market`` (value: observer id, with a TTL)."""
+    return f"{LEASE_PREFIX}:{{{market}}}:{slot}"
+
+
+def trader_status_key(trader: str) -> str:
+    return f"{TRADER_STATUS_PREFIX}:{trader}:status"
+
+
+def training_lock_key(policy: str) -> str:
+    return f"{TRAINING_LOCK_PREFIX}:{policy}"
+
+
+def market_of_stream(stream: str | bytes) -> tuple[str, str] | None:
+    """Parse ``fusion:{M}:states`` / ``fusion:{M}:labels`` into ``(M, kind)``; None otherwise."""
+    s = stream.decode() if isinstance(stream, bytes) else stream
+    head = f"{PREFIX}:{{"
+    if not s.startswith(head):
+        return None
+    close = s.find("}:", len(head))
+    if close < 0:
+        return None
+    kind = s[close + 2 :]
+    if kind not in ("states", "labels"):
+        return None
+    return s[len(head) : close], kind

@@ -1,0 +1,41 @@
+"""Prometheus metrics helpers: one registry per process, served on ``metrics_port`` when set."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
+    return Counter(name, doc, labels, registry=REGISTRY)
+
+
+def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+    return Gauge(name, doc, labels, registry=REGISTRY)
+
+
+def histogram(
+    name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = ()
+) -> Histogram:
+    if buckets:
+        return Histogram(name, doc, labels, registry=REGISTRY, buckets=buckets)
+    return Histogram(name, doc, labels, registry=REGISTRY)
+
+
+def serve_metrics(port: int) -> None:
+    """Expose ``/metrics`` on ``port`` (no-op when 0)."""
+    if port:
+        start_http_server(port, registry=REGISTRY)
+
+
+def snapshot() -> dict[str, float]:
+    """Current value of every sample (name{labels} -> value), for summaries and tests."""
+    out: dict[str, float] = {}
+    for metric in REGISTRY.collect():
+        for s in metric.samples:
+            if s.name.endswith("_created"):
+                continue
+            lab = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+            out[f"{s.name}{{{lab}}}" if lab else s.name] = float(s.value)
+    return out

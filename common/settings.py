@@ -1,0 +1,139 @@
+"""Settings of every service: environment variables with prefix ``FUSION_`` (and a ``.env`` file).
+
+Lists accept JSON (``["a","b"]``) or comma-separated text (``a,b``). The venue endpoints are
+plain URL settings: ``feed=sim`` / ``feed=replay`` only point them at the local simulator, so
+the live code path is the tested code path.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Feed = Literal["live", "sim", "replay"]
+Clock = Literal["auto", "wall", "event"]
+
+
+def _split_list(v: Any) -> Any:
+    if isinstance(v, str):
+        s = v.strip()
+        if s.startswith("["):
+            import json
+
+            return json.loads(s)
+        return [p.strip() for p in s.split(",") if p.strip()]
+    return v
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FUSION_", env_file=".env", extra="ignore")
+
+    # --- infrastructure
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    log_level: str = "INFO"
+    log_json: bool = False
+    metrics_port: int = Field(0, description="Prometheus /metrics port; 0 disables")
+
+    # --- observer
+    markets: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTC-15M"])
+    feed: Feed = "live"
+    clock: Clock = Field("auto", description="wall: tick on the wall-clock grid; event: on event time")
+    tick_ms: int = Field(500, ge=50, le=60_000)
+    sim_url: str = Field("http://127.0.0.1:8765", description="base URL of `fusion sim` / `fusion replay`")
+    binance_kind: Literal["futures", "spot"] = "futures"
+    binance_ws_url: str = "wss://fstream.binance.com"
+    binance_rest_url: str = "https://fapi.binance.com"
+    binance_streams: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["aggTrade", "kline_1m", "bookTicker", "depth@100ms"]
+    )
+    binance_reconnect_before_s: float = Field(23 * 3600.0, description="renew before Binance's 24 h cut")
+    polymarket_ws_url: str = "wss://ws-subscriptions-clob.polymarket.com/ws/market"
+    gamma_url: str = "https://gamma-api.polymarket.com"
+    clob_url: str = "https://clob.polymarket.com"
+    poly_ping_s: float = 10.0
+    poly_watchdog_s: float = Field(30.0, description="resubscribe after this long without market data")
+    discovery_lead_s: float = Field(120.0, description="discover the next window this long before expiry")
+    stale_binance_ms: int = 5_000
+    stale_poly_ms: int = 60_000
+    flow_half_life_s: float = 60.0
+    large_trade_multiple: float = Field(10.0, description="large trade = notional > k x median")
+    max_frame_bytes: int = 1 << 20
+    reconnect_base_s: float = 0.5
+    reconnect_max_s: float = 30.0
+    stream_max_age_s: int = Field(2 * 86400, description="streams are trimmed to this age (MINID)")
+    replicas: int = Field(1, ge=1, description="observer replicas per market (leases)")
+    lease_ttl_s: float = 5.0
+    observer_id: str = ""
+
+    # --- store / archive
+    store_url: str = Field("file://./fusion-data/store", description="file://DIR or s3://BUCKET/PREFIX")
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    cache_dir: str = "./fusion-data/cache"
+    archive_window_s: int = 600
+    archive_grace_s: int = 30
+    archive_claim_idle_ms: int = 60_000
+
+    # --- labeler
+    label_horizons_s: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [30, 60, 300])
+    label_tolerance_ms: int = Field(2_000, description="future state must be within this of t + h")
+    taker_fee_rate: float = 0.07
+    taker_fee_exponent: float = 1.0
+
+    # --- trainer / trader
+    policy: str = "default"
+    train_backend: Literal["auto", "mlx", "torch"] = "auto"
+    train_every_h: float = 6.0
+    train_after_states: int = 100_000
+    trader_id: str = "paper-1"
+    trader_markets: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    position_usd: float = 100.0
+    max_daily_loss_usd: float = 500.0
+    trader_latency_ms: int = 0
+
+    @field_validator("markets", "binance_streams", "trader_markets", mode="before")
+    @classmethod
+    def _lists(cls, v: Any) -> Any:
+        return _split_list(v)
+
+    @field_validator("label_horizons_s", mode="before")
+    @classmethod
+    def _int_lists(cls, v: Any) -> Any:
+        v = _split_list(v)
+        return [int(x) for x in v] if isinstance(v, list) else v
+
+    # ---------------------------------------------------------------- derived
+    @property
+    def event_clock(self) -> bool:
+        """Tick on event time (replays are deterministic) or on the wall clock (live)."""
+        if self.clock == "auto":
+            return self.feed != "live"
+        return self.clock == "event"
+
+    def venue_urls(self) -> dict[str, str]:
+        """Effective endpoints: the configured ones live, the simulator's otherwise."""
+        if self.feed == "live":
+            return {
+                "binance_ws": self.binance_ws_url,
+                "binance_rest": self.binance_rest_url,
+                "polymarket_ws": self.polymarket_ws_url,
+                "gamma": self.gamma_url,
+                "clob": self.clob_url,
+            }
+        base = self.sim_url.rstrip("/")
+        ws = base.replace("http://", "ws://").replace("https://", "wss://")
+        return {
+            "binance_ws": f"{ws}/binance",
+            "binance_rest": f"{base}/binance",
+            "polymarket_ws": f"{ws}/polymarket/ws/market",
+            "gamma": f"{base}/gamma",
+            "clob": f"{base}/clob",
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
