@@ -15,9 +15,7 @@ def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
     return Gauge(name, doc, labels, registry=REGISTRY)
 
 
-def histogram(
-    name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = ()
-) -> Histogram:
+def histogram(name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[float, ...] = ()) -> Histogram:
     if buckets:
         return Histogram(name, doc, labels, registry=REGISTRY, buckets=buckets)
     return Histogram(name, doc, labels, registry=REGISTRY)

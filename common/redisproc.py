@@ -65,9 +65,7 @@ class RedisServer:
             except (redis.ConnectionError, redis.BusyLoadingError):
                 pass
             if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"redis-server exited with {self.proc.returncode}; see {self.dir}/redis.log"
-                )
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}; see {self.dir}/redis.log")
             if time.monotonic() > deadline:
                 raise TimeoutError("redis-server did not start")
             time.sleep(0.02)

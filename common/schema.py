@@ -362,3 +362,29 @@ def decode_label(b: bytes) -> Label:
 
 def iter_named(raw: Iterable[float]) -> Iterable[tuple[str, float]]:
     return zip(RAW_FIELDS, raw, strict=True)
+
+
+@dataclass(slots=True)
+class LabelColumns:
+    """Labels of many states of one market as columns; row i labels the state at ``tick_ms[i]``."""
+
+    tick_ms: npt.NDArray[np.int64]  # (N,)
+    horizons_s: tuple[int, ...]
+    rewards: F32  # (N, H, 3): return on $1 per action (hold, buy_up, buy_down), net of fees
+    best: npt.NDArray[np.int8]  # (N, H): argmax action, -1 when invalid
+    valid: npt.NDArray[np.uint8]  # (N, H)
+    exit_kind: npt.NDArray[np.uint8]  # (N, H): EXIT_FUTURE_BID | EXIT_SETTLEMENT | EXIT_INVALID
+
+    def __len__(self) -> int:
+        return int(self.tick_ms.shape[0])
+
+    def row(self, i: int, market: str) -> Label:
+        return Label(
+            market=market,
+            tick_ms=int(self.tick_ms[i]),
+            horizons_s=self.horizons_s,
+            rewards=self.rewards[i],
+            best=self.best[i],
+            valid=self.valid[i],
+            exit_kind=self.exit_kind[i],
+        )

@@ -14,6 +14,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from abc import ABC, abstractmethod
@@ -153,10 +154,8 @@ class LocalStore(ObjectStore):
             yield ObjectInfo(key=key, size=size, etag=f"{size}-{int(mtime * 1e6)}")
 
     def delete(self, key: str) -> None:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
-        except FileNotFoundError:
-            pass
 
 
 class S3Store(ObjectStore):
