@@ -17,14 +17,10 @@ import redis
 from common.keys import PAYLOAD_FIELD
 
 
-def connect(url: str, **kw: object) -> redis.Redis:
+def connect(url: str, socket_timeout: float = 30.0) -> redis.Redis:
     """A client with sane timeouts and health checks (bytes responses)."""
     return redis.Redis.from_url(
-        url,
-        socket_timeout=kw.pop("socket_timeout", 30.0),  # type: ignore[arg-type]
-        socket_connect_timeout=5.0,
-        health_check_interval=30,
-        **kw,  # type: ignore[arg-type]
+        url, socket_timeout=socket_timeout, socket_connect_timeout=5.0, health_check_interval=30
     )
 
 

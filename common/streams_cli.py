@@ -1,0 +1,129 @@
+"""``fusion streams ls | info MARKET | tail MARKET``: read the streams as a person would.
+
+``tail`` decodes the msgpack payloads (states or labels) into named fields; ``--follow`` keeps
+reading new entries (XREAD BLOCK).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+from typing import Any
+
+import redis
+
+from common import keys
+from common.features import MARKET_FEATURES
+from common.schema import ACTIONS, SchemaError, decode_label, decode_state, flag_names
+from common.settings import Settings
+from common.streams import connect, scan_streams
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def describe_state(payload: bytes, full: bool = False) -> dict[str, Any]:
+    s = decode_state(payload)
+    out: dict[str, Any] = {
+        "market": s.market,
+        "tick": _iso(s.tick_ms),
+        "flags": flag_names(s.flags),
+        "pm": s.pm.slug if s.pm else None,
+        "features": {n: round(float(v), 4) for n, v in zip(MARKET_FEATURES, s.features, strict=False)},
+    }
+    raw = s.named_raw()
+    keep = raw if full else {k: raw[k] for k in (
+        "up_bid_px_0", "up_ask_px_0", "dn_bid_px_0", "dn_ask_px_0", "bn_last_px", "bn_bid", "bn_ask",
+        "age_binance_ms", "age_poly_ms", "pm_end_s", "pm_settle_up")}  # fmt: skip
+    out["raw"] = {k: (None if v != v else round(v, 6)) for k, v in keep.items()}
+    return out
+
+
+def describe_label(payload: bytes) -> dict[str, Any]:
+    lb = decode_label(payload)
+    return {
+        "market": lb.market,
+        "tick": _iso(lb.tick_ms),
+        "horizons": {
+            f"{h}s": {
+                "valid": bool(lb.valid[i]),
+                "best": ACTIONS[lb.best[i]] if lb.best[i] >= 0 else None,
+                "rewards": {a: round(float(lb.rewards[i, j]), 5) for j, a in enumerate(ACTIONS)},
+            }
+            for i, h in enumerate(lb.horizons_s)
+        },
+    }
+
+
+def _print_entry(eid: bytes, fields: dict[bytes, bytes], kind: str, full: bool) -> None:  # noqa: D103
+    payload = fields.get(keys.PAYLOAD_FIELD, b"")
+    try:
+        body = describe_label(payload) if kind == "labels" else describe_state(payload, full)
+    except SchemaError as e:
+        body = {"error": str(e)}
+    print(json.dumps({"id": eid.decode(), **body}, indent=None if not full else 2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="fusion streams", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("ls", help="markets with states/labels streams")
+    p_info = sub.add_parser("info", help="XINFO of a market's streams and groups")
+    p_info.add_argument("market")
+    p_tail = sub.add_parser("tail", help="decode the newest entries")
+    p_tail.add_argument("market")
+    p_tail.add_argument("-n", type=int, default=5)
+    p_tail.add_argument("--labels", action="store_true", help="the labels stream instead of states")
+    p_tail.add_argument("--full", action="store_true", help="every raw field")
+    p_tail.add_argument("-f", "--follow", action="store_true")
+    ap.add_argument("--redis-url", default=None)
+    a = ap.parse_args(argv)
+    r: Any = connect(a.redis_url or Settings().redis_url)
+
+    if a.cmd == "ls":
+        for stream in scan_streams(r, "states") + scan_streams(r, "labels"):
+            info = r.xinfo_stream(stream)
+            last = info.get("last-generated-id", b"0-0")
+            print(f"{stream}\tlen={info['length']}\tlast={last.decode() if isinstance(last, bytes) else last}")
+        return 0
+    if a.cmd == "info":
+        for stream in (keys.states_stream(a.market), keys.labels_stream(a.market)):
+            try:
+                info = r.xinfo_stream(stream)
+            except redis.ResponseError:
+                print(f"{stream}: (no such stream)")
+                continue
+            groups = r.xinfo_groups(stream)
+            print(
+                f"{stream}: length={info['length']} first={_id(info.get('first-entry'))} "
+                f"last={_id(info.get('last-entry'))}"
+            )
+            for g in groups:
+                print(
+                    f"  group {g['name'].decode()}: consumers={g['consumers']} pending={g['pending']} "
+                    f"lag={g.get('lag')} last-delivered={g['last-delivered-id'].decode()}"
+                )
+        return 0
+    kind = "labels" if a.labels else "states"
+    stream = keys.labels_stream(a.market) if a.labels else keys.states_stream(a.market)
+    entries = list(reversed(r.xrevrange(stream, count=a.n)))
+    for eid, fields in entries:
+        _print_entry(eid, fields, kind, a.full)
+    if a.follow:
+        last = entries[-1][0] if entries else b"$"
+        while True:
+            got = r.xread({stream: last}, block=5000, count=100)
+            for _, items in got or []:
+                for eid, fields in items:
+                    _print_entry(eid, fields, kind, a.full)
+                    last = eid
+    return 0
+
+
+def _id(entry: Any) -> str:
+    if not entry:
+        return "-"
+    eid = entry[0]
+    return eid.decode() if isinstance(eid, bytes) else str(eid)

@@ -1,0 +1,75 @@
+"""The shared feature function: bounded, NaN-free, and the upstream's defects fixed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from common.features import MARKET_FEATURES, agent_features, market_features, observation
+from common.schema import N_RAW, RAW_INDEX
+
+
+def row(**fields: float) -> np.ndarray:
+    x = np.full((1, N_RAW), np.nan)
+    for k, v in fields.items():
+        x[0, RAW_INDEX[k]] = v
+    return x
+
+
+def feat(x: np.ndarray, t_ms: int = 0) -> dict[str, float]:
+    f = market_features(x, np.array([t_ms]))[0]
+    return dict(zip(MARKET_FEATURES, f.tolist(), strict=True))
+
+
+def test_missing_inputs_give_zero_not_nan() -> None:
+    f = market_features(np.full((4, N_RAW), np.nan), np.zeros(4, dtype=np.int64))
+    assert f.shape == (4, 15) and np.all(f == 0)
+
+
+def test_random_inputs_bounded() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(scale=1e6, size=(1000, N_RAW))
+    x[rng.random(x.shape) < 0.2] = np.nan
+    f = market_features(x, rng.integers(0, 2**40, 1000))
+    assert np.isfinite(f).all() and f.min() >= -1 and f.max() <= 1
+
+
+def test_returns_and_regimes() -> None:
+    f = feat(row(bn_close_0=101.0, bn_close_1m=100.0, bn_close_5m=101.0, bn_close_60m=100.0, bn_rv_1h=0.02))
+    assert abs(f["returns_1m"] - 0.5) < 1e-6  # 1% * 50
+    assert f["returns_5m"] == 0.0
+    assert f["trend_regime"] == 1.0 and f["vol_regime"] == 1.0
+
+
+def test_vol_expansion_is_not_constant() -> None:
+    # upstream: 24h volume = 24 x 1h volume, so the feature was always 0
+    assert feat(row(bn_vol_1h=200.0, bn_vol_24h_per_h=100.0))["vol_expansion"] == 1.0
+    assert feat(row(bn_vol_1h=50.0, bn_vol_24h_per_h=100.0))["vol_expansion"] == -0.5
+
+
+def test_vol_5m_needs_a_real_window() -> None:
+    assert feat(row(up_mid_std_5m=0.01, up_mid_n_5m=10))["vol_5m"] == 0.0
+    assert abs(feat(row(up_mid_std_5m=0.01, up_mid_n_5m=600))["vol_5m"] - 0.2) < 1e-6
+
+
+def test_book_features() -> None:
+    f = feat(row(up_bid_px_0=0.48, up_ask_px_0=0.52, up_bid_sz_0=300, up_ask_sz_0=100, up_bid_sz_1=100))
+    assert abs(f["ob_imbalance_l1"] - 0.5) < 1e-6
+    assert abs(f["ob_imbalance_l5"] - (400 - 100) / 500) < 1e-6
+    assert abs(f["spread_pct"] - min(1.0, 20 * 0.04 / 0.5)) < 1e-6
+
+
+def test_time_remaining_is_window_fraction() -> None:
+    f = feat(row(pm_start_s=1000.0, pm_end_s=1900.0), t_ms=1_450_000)
+    assert abs(f["time_remaining"] - 0.5) < 1e-6
+
+
+def test_large_trade_flag_decays_continuously() -> None:
+    vals = [feat(row(bn_large_age_s=a))["large_trade_flag"] for a in (0, 5, 10, 20)]
+    assert vals[0] == 1.0 and all(a > b for a, b in zip(vals, vals[1:], strict=False))
+
+
+def test_observation_layout() -> None:
+    m = market_features(np.full((2, N_RAW), np.nan), np.zeros(2, dtype=np.int64))
+    a = agent_features(np.array([1.0, 0.0]), np.array([-1.0, 0.0]), np.array([3.0, 0.5]))
+    o = observation(m, a)
+    assert o.shape == (2, 18) and o[0, 15:].tolist() == [1.0, -1.0, 1.0] and o[1, 15:].tolist() == [0, 0, 0]

@@ -1,0 +1,24 @@
+"""Code health as tests: ruff clean everywhere, mypy strict on common/."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_ruff_clean() -> None:
+    if shutil.which("ruff") is None:
+        pytest.fail("ruff not installed: the test extra installs it")
+    out = subprocess.run(["ruff", "check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_mypy_strict_common() -> None:
+    out = subprocess.run([sys.executable, "-m", "mypy", "common"], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
