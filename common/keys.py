@@ -21,6 +21,7 @@ LABELER_GROUP = "labeler"
 
 # Observer leases (market -> holders), see observer_svc.leases
 LEASE_PREFIX = f"{PREFIX}:lease"
+OBSERVERS_ZSET = f"{PREFIX}:observers"  # observer id -> last heartbeat (ms)
 
 # RQ
 TRAINING_QUEUE = "training"

@@ -1,0 +1,94 @@
+"""Market leases: spread markets over observer processes, R replicas per market.
+
+Each market has ``replicas`` lease slots (``fusion:lease:{M}:<slot>``, value = observer id,
+with a TTL). An observer heartbeats in ``fusion:observers``; every ``renew`` call it computes
+the same rendezvous-hash assignment as every other live observer (each market to its
+``replicas`` highest-scoring observers), renews the slots it holds (compare-and-expire),
+releases markets no longer assigned to it and takes a free slot of each market assigned to it,
+never two slots of one market. A dead observer drops out of the live list after 2 x ttl and
+its slots expire after ttl, so its markets move within seconds; since replicas publish
+identical tick IDs, the stream stays free of gaps and duplicates meanwhile.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Sequence
+
+import redis
+
+from common import keys
+
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+def _score(market: str, observer: str) -> int:
+    return int.from_bytes(hashlib.blake2b(f"{market}|{observer}".encode(), digest_size=8).digest(), "big")
+
+
+def assign(markets: Sequence[str], observers: Sequence[str], replicas: int) -> dict[str, list[str]]:
+    """Rendezvous hashing: each market goes to its ``replicas`` highest-scoring observers.
+
+    Every observer computes the same answer from the same live list, and a change of the list
+    moves only the markets of the observers that came or went."""
+    r = min(replicas, len(observers))
+    return {m: sorted(observers, key=lambda o: _score(m, o), reverse=True)[:r] for m in markets}
+
+
+class LeaseManager:
+    def __init__(
+        self, r: redis.Redis, observer_id: str, markets: Sequence[str], replicas: int, ttl_ms: int = 5000
+    ) -> None:
+        self.r = r
+        self.me = observer_id
+        self.markets = list(markets)
+        self.replicas = max(1, replicas)
+        self.ttl_ms = ttl_ms
+        self.held: dict[str, int] = {}  # market -> slot
+        self._renew = r.register_script(_RENEW)
+        self._release = r.register_script(_RELEASE)
+
+    def live_observers(self, now_ms: int) -> list[str]:
+        """Observers whose heartbeat is younger than 2 x ttl (always including this one)."""
+        self.r.zremrangebyscore(keys.OBSERVERS_ZSET, 0, now_ms - 2 * self.ttl_ms)
+        live = {m.decode() if isinstance(m, bytes) else str(m) for m in self.r.zrange(keys.OBSERVERS_ZSET, 0, -1)}
+        live.add(self.me)
+        return sorted(live)
+
+    def renew(self, now_ms: int | None = None) -> set[str]:
+        """Heartbeat, renew held slots, release unassigned ones, acquire assigned ones.
+
+        Returns the markets this observer should watch now."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.r.zadd(keys.OBSERVERS_ZSET, {self.me: now_ms})
+        for market, slot in list(self.held.items()):
+            if not self._renew(keys=[keys.lease_key(market, slot)], args=[self.me, self.ttl_ms]):
+                del self.held[market]  # expired and taken by someone else
+        plan = assign(self.markets, self.live_observers(now_ms), self.replicas)
+        wanted = {m for m, owners in plan.items() if self.me in owners}
+        for market in sorted(set(self.held) - wanted):
+            self._release(keys=[keys.lease_key(market, self.held.pop(market))], args=[self.me])
+        for market in sorted(wanted - set(self.held)):
+            for slot in range(self.replicas):
+                if self.r.set(keys.lease_key(market, slot), self.me, nx=True, px=self.ttl_ms):
+                    self.held[market] = slot
+                    break
+        return set(self.held)
+
+    def release_all(self) -> None:
+        for market, slot in self.held.items():
+            self._release(keys=[keys.lease_key(market, slot)], args=[self.me])
+        self.held.clear()
+        self.r.zrem(keys.OBSERVERS_ZSET, self.me)
