@@ -5,10 +5,16 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+_BY_NAME: dict[str, Counter] = {}
 
 
 def counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> Counter:
-    return Counter(name, doc, labels, registry=REGISTRY)
+    """A process-wide counter; asking again for the same name returns the same counter (modules of
+    different venues may share e.g. ``fusion_observer_frames_in{venue}``)."""
+    c = _BY_NAME.get(name)
+    if c is None:
+        c = _BY_NAME[name] = Counter(name, doc, labels, registry=REGISTRY)
+    return c
 
 
 def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:

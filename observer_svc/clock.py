@@ -85,7 +85,11 @@ class EventTimeGate:
     def submit(self, venue: str, event_ms: int | None, apply: Apply) -> None:
         prev = self._venue_time.get(venue)
         if event_ms is None:
-            event_ms = prev if prev is not None else (self.applied_ms or 0)
+            if prev is None and self.applied_ms is None:
+                apply()  # no time known yet (e.g. a frame without an event time first): nothing to order
+                return
+            event_ms = prev if prev is not None else self.applied_ms
+            assert event_ms is not None
         elif prev is not None and event_ms < prev:
             event_ms = prev  # a venue's own frames never go back in time
         self._venue_time[venue] = event_ms

@@ -11,8 +11,13 @@ def _run(frames: list[tuple[str, int]], tick_ms: int = 500) -> list[tuple[int, t
     applied: list[int] = []
     ticks: list[tuple[int, tuple[int, ...]]] = []
     clock = [0.0]
-    gate = EventTimeGate(["binance", "polymarket"], tick_ms, lambda g: ticks.append((g, tuple(sorted(applied)))),
-                         stall_s=1e9, wall=lambda: clock[0])
+    gate = EventTimeGate(
+        ["binance", "polymarket"],
+        tick_ms,
+        lambda g: ticks.append((g, tuple(sorted(applied)))),
+        stall_s=1e9,
+        wall=lambda: clock[0],
+    )
     for venue, t in frames:
         gate.submit(venue, t, lambda t=t: applied.append(t))
     gate.flush()
@@ -65,3 +70,13 @@ def test_direct_gate_applies_at_once() -> None:
     out: list[int] = []
     g.submit("binance", 5, lambda: out.append(1))
     assert out == [1] and g.last_event_ms["binance"] == 5
+
+
+def test_timeless_first_frame_does_not_start_the_grid_at_zero() -> None:
+    ticks: list[int] = []
+    gate = EventTimeGate(["binance"], 500, ticks.append, stall_s=1e9)
+    applied: list[str] = []
+    gate.submit("binance", None, lambda: applied.append("a"))
+    gate.submit("binance", 1_700_000_000_000, lambda: applied.append("b"))
+    gate.submit("binance", 1_700_000_001_100, lambda: applied.append("c"))
+    assert applied == ["a", "b", "c"] and ticks == [1_700_000_000_000, 1_700_000_000_500, 1_700_000_001_000]

@@ -1,0 +1,1 @@
+"""Observer service: venue clients, local books, discovery, the tick loop and publishing."""
