@@ -388,3 +388,73 @@ class LabelColumns:
             valid=self.valid[i],
             exit_kind=self.exit_kind[i],
         )
+
+
+def decode_states_columns_fast(payloads: Sequence[bytes]) -> tuple[StateColumns, list[tuple[int, str]]]:
+    """Same result and rejects as :func:`decode_states_columns`, several times faster.
+
+    One ``unpackb`` and one combined type check per payload (no ``State`` objects), then one
+    ``frombuffer`` over the joined raw vectors; a payload failing the quick check is decoded by
+    :func:`decode_state` for its exact reason.
+    """
+    unpackb = msgpack.unpackb
+    ticks: list[int] = []
+    xs: list[bytes] = []
+    fs: list[bytes] = []
+    sts: list[int] = []
+    slugs: list[str] = []
+    bad: list[tuple[int, str]] = []
+    nf: int | None = None
+    xlen = 8 * N_RAW
+    for i, b in enumerate(payloads):
+        try:
+            if len(b) > MAX_MESSAGE_BYTES:
+                raise SchemaError("too large")
+            d = unpackb(b, raw=False, strict_map_key=True, max_bin_len=MAX_MESSAGE_BYTES)
+            x, f, tick, st, pm = d["x"], d["f"], d["t"], d["st"], d.get("pm")
+            ok = (
+                d["v"] == STATE_VERSION
+                and type(x) is bytes
+                and len(x) == xlen
+                and type(f) is bytes
+                and not len(f) % 4
+                and type(tick) is int
+                and type(st) is int
+                and type(d["m"]) is str
+                and type(d["fs"]) is str
+            )
+            if ok and pm is not None:
+                slug = str(pm["slug"])
+                pm["cid"], pm["up"], pm["dn"], int(pm["start"]), int(pm["end"])
+            else:
+                slug = ""
+        except Exception:  # any failure: let decode_state name the reason
+            ok = False
+        if not ok:  # the exact checks: a reason for the reject (or, should they differ, the state)
+            try:
+                s = decode_state(b)
+            except SchemaError as e:
+                bad.append((i, str(e)))
+                continue
+            x, f, tick, st = s.raw.astype("<f8").tobytes(), s.features.astype("<f4").tobytes(), s.tick_ms, s.flags
+            slug = s.pm.slug if s.pm else ""
+        width = len(f) // 4
+        if nf is None:
+            nf = width
+        elif width != nf:
+            bad.append((i, f"feature width {width} != {nf}"))
+            continue
+        ticks.append(tick)
+        xs.append(x)
+        fs.append(f)
+        sts.append(st)
+        slugs.append(slug)
+    n = len(ticks)
+    cols = StateColumns(
+        tick_ms=np.asarray(ticks, dtype=np.int64),
+        raw=np.frombuffer(b"".join(xs), dtype="<f8").reshape(n, N_RAW).astype(np.float64),
+        features=np.frombuffer(b"".join(fs), dtype="<f4").reshape(n, nf or 0).astype(np.float32),
+        flags=np.asarray(sts, dtype=np.int32),
+        slugs=slugs,
+    )
+    return cols, bad

@@ -76,10 +76,12 @@ class Settings(BaseSettings):
     archive_window_s: int = 600
     archive_grace_s: int = 30
     archive_claim_idle_ms: int = 60_000
+    archiver_id: str = Field("", description="archiver consumer name, stable across restarts (default: hostname)")
 
     # --- labeler
     label_horizons_s: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [30, 60, 300])
     label_tolerance_ms: int = Field(2_000, description="future state must be within this of t + h")
+    label_settle_wait_s: int = Field(900, ge=0, description="wait this long after a window's end for its settlement")
     taker_fee_rate: float = 0.07
     taker_fee_exponent: float = 1.0
 
