@@ -42,6 +42,11 @@ def labels_stream(market: str) -> str:
     return f"{PREFIX}:{{{market}}}:labels"
 
 
+def archive_lock_key(stream: str, window_start_ms: int) -> str:
+    """Lock held by the archiver that merges the stored object of one window of ``stream``."""
+    return f"{stream}:archlock:{window_start_ms}"
+
+
 def lease_key(market: str, slot: int) -> str:
     """Lease of replica slot ``slot`` of ``market`` (value: observer id, with a TTL)."""
     return f"{LEASE_PREFIX}:{{{market}}}:{slot}"

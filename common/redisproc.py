@@ -35,6 +35,7 @@ class RedisServer:
         self.appendonly = appendonly
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="fusion-redis-"))
+        self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property

@@ -142,6 +142,14 @@ class BinanceClient:
     async def run(self) -> None:
         attempt = 0
         self._http = httpx.AsyncClient(timeout=self.http_timeout_s)
+        prefetched = False
+        if self.settings.event_clock:
+            # replay/sim: take the REST snapshot and the kline warm-up *before* the stream opens (a
+            # replayer starts sending when we connect), so two replays of one input are identical;
+            # live keeps Binance's documented order (stream first, then snapshot)
+            await asyncio.gather(*(self._fetch_snapshot(s) for s in self.symbols if self.depth),
+                                 *(self._backfill(s, 1500) for s in self.symbols))  # fmt: skip
+            self._backfilled = prefetched = True
         try:
             while not self._closing:
                 reason = "error"
@@ -156,7 +164,8 @@ class BinanceClient:
                         close_timeout=2,
                     ) as ws:
                         self._ws = ws
-                        self._on_connected()
+                        self._on_connected(keep_books=prefetched)
+                        prefetched = False
                         reason = await self._read(ws)
                 except (OSError, TimeoutError, InvalidHandshake, InvalidURI, ConnectionClosed) as e:
                     log_once(log, f"{self.venue}:connect:{type(e).__name__}", "binance connection failed",
@@ -206,12 +215,12 @@ class BinanceClient:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._wake.wait(), delay)
 
-    def _on_connected(self) -> None:
+    def _on_connected(self, keep_books: bool = False) -> None:
         self.connected = True
         self.connections += 1
         self._shutdown = False
         kv(log, logging.INFO, "binance connected", n=self.connections, symbols=",".join(self.symbols))
-        if self.depth:
+        if self.depth and not keep_books:
             for sym, agg in self.symbols.items():
                 if agg.book is not None:
                     self._submit(None, agg.book.invalidate)
@@ -229,6 +238,12 @@ class BinanceClient:
 
     async def _read(self, ws: ClientConnection) -> str:
         loop = asyncio.get_running_loop()
+        if self.settings.event_clock:
+            # event time (replay/sim): the REST snapshot and kline warm-up are applied before the first
+            # frame, so two replays of the same input build the same book at the same event time
+            pending = [t for name, t in self._tasks.items() if name.startswith(("snap:", "klines:"))]
+            if pending:
+                await asyncio.wait(pending, timeout=15)
         try:
             async with asyncio.timeout_at(loop.time() + self.settings.binance_reconnect_before_s):
                 async for msg in ws:

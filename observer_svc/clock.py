@@ -110,6 +110,11 @@ class EventTimeGate:
         """Re-check stalled venues (call periodically)."""
         self._drain()
 
+    @property
+    def venues_seen(self) -> set[str]:
+        """Venues that have submitted at least one timed frame."""
+        return set(self._venue_time)
+
     def now_ms(self) -> int:
         """Event-time "now": the newest applied frame's time (0 before any)."""
         return self.applied_ms or max(self._venue_time.values(), default=0)

@@ -118,8 +118,8 @@ class Observer:
         """A replay's feed closed with 'end of data'."""
         self._ended.add(venue)
         self.gate.venue_ended(venue)
-        if self.event_clock and self._ended >= {"binance", "polymarket"}:
-            assert isinstance(self.gate, EventTimeGate)
+        if isinstance(self.gate, EventTimeGate) and self._ended >= self.gate.venues_seen:
+            # every venue that sent data has ended: emit the last ticks and stop
             self.gate.flush()
             self.stop()
 

@@ -57,3 +57,40 @@ def shared_data() -> Path:
 
 def python_exe() -> str:
     return sys.executable
+
+
+# --------------------------------------------------------------------------- S3 (moto server mode)
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """A real S3-compatible HTTP endpoint (moto's threaded server) on a free port, once per session.
+
+    Dummy credentials are set in the environment here only (boto3's standard chain picks them up).
+    """
+    from moto.server import ThreadedMotoServer
+
+    from common.redisproc import free_port
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture()
+def s3_store(moto_endpoint: str):  # -> S3Store
+    """An S3Store on a fresh bucket of the moto server."""
+    import uuid
+
+    from common.store import S3Store
+
+    store = S3Store(f"test-{uuid.uuid4().hex[:12]}", prefix="pfx", endpoint_url=moto_endpoint, region="us-east-1")
+    store.ensure_bucket()
+    return store

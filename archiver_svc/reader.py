@@ -1,0 +1,432 @@
+"""Load a market's archived states and labels into numpy (for the trainer, the batch labeler, tools).
+
+API::
+
+    from archiver_svc.reader import load_market, MarketData
+
+    md = load_market(source, "BTC-15M", start_ms=None, end_ms=None,
+                     labels=True, columns_cache=None, workers=2)
+    md.states      # common.schema.StateColumns: tick_ms (N,), raw (N, 70) f8, features (N, F) f4, flags, slugs
+    md.labels      # common.schema.LabelColumns or None (labels=False, or none archived)
+    md.problems    # list[str]: "key: reason" of every object/entry that was skipped
+
+``source`` is an :class:`~common.store.ObjectStore`, a local directory (the ``fusion sync`` cache
+or a ``file://`` store) or a store URL (``s3://bucket/prefix``, endpoint/region from settings).
+``start_ms``/``end_ms`` select entries with ``start_ms <= entry time < end_ms`` (None: open).
+
+Guarantees:
+* rows are in entry-ID order and de-duplicated by entry ID (states and labels separately;
+  a label's ``tick_ms`` is the ID of the state it labels);
+* a corrupt or truncated object, or an entry that fails its schema, is reported in ``problems``,
+  logged once, and skipped: never an exception for bad data;
+* one object = one window; payloads are decoded in bulk (layout templates + ``frombuffer``) and,
+  for a local source, a columnar ``.cols`` sidecar per object is kept under ``<dir>/.columns/``
+  keyed by the object's etag, so a second load reads arrays instead of gunzipping msgpack.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from archiver_svc.layout import Extracted, extract, match_matrix
+from archiver_svc.windows import (
+    ArchiveError,
+    ArchiveObject,
+    UniformObject,
+    decode_fast,
+    decode_object,
+    market_prefix,
+    parse_ids,
+    parse_key,
+    utc_date,
+)
+from common.log import log_once
+from common.schema import N_RAW, LabelColumns, SchemaError, StateColumns, decode_label, decode_state
+from common.store import LocalStore, ObjectInfo, ObjectStore, open_store
+
+log = logging.getLogger("archiver.reader")
+SIDECAR_VERSION = 1
+DAY_MS = 86_400_000
+Arrays = dict[str, npt.NDArray[Any]]
+
+
+@dataclass(slots=True)
+class MarketData:
+    market: str
+    states: StateColumns
+    labels: LabelColumns | None
+    problems: list[str] = field(default_factory=list)
+
+
+def as_store(source: ObjectStore | str | os.PathLike[str]) -> ObjectStore:
+    if isinstance(source, ObjectStore):
+        return source
+    s = str(source)
+    if "://" in s and not s.startswith("file://"):
+        from common.settings import get_settings
+
+        st = get_settings()
+        return open_store(s, st.s3_endpoint_url, st.s3_region)
+    return open_store(s)
+
+
+def list_objects(
+    store: ObjectStore, kind: str, market: str, start_ms: int | None, end_ms: int | None
+) -> list[ObjectInfo]:
+    """Objects of ``market`` that may hold entries in ``[start_ms, end_ms)``, by window start."""
+    base = market_prefix(kind, market)
+    if start_ms is not None and end_ms is not None and end_ms - start_ms <= 400 * DAY_MS:
+        infos = []
+        for day in range((start_ms - DAY_MS) // DAY_MS, end_ms // DAY_MS + 1):
+            infos.extend(store.list(f"{base}{utc_date(day * DAY_MS)}/"))
+    else:
+        infos = list(store.list(base))
+    keyed = sorted(((p[2], o) for o in infos if (p := parse_key(o.key)) is not None), key=lambda x: x[0])
+    out: list[ObjectInfo] = []
+    for i, (ws, o) in enumerate(keyed):
+        if end_ms is not None and ws >= end_ms:
+            break
+        nxt = keyed[i + 1][0] if i + 1 < len(keyed) else None
+        if start_ms is not None and nxt is not None and nxt <= start_ms:
+            continue  # the next window starts before the range: this one ends before it too
+        out.append(o)
+    return out
+
+
+def iter_objects(
+    source: ObjectStore | str | os.PathLike[str],
+    kind: str,
+    market: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+) -> Iterator[tuple[str, ArchiveObject | ArchiveError]]:
+    """Each object's key and decoded content (or the error that made it unusable), in window order."""
+    store = as_store(source)
+    for o in list_objects(store, kind, market, start_ms, end_ms):
+        try:
+            yield o.key, decode_object(store.get(o.key), o.key)
+        except ArchiveError as e:
+            yield o.key, e
+        except KeyError:
+            yield o.key, ArchiveError("object vanished while reading")
+
+
+# ---------------------------------------------------------------- per-object columns
+def _prepare(
+    obj: ArchiveObject | UniformObject, kind: str
+) -> tuple[npt.NDArray[np.int64], list[Extracted], list[int], Callable[[int], bytes], Callable[[int], str]]:
+    """(ids, template groups, leftover rows, payload of row, id of row) of either decoded form."""
+    if isinstance(obj, UniformObject):
+        groups, left = match_matrix(obj.payloads, kind)
+        m = obj.payloads
+        return obj.ids, groups, left, lambda i: m[i].tobytes(), obj.id_str
+    groups, left = extract(obj.payloads, kind)
+    return parse_ids(obj.ids), groups, left, obj.payloads.__getitem__, obj.ids.__getitem__
+
+
+def _state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: str) -> Arrays:
+    ids, groups, left, payload_of, id_of = _prepare(obj, "states")
+    parts: list[tuple[npt.NDArray[np.int64], Arrays]] = []
+    for g in groups:
+        pm = g.template.values.get("pm")
+        slug = str(pm.get("slug", "")) if isinstance(pm, dict) else ""
+        n = g.rows.size
+        parts.append(
+            (
+                g.rows,
+                {
+                    "tick_ms": g.columns["t"].astype(np.int64),
+                    "raw": g.columns["x"].view("<f8").reshape(n, N_RAW),
+                    "features": g.columns["f"].view("<f4").reshape(n, -1),
+                    "flags": g.columns["st"].astype(np.int32),
+                    "slug": np.full(n, slug),
+                },
+            )
+        )
+    for i in left:
+        try:
+            s = decode_state(payload_of(i))
+        except SchemaError as e:
+            problems.append(f"{key}: entry {id_of(i)}: {e}")
+            continue
+        row = {
+            "tick_ms": np.array([s.tick_ms], np.int64),
+            "raw": s.raw.reshape(1, N_RAW),
+            "features": s.features.reshape(1, -1),
+            "flags": np.array([s.flags], np.int32),
+            "slug": np.array([s.pm.slug if s.pm else ""]),
+        }
+        parts.append((np.array([i], np.int64), row))
+    out = _assemble(parts, ids, problems, key)
+    if "slug" in out:
+        table, idx = np.unique(out.pop("slug"), return_inverse=True)
+        out["slug_idx"] = idx.astype(np.int32).reshape(-1)
+        out["slug_table"] = table
+    return out
+
+
+def _label_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: str) -> Arrays:
+    ids, groups, left, payload_of, id_of = _prepare(obj, "labels")
+    parts: list[tuple[npt.NDArray[np.int64], Arrays]] = []
+    for g in groups:
+        hs = np.asarray(g.template.values.get("h", []), dtype=np.int64)
+        n, h = g.rows.size, hs.size
+        parts.append(
+            (
+                g.rows,
+                {
+                    "tick_ms": g.columns["t"].astype(np.int64),
+                    "horizons": np.broadcast_to(hs, (n, h)),
+                    "rewards": g.columns["r"].view("<f4").reshape(n, h, 3),
+                    "best": g.columns["b"].view(np.int8).reshape(n, h),
+                    "valid": g.columns["ok"].reshape(n, h),
+                    "exit_kind": g.columns["xs"].reshape(n, h),
+                },
+            )
+        )
+    for i in left:
+        try:
+            lb = decode_label(payload_of(i))
+        except SchemaError as e:
+            problems.append(f"{key}: entry {id_of(i)}: {e}")
+            continue
+        row = {
+            "tick_ms": np.array([lb.tick_ms], np.int64),
+            "horizons": np.asarray([lb.horizons_s], np.int64),
+            "rewards": lb.rewards[None],
+            "best": lb.best[None],
+            "valid": lb.valid[None],
+            "exit_kind": lb.exit_kind[None],
+        }
+        parts.append((np.array([i], np.int64), row))
+    return _assemble(parts, ids, problems, key)
+
+
+def _assemble(
+    parts: list[tuple[npt.NDArray[np.int64], Arrays]], ids: npt.NDArray[np.int64], problems: list[str], key: str
+) -> Arrays:
+    """Concatenate template groups back into entry order; rows of a minority width are dropped."""
+    if not parts:
+        return {"ids": ids[:0]}
+    widths = [tuple(a.shape[1:] for name, a in sorted(p.items()) if a.ndim > 1) for _, p in parts]
+    counts: dict[tuple[Any, ...], int] = {}
+    for w, (rows, _) in zip(widths, parts, strict=True):
+        counts[w] = counts.get(w, 0) + rows.size
+    major = max(counts, key=lambda w: counts[w])
+    keep = [(r, p) for w, (r, p) in zip(widths, parts, strict=True) if w == major]
+    if len(keep) < len(parts):
+        problems.append(f"{key}: {sum(counts.values()) - counts[major]} entries with another shape skipped")
+    rows = np.concatenate([r for r, _ in keep])
+    order = np.argsort(rows, kind="stable")
+    out: Arrays = {"ids": ids[rows[order]]}
+    for name in keep[0][1]:
+        out[name] = np.concatenate([p[name] for _, p in keep])[order]
+    return out
+
+
+def _sidecar_path(cache: Path, key: str) -> Path:
+    return cache / (key + ".cols")
+
+
+SIDECAR_MAGIC = b"FUSIONCOLS\n"
+
+
+def write_sidecar(path: Path, etag: str, arrays: Arrays) -> None:
+    """Columns as one file: magic, 4-byte header length, JSON header (etag, dtypes, shapes, offsets), raw
+    little-endian data. Read back with one ``read`` and zero-copy ``frombuffer`` views (no pickle)."""
+    fields = []
+    offset = 0
+    blobs = []
+    for name, a in arrays.items():
+        a = np.ascontiguousarray(a)
+        if a.dtype.hasobject:
+            raise ValueError(f"column {name} has object dtype")
+        fields.append([name, a.dtype.str, list(a.shape), offset, a.nbytes])
+        blobs.append(a.tobytes())
+        offset += a.nbytes
+    header = json.dumps({"etag": etag, "version": SIDECAR_VERSION, "fields": fields}).encode()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
+    with open(tmp, "wb") as f:
+        f.write(SIDECAR_MAGIC + len(header).to_bytes(4, "little") + header)
+        for b in blobs:
+            f.write(b)
+    os.replace(tmp, path)
+
+
+def read_sidecar(path: Path, etag: str) -> Arrays | None:
+    """The columns when the sidecar exists and matches ``etag``; None otherwise; ValueError if corrupt."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    n = len(SIDECAR_MAGIC)
+    if data[:n] != SIDECAR_MAGIC:
+        raise ValueError("bad magic")
+    hlen = int.from_bytes(data[n : n + 4], "little")
+    header = json.loads(data[n + 4 : n + 4 + hlen])
+    if header.get("etag") != etag or header.get("version") != SIDECAR_VERSION:
+        return None
+    base = n + 4 + hlen
+    out: Arrays = {}
+    for name, dtype, shape, offset, nbytes in header["fields"]:
+        dt = np.dtype(dtype)
+        if dt.hasobject or base + offset + nbytes > len(data):
+            raise ValueError(f"bad column {name}")
+        out[name] = np.frombuffer(data, dtype=dt, count=nbytes // max(dt.itemsize, 1), offset=base + offset).reshape(
+            shape
+        )
+    return out
+
+
+def _load_one(store: ObjectStore, info: ObjectInfo, kind: str, cache: Path | None) -> tuple[Arrays, list[str]]:
+    problems: list[str] = []
+    side = _sidecar_path(cache, info.key) if cache else None
+    if side is not None:
+        try:
+            cached = read_sidecar(side, info.etag)
+            if cached is not None:
+                return cached, []
+        except Exception as e:  # a broken sidecar is only a cache miss
+            log_once(log, f"sidecar:{side}", "ignoring unreadable column cache", path=str(side), error=repr(e))
+    try:
+        obj = decode_fast(store.get(info.key), info.key)
+    except (ArchiveError, KeyError) as e:
+        reason = str(e) if isinstance(e, ArchiveError) else "object vanished while reading"
+        return {}, [f"{info.key}: {reason}"]
+    arrays = (_state_arrays if kind == "states" else _label_arrays)(obj, problems, info.key)
+    if side is not None and not problems:
+        write_sidecar(side, info.etag, arrays)
+    return arrays, problems
+
+
+def load_arrays(
+    source: ObjectStore | str | os.PathLike[str],
+    kind: str,
+    market: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    *,
+    columns_cache: str | os.PathLike[str] | bool | None = None,
+    workers: int = 2,
+) -> tuple[Arrays, list[str]]:
+    """Columns of every entry of ``kind`` in range (plus ``ids`` (N, 2) ``[ms, seq]``), and the problems."""
+    store = as_store(source)
+    if columns_cache is None or columns_cache is True:
+        cache = store.root / ".columns" if isinstance(store, LocalStore) else None
+    elif columns_cache is False:
+        cache = None
+    else:
+        cache = Path(columns_cache)
+    infos = list_objects(store, kind, market, start_ms, end_ms)
+    problems: list[str] = []
+    results: list[Arrays] = []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for arrays, probs in pool.map(lambda i: _load_one(store, i, kind, cache), infos):
+            problems.extend(probs)
+            if arrays and arrays["ids"].shape[0]:
+                results.append(arrays)
+    for p in problems:
+        log_once(log, f"problem:{p}", "archive problem; skipped", problem=p)
+    if not results:
+        return {}, problems
+    out = _concat(results, problems)
+    table = out.pop("slug_table", None)
+    ids = out["ids"]
+    if ids.shape[0] > 1:
+        ms, seq = ids[:, 0], ids[:, 1]
+        if not bool(((ms[1:] > ms[:-1]) | ((ms[1:] == ms[:-1]) & (seq[1:] > seq[:-1]))).all()):
+            order = np.lexsort((seq, ms))
+            ids = ids[order]
+            first = np.ones(ids.shape[0], dtype=bool)
+            first[1:] = (ids[1:] != ids[:-1]).any(axis=1)
+            sel = order[first]
+            out = {k: v[sel] for k, v in out.items()}
+    ms = out["ids"][:, 0]
+    lo = 0 if start_ms is None else int(np.searchsorted(ms, start_ms, "left"))
+    hi = ms.size if end_ms is None else int(np.searchsorted(ms, end_ms, "left"))
+    if lo > 0 or hi < ms.size:
+        out = {k: v[lo:hi] for k, v in out.items()}
+    if table is not None:
+        out["slug_table"] = table
+    return out, problems
+
+
+def _concat(results: list[Arrays], problems: list[str]) -> Arrays:
+    tables = [r.pop("slug_table") for r in results if "slug_table" in r]
+    shapes = [tuple((k, v.shape[1:]) for k, v in sorted(r.items())) for r in results]
+    major = max(
+        set(shapes), key=lambda s: sum(r["ids"].shape[0] for r, s2 in zip(results, shapes, strict=True) if s2 == s)
+    )
+    keep = [r for r, s in zip(results, shapes, strict=True) if s == major]
+    if len(keep) < len(results):
+        problems.append(f"{len(results) - len(keep)} objects with another column shape skipped")
+    out = {k: np.concatenate([r[k] for r in keep]) for k in keep[0] if k != "slug_idx"}
+    if tables:
+        table = np.unique(np.concatenate(tables))
+        kept = {id(r) for r in keep}
+        remapped = [
+            np.searchsorted(table, t)[r["slug_idx"]] for r, t in zip(results, tables, strict=True) if id(r) in kept
+        ]
+        out["slug_idx"] = np.concatenate(remapped).astype(np.int32)
+        out["slug_table"] = table
+    return out
+
+
+def _slugs(s: Arrays) -> list[str]:
+    table = s["slug_table"].tolist()
+    return [table[i] for i in s["slug_idx"].tolist()]
+
+
+def load_market(
+    source: ObjectStore | str | os.PathLike[str],
+    market: str,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    *,
+    labels: bool = True,
+    columns_cache: str | os.PathLike[str] | bool | None = None,
+    workers: int = 2,
+) -> MarketData:
+    """States (and labels) of ``market`` with entry time in ``[start_ms, end_ms)``; see the module doc."""
+    store = as_store(source)
+    s, problems = load_arrays(store, "states", market, start_ms, end_ms, columns_cache=columns_cache, workers=workers)
+    if s:
+        states = StateColumns(
+            tick_ms=s["tick_ms"],
+            raw=s["raw"],
+            features=s["features"],
+            flags=s["flags"],
+            slugs=_slugs(s),
+        )
+    else:
+        states = StateColumns(
+            np.zeros(0, np.int64), np.zeros((0, N_RAW)), np.zeros((0, 0), np.float32), np.zeros(0, np.int32), []
+        )
+    lc: LabelColumns | None = None
+    if labels:
+        lb, lprobs = load_arrays(
+            store, "labels", market, start_ms, end_ms, columns_cache=columns_cache, workers=workers
+        )
+        problems += lprobs
+        if lb:
+            lc = LabelColumns(
+                tick_ms=lb["tick_ms"],
+                horizons_s=tuple(int(h) for h in lb["horizons"][0]),
+                rewards=lb["rewards"],
+                best=lb["best"],
+                valid=lb["valid"],
+                exit_kind=lb["exit_kind"],
+            )
+    return MarketData(market, states, lc, problems)

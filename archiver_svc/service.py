@@ -1,0 +1,507 @@
+"""The archiver: consumer group ``archiver`` on every states/labels stream -> one object per window.
+
+Flow per stream: XREADGROUP (big COUNT) -> validate (template fast path, full schema decode
+otherwise; undecodable -> dead-letter stream + XACK) -> buffer per window -> once the group has
+delivered past ``window end + grace`` the window's object is written by a writer thread
+(``put_if_absent``; if the key exists: under a Redis lock, read it, union by entry ID, rewrite when
+different) -> only then XACK its entries (pipelined).
+
+Guarantees:
+* An entry is acked only after an object holding it is durably stored: a crash at any point
+  leaves it pending, and on start the archiver re-reads its own pending entries (ID 0); entries
+  of a dead archiver are taken over with XAUTOCLAIM after ``claim_idle_ms``. Buffered entries are
+  re-claimed (XCLAIM JUSTID) every ``claim_idle_ms / 3`` so a live archiver's long windows are
+  never stolen.
+* Window keys and bytes are deterministic and objects are only ever created atomically or
+  replaced by a superset (merge under a lock), so an entry is in the archive exactly once.
+* Redis errors (restart, failover) are retried with backoff; nothing is lost or acked early.
+* An unfinished window is never written unless ``final=True`` (``--final``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from archiver_svc.layout import Validator
+from archiver_svc.windows import (
+    QUARANTINE_PREFIX,
+    ArchiveError,
+    decode_object,
+    encode_object,
+    object_key,
+)
+from common import keys
+from common.log import kv, log_once
+from common.metrics import counter, gauge
+from common.store import ObjectStore
+from common.streams import ensure_group, scan_streams
+
+log = logging.getLogger("archiver")
+
+ENTRIES = counter("fusion_archiver_entries_archived_total", "entries stored and acked", ("kind",))
+OBJECTS = counter("fusion_archiver_objects_written_total", "window objects written", ("kind", "result"))
+DEAD = counter("fusion_archiver_dead_lettered_total", "entries moved to the dead-letter stream", ("kind",))
+LAG = gauge("fusion_archiver_lag_entries", "entries of a stream not yet archived (undelivered + pending)", ("stream",))
+WRITE_ERRORS = counter("fusion_archiver_write_errors_total", "failed object writes (retried)", ("kind",))
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
+DEAD_LETTER_MAXLEN = 100_000
+
+
+class LockTimeout(RuntimeError):
+    pass
+
+
+@dataclass(slots=True)
+class Job:
+    stream: str
+    market: str
+    kind: str
+    window_start_ms: int
+    entries: dict[str, bytes]
+    result: str = ""
+
+
+@dataclass(slots=True)
+class Stats:
+    archived: int = 0
+    dead: int = 0
+    objects: dict[str, int] = field(default_factory=dict)
+    claimed: int = 0
+    errors: int = 0
+
+
+class Archiver:
+    """One archiver consumer. ``run()`` loops until :meth:`stop`; ``step()`` does one round."""
+
+    def __init__(
+        self,
+        r: redis.Redis,
+        store: ObjectStore,
+        *,
+        consumer: str,
+        window_s: int = 600,
+        grace_s: int = 30,
+        claim_idle_ms: int = 60_000,
+        count: int = 5000,
+        block_ms: int = 1000,
+        scan_every_s: float = 5.0,
+        lock_ttl_ms: int = 30_000,
+        writers: int = 2,
+    ) -> None:
+        self.r = r
+        self.store = store
+        self.consumer = consumer
+        self.window_ms = window_s * 1000
+        self.grace_ms = grace_s * 1000
+        self.claim_idle_ms = claim_idle_ms
+        self.count = count
+        self.block_ms = block_ms
+        self.scan_every_s = scan_every_s
+        self.lock_ttl_ms = lock_ttl_ms
+        self.streams: dict[str, tuple[str, str]] = {}  # stream -> (market, kind)
+        self.validators: dict[str, Validator] = {}
+        self.buffers: dict[str, dict[int, dict[str, bytes]]] = {}
+        self.delivered_ms: dict[str, int] = {}
+        self.need_pending: set[str] = set()
+        self.inflight: list[tuple[Job, Future[Job]]] = []
+        self.to_ack: list[Job] = []
+        self.stats = Stats()
+        self._stop = threading.Event()
+        # writers run gzip + store puts (both release the GIL) in parallel; jobs of one window may
+        # overlap safely: creation is atomic and merges hold the window's lock
+        self._pool = ThreadPoolExecutor(max(1, writers), thread_name_prefix="archive-writer")
+        self._release = r.register_script(_RELEASE)
+        # lock token: "<consumer>/<nonce>"; a lock of the same consumer with another nonce belongs to
+        # a dead incarnation of this consumer (names are unique among live archivers) and is taken over
+        self._token = f"{consumer}/{uuid.uuid4().hex[:12]}".encode()
+        # raw XREADGROUP replies (no per-entry dict): nested lists of bytes
+        self._raw = redis.Redis(connection_pool=r.connection_pool)
+        self._raw.set_response_callback("XREADGROUP", lambda resp, **_: resp)
+        self._next_scan = self._next_claim = self._next_heartbeat = 0.0
+
+    # ------------------------------------------------------------------ control
+    def stop(self) -> None:
+        """Ask the loop to stop after the current step (a write in progress completes and is acked)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, once: bool = False, final: bool = False) -> Stats:
+        """Loop until stopped (or, with ``once``, until caught up); ``final`` also writes open windows."""
+        backoff = 0.2
+        while not self._stop.is_set():
+            try:
+                got = self.step(block=not once)
+                backoff = 0.2
+                if once and not got and not self.need_pending and not self.inflight and not self.to_ack:
+                    break
+            except REDIS_ERRORS as e:
+                self._on_redis_error(e)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+            except redis.ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                log_once(log, "nogroup", "consumer group vanished; re-creating", error=str(e))
+                self.streams.clear()
+                self._next_scan = 0.0
+        self.close(final=final)
+        return self.stats
+
+    def close(self, final: bool = False) -> None:
+        """Finish in-flight writes and ack them; with ``final`` first write every open window."""
+        for attempt in range(20):
+            try:
+                if final:
+                    self._submit_closable(force=True)
+                self._collect(wait=True)
+                self._ack_done()
+                break
+            except REDIS_ERRORS as e:
+                self._on_redis_error(e)
+                time.sleep(min(0.2 * 2**attempt, 5.0))
+        self._pool.shutdown(wait=True)
+
+    def _on_redis_error(self, e: Exception) -> None:
+        self.stats.errors += 1
+        kv(log, logging.WARNING, "redis unavailable; retrying", error=f"{type(e).__name__}: {e}")
+        # a reply lost mid-flight leaves delivered-but-unseen entries in our PEL: re-read it
+        self.need_pending = set(self.streams)
+        self._next_claim = 0.0
+
+    # ------------------------------------------------------------------ one round
+    def step(self, block: bool = True) -> int:
+        """Discover, recover, read, write closable windows, ack. Returns entries received."""
+        now = time.monotonic()
+        if now >= self._next_scan:
+            self.discover()
+            self._next_scan = now + self.scan_every_s
+        got = 0
+        for s in sorted(self.need_pending):
+            got += self._read_pending(s)
+            self.need_pending.discard(s)
+        if now >= self._next_claim:
+            got += self._autoclaim()
+            self._next_claim = now + min(self.claim_idle_ms / 2000, 10.0)
+        if now >= self._next_heartbeat:
+            self._heartbeat()
+            self._next_heartbeat = now + self.claim_idle_ms / 3000
+        if self.inflight and not got:
+            # writes in flight and nothing recovered: let the writer work instead of polling Redis
+            concurrent.futures.wait([f for _, f in self.inflight], timeout=0.05, return_when="FIRST_COMPLETED")
+            block_ms = None
+        else:
+            block_ms = self.block_ms if block and not got else None
+        got += self._read_new(block_ms)
+        if got or not self.delivered_ms or not block_ms:
+            self._update_delivered()
+        self._submit_closable(force=False)
+        self._collect(wait=False)
+        self._ack_done()
+        return got
+
+    def discover(self) -> None:
+        for kind in ("states", "labels"):
+            for s in scan_streams(self.r, kind):
+                if s in self.streams:
+                    continue
+                parsed = keys.market_of_stream(s)
+                if parsed is None:
+                    continue
+                ensure_group(self.r, s, keys.ARCHIVER_GROUP, "0")
+                self.streams[s] = parsed
+                self.validators.setdefault(s, Validator(parsed[1]))
+                self.need_pending.add(s)
+                kv(log, logging.INFO, "archiving stream", stream=s)
+
+    # ------------------------------------------------------------------ reading
+    def _ingest(self, stream: str, entries: list[Any]) -> int:
+        kind = self.streams[stream][1]
+        check = self.validators[stream].check
+        buf = self.buffers.setdefault(stream, {})
+        w = self.window_ms
+        dead: list[tuple[bytes, str, bytes]] = []
+        pf = keys.PAYLOAD_FIELD
+        n = 0
+        for eid, fields in entries:
+            if eid is None:
+                continue
+            n += 1
+            if type(fields) is list:  # raw reply: [field, value, ...]
+                payload = fields[1] if len(fields) == 2 and fields[0] == pf else _field(fields, pf)
+            else:
+                payload = fields.get(pf) if fields else None
+            if not fields:
+                reason: str | None = "entry deleted from the stream before it was archived"
+            elif payload is None:
+                reason = f"no {keys.PAYLOAD_FIELD.decode()!r} field"
+            else:
+                reason = check(payload)
+            if reason is not None:
+                dead.append((eid, reason, payload or b""))
+                continue
+            sid = eid.decode()
+            ms = int(sid.partition("-")[0])
+            ws = ms - ms % w
+            win = buf.get(ws)
+            if win is None:
+                win = buf[ws] = {}
+            win[sid] = payload
+        if dead:
+            self._dead_letter(stream, kind, dead)
+        return n
+
+    def _dead_letter(self, stream: str, kind: str, dead: list[tuple[bytes, str, bytes]]) -> None:
+        pipe = self.r.pipeline(transaction=False)
+        for eid, reason, payload in dead:
+            log_once(log, f"dead:{stream}:{reason[:40]}", "entry dead-lettered", stream=stream, id=eid, reason=reason)
+            fields = {"stream": stream, "id": eid, "reason": reason, "payload": payload}
+            pipe.xadd(keys.DEAD_LETTER_STREAM, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+        pipe.xack(stream, keys.ARCHIVER_GROUP, *[d[0] for d in dead])
+        pipe.execute()
+        DEAD.labels(kind).inc(len(dead))
+        self.stats.dead += len(dead)
+
+    def _read_pending(self, stream: str) -> int:
+        """Re-read our own pending entries (after a start or a lost reply)."""
+        last: bytes | str = "0"
+        n = 0
+        while True:
+            resp = self._raw.xreadgroup(keys.ARCHIVER_GROUP, self.consumer, {stream: last}, count=self.count)
+            entries = _entries_of(resp, stream)
+            if not entries:
+                return n
+            n += self._ingest(stream, entries)
+            last = next((e for e, _ in reversed(entries) if e is not None), None) or last
+            if len(entries) < self.count:
+                return n
+
+    def _read_new(self, block_ms: int | None) -> int:
+        if not self.streams:
+            if block_ms:
+                self._stop.wait(block_ms / 1000)
+            return 0
+        resp = self._raw.xreadgroup(
+            keys.ARCHIVER_GROUP, self.consumer, dict.fromkeys(self.streams, ">"), count=self.count, block=block_ms
+        )
+        n = 0
+        for name, entries in _stream_replies(resp):
+            if name in self.streams and entries:
+                n += self._ingest(name, entries)
+        return n
+
+    def _autoclaim(self) -> int:
+        """Take over entries idle for ``claim_idle_ms`` in any consumer's pending list."""
+        n = 0
+        for s in list(self.streams):
+            start: bytes | str = "0-0"
+            for _ in range(1000):
+                res = self.r.xautoclaim(s, keys.ARCHIVER_GROUP, self.consumer, self.claim_idle_ms, start, self.count)
+                nxt, entries = res[0], res[1]
+                if entries:
+                    got = self._ingest(s, entries)
+                    n += got
+                    self.stats.claimed += got
+                if len(res) > 2 and res[2]:
+                    log_once(log, f"claim-deleted:{s}", "pending entries were trimmed before archiving", stream=s)
+                if nxt in (b"0-0", "0-0"):
+                    break
+                start = nxt
+        return n
+
+    def _heartbeat(self) -> None:
+        """Reset the idle time of every entry we hold (buffered or being written) so no one claims it."""
+        held: dict[str, list[str]] = {}
+        for s, wins in self.buffers.items():
+            for win in wins.values():
+                held.setdefault(s, []).extend(win)
+        for job, _ in self.inflight:
+            held.setdefault(job.stream, []).extend(job.entries)
+        if not held:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for s, ids in held.items():
+            for i in range(0, len(ids), 2000):
+                pipe.xclaim(s, keys.ARCHIVER_GROUP, self.consumer, 0, ids[i : i + 2000], justid=True)
+        pipe.execute()
+
+    def _update_delivered(self) -> None:
+        """Group cursor per stream (every entry up to it has been delivered to some consumer) + lag."""
+        streams = list(self.streams)
+        if not streams:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for s in streams:
+            pipe.xinfo_groups(s)
+        for s, groups in zip(streams, pipe.execute(raise_on_error=False), strict=True):
+            if isinstance(groups, Exception):
+                continue
+            for g in groups:
+                if _s(g.get("name")) != keys.ARCHIVER_GROUP:
+                    continue
+                last = _s(g.get("last-delivered-id") or "0-0")
+                self.delivered_ms[s] = int(last.partition("-")[0])
+                lag = g.get("lag")
+                LAG.labels(s).set((lag if isinstance(lag, int) else 0) + int(g.get("pending") or 0))
+
+    # ------------------------------------------------------------------ writing
+    def _submit_closable(self, force: bool) -> None:
+        for s, wins in self.buffers.items():
+            market, kind = self.streams[s]
+            delivered = self.delivered_ms.get(s, -1)
+            for ws in sorted(wins):
+                if not force and ws + self.window_ms + self.grace_ms > delivered:
+                    break
+                entries = wins.pop(ws)
+                if entries:
+                    job = Job(s, market, kind, ws, entries)
+                    self.inflight.append((job, self._pool.submit(self._write, job)))
+
+    def _collect(self, wait: bool) -> None:
+        still: list[tuple[Job, Future[Job]]] = []
+        for job, fut in self.inflight:
+            if not wait and not fut.done():
+                still.append((job, fut))
+                continue
+            try:
+                fut.result()
+            except Exception as e:  # store/lock failure: keep the entries buffered, retry later
+                WRITE_ERRORS.labels(job.kind).inc()
+                self.stats.errors += 1
+                kv(
+                    log,
+                    logging.ERROR,
+                    "write failed; will retry",
+                    key=object_key(job.kind, job.market, job.window_start_ms),
+                    error=repr(e),
+                )
+                win = self.buffers.setdefault(job.stream, {}).setdefault(job.window_start_ms, {})
+                win.update(job.entries)
+                continue
+            self.to_ack.append(job)
+        self.inflight = still
+
+    def _ack_done(self) -> None:
+        if not self.to_ack:
+            return
+        pipe = self.r.pipeline(transaction=False)
+        for job in self.to_ack:
+            ids = list(job.entries)
+            for i in range(0, len(ids), 5000):
+                pipe.xack(job.stream, keys.ARCHIVER_GROUP, *ids[i : i + 5000])
+        pipe.execute()
+        for job in self.to_ack:
+            ENTRIES.labels(job.kind).inc(len(job.entries))
+            OBJECTS.labels(job.kind, job.result).inc()
+            self.stats.archived += len(job.entries)
+            self.stats.objects[job.result] = self.stats.objects.get(job.result, 0) + 1
+        self.to_ack = []
+
+    def _write(self, job: Job) -> Job:
+        """Store the window's object (create, or merge into the existing one). Runs in the writer thread."""
+        key = object_key(job.kind, job.market, job.window_start_ms)
+        data = encode_object(job.kind, job.market, job.window_start_ms, self.window_ms, job.entries)
+        if self.store.put_if_absent(key, data):
+            job.result = "created"
+            return job
+        with self._lock(job.stream, job.window_start_ms):
+            try:
+                old_bytes: bytes | None = self.store.get(key)
+            except KeyError:
+                old_bytes = None
+            if old_bytes == data:
+                job.result = "unchanged"
+                return job
+            merged = job.entries
+            if old_bytes is not None:
+                try:
+                    old = decode_object(old_bytes, key)
+                    if old.window_end_ms - old.window_start_ms != self.window_ms:
+                        raise ArchiveError(
+                            f"window length {old.window_end_ms - old.window_start_ms} != {self.window_ms}"
+                        )
+                    merged = {**job.entries, **old.entries()}  # the stored payload wins for an ID
+                except ArchiveError as e:
+                    qkey = f"{QUARANTINE_PREFIX}{key}.{hashlib.sha256(old_bytes).hexdigest()[:16]}"
+                    self.store.put(qkey, old_bytes)
+                    log_once(
+                        log, f"corrupt:{key}", "stored object unusable; quarantined", obj=key, to=qkey, reason=str(e)
+                    )
+            new = encode_object(job.kind, job.market, job.window_start_ms, self.window_ms, merged)
+            if new != old_bytes:
+                self.store.put(key, new)
+                job.result = "merged"
+            else:
+                job.result = "unchanged"
+        return job
+
+    @contextlib.contextmanager
+    def _lock(self, stream: str, window_start_ms: int) -> Iterator[None]:
+        key = keys.archive_lock_key(stream, window_start_ms)
+        token = self._token
+        mine = self.consumer.encode() + b"/"
+        deadline = time.monotonic() + 2 * self.lock_ttl_ms / 1000
+        while True:
+            if self.r.set(key, token, nx=True, px=self.lock_ttl_ms):
+                break
+            holder = self.r.get(key)
+            dead_me = bool(holder) and holder.startswith(mine) and holder != token  # a dead incarnation of us
+            if dead_me and self.r.set(key, token, xx=True, px=self.lock_ttl_ms, get=True) == holder:
+                break
+            if time.monotonic() > deadline:
+                raise LockTimeout(key)
+            time.sleep(0.02)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(*REDIS_ERRORS):
+                self._release(keys=[key], args=[token])
+
+
+def _field(fields: list[Any], name: bytes) -> Any:
+    for i in range(0, len(fields) - 1, 2):
+        if fields[i] == name:
+            return fields[i + 1]
+    return None
+
+
+def _s(x: Any) -> str:
+    return x.decode() if isinstance(x, bytes) else str(x)
+
+
+def _stream_replies(resp: Any) -> list[tuple[str, list[Any]]]:
+    """XREADGROUP reply (RESP2 list or RESP3 dict) -> [(stream, entries)]."""
+    if not resp:
+        return []
+    if isinstance(resp, dict):
+        out = []
+        for k, v in resp.items():
+            # raw: {stream: [entry, ...]}; redis-py's RESP3 parsing: {stream: [[entry, ...]]}
+            if v and isinstance(v[0], list) and v[0] and isinstance(v[0][0], list | tuple):
+                v = v[0]
+            out.append((_s(k), v))
+        return out
+    return [(_s(name), entries) for name, entries in resp]
+
+
+def _entries_of(resp: Any, stream: str) -> list[Any]:
+    for name, entries in _stream_replies(resp):
+        if name == stream:
+            return list(entries or [])
+    return []
