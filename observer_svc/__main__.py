@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import os
 import signal
+import socket
 
 from common.log import setup_logging
 from common.markets import parse_market
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from observer_svc.service import Observer
 
-    obs = Observer(settings, specs, use_leases=a.leases, observer_id=settings.observer_id or f"obs-{os.getpid()}")
+    observer_id = settings.observer_id or f"obs-{socket.gethostname()}-{os.getpid()}"
+    obs = Observer(settings, specs, use_leases=a.leases, observer_id=observer_id)
 
     async def run() -> None:
         loop = asyncio.get_running_loop()
