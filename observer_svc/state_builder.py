@@ -33,6 +33,8 @@ class BinanceSide(Protocol):
 
     def fill_raw(self, x: np.ndarray, tick_ms: int) -> None: ...
 
+    def flags(self, tick_ms: int) -> int: ...
+
 
 class PolymarketSide(Protocol):
     """What the builder needs of a market's Polymarket state."""
@@ -83,6 +85,7 @@ class StateBuilder:
                 windows.append(None)
             if m.binance is not None:
                 m.binance.fill_raw(row, tick_ms)
+                flags[i] |= m.binance.flags(tick_ms)
         age_bn, age_pm = x[:, _AGE_BN], x[:, _AGE_PM]
         has_bn = np.array([m.binance is not None for m in self.markets])
         has_pm = np.array([m.polymarket is not None for m in self.markets])
