@@ -1,0 +1,1 @@
+"""The paper trader: PyTorch policy, hot model swap, paper execution against the recorded book."""

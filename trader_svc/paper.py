@@ -1,0 +1,392 @@
+"""Paper execution against the recorded book (pure: no IO, no clock; time is the states' tick time).
+
+Per market, one position at a time (:func:`common.policy.transition` semantics: flat + BUY_UP opens
+Up, holding Up + BUY_DOWN closes it, a position never flips in one step). Call order per state:
+``on_state`` (settles, executes orders whose latency has elapsed, marks), then ``agent_features``
+for the observation, then ``decide`` with the policy's action.
+
+Guarantees:
+
+* **fills** walk the recorded levels of the state (``up_ask_px_0..4`` / ``up_ask_sz_0..4`` etc.,
+  best first): an open spends at most ``position_usd`` on shares at the asks of the token, the taker
+  fee (:func:`common.fees.taker_fee`'s formula, per level: :func:`scalar_fee`) on top (the labeler's and replay env's
+  convention); a close sells the held shares at the bids, less the fee. When the depth is short the
+  fill is partial (an open holds fewer shares; a close leaves the rest open, cost reduced pro rata);
+  a side with no usable level refuses the order. Levels with NaN / non-positive size or a price
+  outside (0, 1] are skipped.
+* **latency**: an order decided at tick ``t`` fills against the first state with tick
+  ``>= t + latency_ms`` (the same state when 0). One order in flight per market; an order whose
+  intent (open/close) no longer matches the position when it comes due is refused, never inverted.
+* **settlement**: a position settles (Up: ``pm_settle_up`` per share, Down: ``1 - pm_settle_up``,
+  no fee) on the first state that knows the resolution of the window it was opened in: its own
+  ``pm_settle_up`` or, after the rollover, ``pm_prev_settle_up`` with ``pm_prev_end_s`` equal to the
+  position's window end. Until then it cannot be traded against the next window's book.
+* **risk**: an open never spends more than ``position_usd``; day PnL = equity now - equity at the
+  first state of the UTC day; when it reaches ``-max_daily_loss_usd`` the kill switch trips for the
+  rest of that UTC day: opens are refused, closes and settlements still happen.
+* **marks**: an open position is marked at its token's best bid net of the fee per share (as the
+  replay env does); unrealised = mark - cost; the ``position_pnl`` feature is unrealised / cost.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.policy import BUY_DOWN, BUY_UP, FLAT, HOLD, SIDE_DOWN, SIDE_UP
+from common.schema import BOOK_LEVELS, NO_PM_MARKET, PM_RESOLVED, POLY_BOOK_EMPTY, RAW_INDEX, STALE_POLY
+
+F64 = npt.NDArray[np.float64]
+DAY_MS = 86_400_000
+OPEN_BAD_FLAGS = STALE_POLY | POLY_BOOK_EMPTY | NO_PM_MARKET | PM_RESOLVED
+EPS = 1e-9
+SIDE_NAME = {SIDE_UP: "up", SIDE_DOWN: "down", FLAT: "flat"}
+ACTION_NAME = {HOLD: "hold", BUY_UP: "buy_up", BUY_DOWN: "buy_down"}
+
+
+def scalar_fee(shares: float, price: float, rate: float, exponent: float) -> float:
+    """:func:`common.fees.taker_fee` for one scalar trade (same formula, no numpy overhead on the tick path;
+    tests pin the equality)."""
+    p = min(max(price, 0.0), 1.0)
+    return float(shares * rate * (p * (1.0 - p)) ** exponent)
+
+
+def intent(side: int, action: int) -> str:
+    """What :func:`common.policy.transition` asks for, for one market: "open", "close" or "none"."""
+    if action == HOLD:
+        return "none"
+    if side == FLAT:
+        return "open"
+    return "close" if (side == SIDE_UP) == (action == BUY_DOWN) else "none"
+
+
+def _levels(token: str, side: str) -> tuple[list[int], list[int]]:
+    return (
+        [RAW_INDEX[f"{token}_{side}_px_{i}"] for i in range(BOOK_LEVELS)],
+        [RAW_INDEX[f"{token}_{side}_sz_{i}"] for i in range(BOOK_LEVELS)],
+    )
+
+
+_BOOK = {(tok, s): _levels(tok, s) for tok in ("up", "dn") for s in ("bid", "ask")}
+_TOKEN = {SIDE_UP: "up", SIDE_DOWN: "dn"}
+_END, _SETTLE = RAW_INDEX["pm_end_s"], RAW_INDEX["pm_settle_up"]
+_PREV_END, _PREV_SETTLE = RAW_INDEX["pm_prev_end_s"], RAW_INDEX["pm_prev_settle_up"]
+
+
+@dataclass(frozen=True, slots=True)
+class PaperConfig:
+    position_usd: float = 100.0
+    max_daily_loss_usd: float = 500.0
+    latency_ms: int = 0
+    fee_rate: float = 0.07
+    fee_exponent: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Walk:
+    """Result of walking book levels: shares filled, notional (sum px * shares), fee, levels touched."""
+
+    shares: float
+    notional: float
+    fee: float
+    levels: int
+
+    @property
+    def avg_px(self) -> float:
+        return self.notional / self.shares if self.shares > 0 else math.nan
+
+
+def _book(raw: F64, token: str, side: str) -> list[tuple[float, float]]:
+    pxi, szi = _BOOK[(token, side)]
+    lv = [(float(raw[p]), float(raw[s])) for p, s in zip(pxi, szi, strict=True)]
+    lv = [(p, s) for p, s in lv if math.isfinite(p) and math.isfinite(s) and 0.0 < p <= 1.0 and s > 0.0]
+    lv.sort(key=lambda x: x[0], reverse=side == "bid")  # best first
+    return lv
+
+
+def walk_buy(levels: list[tuple[float, float]], budget_usd: float, rate: float, exponent: float) -> Walk:
+    """Spend up to ``budget_usd`` (fee excluded) at the asks, best first."""
+    left, shares, notional, fee, used = budget_usd, 0.0, 0.0, 0.0, 0
+    for px, sz in levels:
+        if left <= EPS:
+            break
+        take = min(sz, left / px)
+        shares += take
+        notional += take * px
+        fee += scalar_fee(take, px, rate, exponent)
+        left -= take * px
+        used += 1
+    return Walk(shares, notional, fee, used)
+
+
+def walk_sell(levels: list[tuple[float, float]], shares: float, rate: float, exponent: float) -> Walk:
+    """Sell up to ``shares`` at the bids, best first."""
+    left, filled, notional, fee, used = shares, 0.0, 0.0, 0.0, 0
+    for px, sz in levels:
+        if left <= EPS:
+            break
+        take = min(sz, left)
+        filled += take
+        notional += take * px
+        fee += scalar_fee(take, px, rate, exponent)
+        left -= take
+        used += 1
+    return Walk(filled, notional, fee, used)
+
+
+@dataclass(slots=True)
+class Position:
+    side: int
+    shares: float
+    cost: float  # USD paid for the shares still held, fees included
+    window_end_s: float
+    opened_tick: int
+    mark: float  # liquidation value at the best bid net of fees (last known)
+
+
+@dataclass(slots=True)
+class Order:
+    market: str
+    tick_ms: int  # decision tick
+    due_ms: int
+    action: int
+    intent: str  # "open" | "close"
+    version: str
+
+
+@dataclass(slots=True)
+class Totals:
+    realised: float = 0.0
+    fees: float = 0.0
+    fills: int = 0
+    partial_fills: int = 0
+    settlements: int = 0
+    refused: int = 0
+    wins: int = 0
+    closed: int = 0
+
+
+class PaperEngine:
+    """Positions, orders and PnL of one trader over many markets."""
+
+    def __init__(self, cfg: PaperConfig, markets: list[str] | tuple[str, ...] = ()) -> None:
+        self.cfg = cfg
+        self.pos: dict[str, Position] = {}
+        self.orders: dict[str, Order] = {}
+        self.totals = Totals()
+        self.day: int | None = None
+        self.day_start_equity = 0.0
+        self.killed = False
+        self.kill_trips = 0
+        self.markets = list(markets)
+
+    # ------------------------------------------------------------------ accounting
+    def unrealised(self) -> float:
+        return sum(p.mark - p.cost for p in self.pos.values())
+
+    def equity(self) -> float:
+        return self.totals.realised + self.unrealised()
+
+    def day_pnl(self) -> float:
+        return self.equity() - self.day_start_equity
+
+    def _roll_day(self, tick_ms: int) -> None:
+        d = tick_ms // DAY_MS
+        if self.day is None or d > self.day:
+            self.day = d
+            self.day_start_equity = self.equity()
+            self.killed = False
+
+    def _check_risk(self) -> None:
+        if not self.killed and self.day_pnl() <= -self.cfg.max_daily_loss_usd:
+            self.killed = True
+            self.kill_trips += 1
+
+    # ------------------------------------------------------------------ per state
+    def on_state(self, market: str, tick_ms: int, raw: F64, flags: int = 0) -> list[dict[str, Any]]:
+        """Settle, execute due orders, mark. Returns the fill / refusal records it produced."""
+        self._roll_day(tick_ms)
+        out: list[dict[str, Any]] = []
+        pos = self.pos.get(market)
+        if pos is not None:
+            s = self._settlement(pos, raw)
+            if s is not None:
+                out.append(self._settle(market, pos, s, tick_ms))
+        order = self.orders.get(market)
+        if order is not None and tick_ms >= order.due_ms:
+            del self.orders[market]
+            out += self._execute(order, tick_ms, raw, flags)
+        self._mark(market, raw)
+        self._check_risk()
+        return out
+
+    def _mark(self, market: str, raw: F64) -> None:
+        """Mark an open position at its token's best bid net of the fee (kept when there is no bid)."""
+        pos = self.pos.get(market)
+        if pos is not None and self._same_window(pos, raw):
+            bids = _book(raw, _TOKEN[pos.side], "bid")
+            if bids:
+                bid = bids[0][0]
+                pos.mark = pos.shares * (bid - scalar_fee(1.0, bid, self.cfg.fee_rate, self.cfg.fee_exponent))
+
+    def agent_features(self, markets: list[str]) -> tuple[F64, F64, F64]:
+        """(has_position, side, unrealised / cost) per market, for common.features.agent_features."""
+        has, side, frac = np.zeros(len(markets)), np.zeros(len(markets)), np.zeros(len(markets))
+        for i, m in enumerate(markets):
+            p = self.pos.get(m)
+            if p is not None:
+                has[i], side[i] = 1.0, float(p.side)
+                frac[i] = (p.mark - p.cost) / p.cost if p.cost > 0 else 0.0
+        return has, side, frac
+
+    def side_of(self, market: str) -> int:
+        p = self.pos.get(market)
+        return p.side if p is not None else FLAT
+
+    def decide(
+        self, market: str, tick_ms: int, action: int, raw: F64, flags: int = 0, version: str = ""
+    ) -> list[dict[str, Any]]:
+        """Submit the policy's action for ``market`` at ``tick_ms``; with no latency it fills now
+        against ``raw`` (the state it was decided on). Returns fill / refusal records."""
+        if action == HOLD:
+            return []
+        want = intent(self.side_of(market), action)
+        if want == "none":
+            return []  # e.g. holding Up + BUY_UP: a no-op by the contract
+        order = Order(market, tick_ms, tick_ms + self.cfg.latency_ms, int(action), want, version)
+        if market in self.orders:
+            return [self._refuse(order, tick_ms, "order in flight")]
+        if self.cfg.latency_ms <= 0:
+            out = self._execute(order, tick_ms, raw, flags)
+            self._check_risk()
+            return out
+        self.orders[market] = order
+        return []
+
+    # ------------------------------------------------------------------ execution
+    @staticmethod
+    def _same_window(pos: Position, raw: F64) -> bool:
+        end = float(raw[_END])
+        return math.isfinite(end) and abs(end - pos.window_end_s) < 1e-6
+
+    @staticmethod
+    def _settlement(pos: Position, raw: F64) -> float | None:
+        end, s = float(raw[_END]), float(raw[_SETTLE])
+        if math.isfinite(end) and abs(end - pos.window_end_s) < 1e-6 and s in (0.0, 1.0):
+            return s
+        pend, ps = float(raw[_PREV_END]), float(raw[_PREV_SETTLE])
+        if math.isfinite(pend) and abs(pend - pos.window_end_s) < 1e-6 and ps in (0.0, 1.0):
+            return ps
+        return None
+
+    def _refuse(self, o: Order, tick_ms: int, reason: str) -> dict[str, Any]:
+        self.totals.refused += 1
+        return {
+            "type": "refused", "market": o.market, "tick": o.tick_ms, "fill_tick": tick_ms,
+            "action": ACTION_NAME[o.action], "intent": o.intent, "reason": reason, "model": o.version,
+        }  # fmt: skip
+
+    def _record(self, o: Order | None, market: str, kind: str, side: int, tick_ms: int, w: Walk,
+                want: float, partial: bool, cash: float, realised: float, version: str) -> dict[str, Any]:  # fmt: skip
+        """``want``: USD budget of an open, shares of a close / settlement."""
+        self.totals.fills += 1
+        self.totals.partial_fills += int(partial)
+        return {
+            "type": "fill", "market": market, "kind": kind, "side": SIDE_NAME[side],
+            "tick": o.tick_ms if o else tick_ms, "fill_tick": tick_ms,
+            "action": ACTION_NAME[o.action] if o else "settle",
+            "shares": w.shares, "want": want, "avg_px": w.avg_px, "notional": w.notional, "fee": w.fee,
+            "levels": w.levels, "partial": partial, "cash": cash, "realised": realised, "model": version,
+        }  # fmt: skip
+
+    def _execute(self, o: Order, tick_ms: int, raw: F64, flags: int) -> list[dict[str, Any]]:
+        now = intent(self.side_of(o.market), o.action)
+        if now != o.intent:
+            return [self._refuse(o, tick_ms, f"position changed before the fill ({o.intent} -> {now})")]
+        c = self.cfg
+        if now == "close":
+            pos = self.pos[o.market]
+            if not self._same_window(pos, raw):
+                return [self._refuse(o, tick_ms, "window ended: awaiting settlement")]
+            w = walk_sell(_book(raw, _TOKEN[pos.side], "bid"), pos.shares, c.fee_rate, c.fee_exponent)
+            if w.shares <= EPS:
+                return [self._refuse(o, tick_ms, "no bid")]
+            frac = min(1.0, w.shares / pos.shares)
+            basis = pos.cost * frac
+            cash = w.notional - w.fee
+            realised = cash - basis
+            partial = frac < 1.0 - 1e-12
+            rec = self._record(
+                o, o.market, "close", pos.side, tick_ms, w, pos.shares, partial, cash, realised, o.version
+            )
+            self.totals.realised += realised
+            self.totals.fees += w.fee
+            if not partial:
+                self._flat(o.market, realised)
+            else:
+                pos.shares -= w.shares
+                pos.cost -= basis
+                pos.mark *= 1.0 - frac
+            return [rec]
+        # open
+        if self.killed:
+            return [self._refuse(o, tick_ms, "kill switch: max daily loss reached")]
+        end = float(raw[_END])
+        if flags & OPEN_BAD_FLAGS:
+            return [self._refuse(o, tick_ms, f"state flags {flags} forbid opening")]
+        if not math.isfinite(end) or tick_ms >= end * 1000.0:
+            return [self._refuse(o, tick_ms, "no open Polymarket window")]
+        new_side = SIDE_UP if o.action == BUY_UP else SIDE_DOWN
+        asks = _book(raw, _TOKEN[new_side], "ask")
+        w = walk_buy(asks, c.position_usd, c.fee_rate, c.fee_exponent)
+        if w.shares <= EPS:
+            return [self._refuse(o, tick_ms, "no ask")]
+        cost = w.notional + w.fee
+        partial = w.notional < c.position_usd - 1e-9
+        rec = self._record(o, o.market, "open", new_side, tick_ms, w, c.position_usd, partial, -cost, 0.0, o.version)
+        self.totals.fees += w.fee
+        self.pos[o.market] = Position(new_side, w.shares, cost, end, tick_ms, cost)  # marked at cost until a bid
+        self._mark(o.market, raw)
+        return [rec]
+
+    def _settle(self, market: str, pos: Position, s: float, tick_ms: int) -> dict[str, Any]:
+        px = s if pos.side == SIDE_UP else 1.0 - s
+        value = pos.shares * px
+        realised = value - pos.cost
+        w = Walk(pos.shares, value, 0.0, 0)
+        rec = self._record(None, market, "settle", pos.side, tick_ms, w, pos.shares, False, value, realised, "")
+        rec["settle_up"] = s
+        self.totals.realised += realised
+        self.totals.settlements += 1
+        self._flat(market, realised)
+        order = self.orders.get(market)
+        if order is not None and order.intent == "close":  # nothing left to close
+            del self.orders[market]
+        return rec
+
+    def _flat(self, market: str, realised: float) -> None:
+        self.totals.closed += 1
+        self.totals.wins += int(realised > 0)
+        del self.pos[market]
+
+    # ------------------------------------------------------------------ reporting
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able summary: PnL, positions, risk state."""
+        return {
+            "realised_usd": self.totals.realised,
+            "unrealised_usd": self.unrealised(),
+            "equity_usd": self.equity(),
+            "day_pnl_usd": self.day_pnl(),
+            "kill_switch": self.killed,
+            "kill_trips": self.kill_trips,
+            "positions": {
+                m: {**asdict(p), "side": SIDE_NAME[p.side], "unrealised_usd": p.mark - p.cost}
+                for m, p in sorted(self.pos.items())
+            },
+            "orders_in_flight": len(self.orders),
+            **{k: v for k, v in asdict(self.totals).items() if k != "realised"},
+        }
