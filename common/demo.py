@@ -128,6 +128,16 @@ class Demo:
         t.caption = "\n".join(extra)
         return t
 
+    def status_line(self, r: Any) -> str:
+        """One line for logs / non-terminal output."""
+        parts = [f"[{time.monotonic() - self.t0:5.0f}s] {self.phase}:"]
+        for m in self.markets:
+            parts.append(f"{m} states={_xlen(r, keys.states_stream(m))} labels={_xlen(r, keys.labels_stream(m))}")
+        job = self.job_info
+        if job:
+            parts.append(f"training={job.get('status', '-')}/{job.get('stage', '')}")
+        return " ".join(parts)
+
     def poll_job(self, r: Any) -> None:
         if not self.job_id:
             return
@@ -165,9 +175,9 @@ def _trader_status(r: Any, trader: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusion demo", description=__doc__)
     ap.add_argument("--markets", default="BTC-15M,ETH-15M")
-    ap.add_argument("--collect", type=float, default=100.0, help="seconds of wall time to collect before training")
+    ap.add_argument("--collect", type=float, default=150.0, help="seconds of wall time to collect before training")
     ap.add_argument("--after", type=float, default=30.0, help="seconds of paper trading after the model swap")
-    ap.add_argument("--speed", type=float, default=30.0, help="simulated seconds per wall second")
+    ap.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--algo", default="awbc", choices=("awbc", "supervised", "ppo"))
     ap.add_argument("--dir", default="./fusion-data/demo", help="work directory (wiped at start)")

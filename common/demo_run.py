@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import redis
 from rich.live import Live
 
 from common import keys
@@ -64,13 +63,23 @@ def run_demo(a: argparse.Namespace) -> int:
         d.proc("labeler", "label")
         d.proc("worker", "worker")
         d.proc("trader", "trade")
-        with Live(d.table(r, store), console=console, refresh_per_second=2, transient=False) as live:
+        live_view = not a.no_live and console.is_terminal
+        with (
+            Live(d.table(r, store), console=console, refresh_per_second=2, transient=False)
+            if live_view
+            else (contextlib.nullcontext()) as live
+        ):
+            last_line = [0.0]
 
             def wait(seconds: float, until: Any = None) -> None:
                 end = time.monotonic() + seconds
                 while time.monotonic() < end:
                     d.poll_job(r)
-                    live.update(d.table(r, store))
+                    if live is not None:
+                        live.update(d.table(r, store))
+                    elif time.monotonic() - last_line[0] > 10:
+                        last_line[0] = time.monotonic()
+                        console.print(d.status_line(r))
                     if until is not None and until():
                         return
                     time.sleep(0.5)
