@@ -52,7 +52,9 @@ class WeightsError(ValueError):
 # ------------------------------------------------------------------ transitions
 
 
-def transition(side: npt.NDArray[Any], action: npt.NDArray[Any]) -> tuple[I8, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+def transition(
+    side: npt.NDArray[Any], action: npt.NDArray[Any]
+) -> tuple[I8, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
     """Vectorised position transition.
 
     ``side`` (N,) in {0, +1 (Up), -1 (Down)}, ``action`` (N,) in {0, 1, 2}.
@@ -152,7 +154,8 @@ def check_weights(weights: Mapping[str, Any], critic: bool | None = None, hidden
 def _layer_norm(h: npt.NDArray[Any], g: npt.NDArray[Any], b: npt.NDArray[Any]) -> npt.NDArray[Any]:
     mu = h.mean(axis=-1, keepdims=True)
     var = ((h - mu) ** 2).mean(axis=-1, keepdims=True)
-    return (h - mu) / np.sqrt(var + LN_EPS) * g + b
+    out: npt.NDArray[Any] = (h - mu) / np.sqrt(var + LN_EPS) * g + b
+    return out
 
 
 def numpy_forward(weights: Mapping[str, Any], x: npt.ArrayLike, head: str = "actor") -> F32:
@@ -168,7 +171,8 @@ def numpy_forward(weights: Mapping[str, Any], x: npt.ArrayLike, head: str = "act
 
     h = np.tanh(_layer_norm(h @ p("fc1.weight").T + p("fc1.bias"), p("ln1.weight"), p("ln1.bias")))
     h = np.tanh(_layer_norm(h @ p("fc2.weight").T + p("fc2.bias"), p("ln2.weight"), p("ln2.bias")))
-    return (h @ p("out.weight").T + p("out.bias")).astype(np.float32)
+    logits: F32 = (h @ p("out.weight").T + p("out.bias")).astype(np.float32)
+    return logits
 
 
 def fast_forward(weights: Mapping[str, Any], x: npt.ArrayLike, head: str = "actor") -> F32:
@@ -179,7 +183,9 @@ def fast_forward(weights: Mapping[str, Any], x: npt.ArrayLike, head: str = "acto
         mu = h.mean(axis=-1, keepdims=True)
         h = h - mu
         var = (h * h).mean(axis=-1, keepdims=True)
-        h = np.tanh(h / np.sqrt(var + np.float32(LN_EPS)) * weights[f"{head}.{ln}.weight"] + weights[f"{head}.{ln}.bias"])
+        h = np.tanh(
+            h / np.sqrt(var + np.float32(LN_EPS)) * weights[f"{head}.{ln}.weight"] + weights[f"{head}.{ln}.bias"]
+        )
     out: F32 = (h @ weights[f"{head}.out.weight"].T + weights[f"{head}.out.bias"]).astype(np.float32)
     return out
 
@@ -188,7 +194,8 @@ def softmax(logits: npt.ArrayLike) -> F32:
     z = np.asarray(logits, dtype=np.float64)
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    probs: F32 = (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+    return probs
 
 
 def greedy(weights: Mapping[str, Any], x: npt.ArrayLike) -> npt.NDArray[np.int64]:

@@ -108,8 +108,7 @@ def test_markets_consistent(compose: dict[str, Any]) -> None:
         "archiver_svc/__main__.py",
         "labeler_svc/__main__.py",
         "trader_svc/__main__.py",
-        pytest.param("trainer_svc/cli.py", marks=pytest.mark.xfail(
-            reason="fusion worker / schedule do not call serve_metrics yet (trainer_svc/cli.py)", strict=False)),
+        "trainer_svc/cli.py",
     ],
 )  # fmt: skip
 def test_services_serve_metrics(module: str) -> None:
@@ -162,7 +161,7 @@ def test_check_fusion_args_rejects_bad_commands() -> None:
     assert "not a fusion subcommand" in (cc.check_fusion_args(["observer"]) or "")
     assert "rejected" in (cc.check_fusion_args(["observe", "--lease-ttl", "3"]) or "")
     assert "rejected" in (cc.check_fusion_args(["observe", "--replicas", "two"]) or "")
-    assert "rejected" in (cc.check_fusion_args(["schedule"]) or "")  # --market is required
+    assert "rejected" in (cc.check_fusion_args(["schedule", "--every-h", "soon"]) or "")
 
 
 def _broken(compose: dict[str, Any], svc: str, **changes: Any) -> dict[str, Any]:

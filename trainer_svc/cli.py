@@ -1,0 +1,238 @@
+"""``fusion worker | train | models | schedule`` (each ``(argv) -> int``, dispatched by common/cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from common.log import setup_logging
+from common.metrics import serve_metrics
+from common.settings import get_settings
+
+
+def _ms(v: str | None) -> int | None:
+    """Epoch ms, or an ISO date/datetime (UTC when no zone)."""
+    if v is None:
+        return None
+    if v.isdigit():
+        return int(v)
+    d = datetime.fromisoformat(v)
+    return int((d if d.tzinfo else d.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def worker_main(argv: list[str] | None = None) -> int:
+    s = get_settings()
+    ap = argparse.ArgumentParser(prog="fusion worker", description="RQ worker on the training queue")
+    ap.add_argument("--redis-url", default=s.redis_url)
+    ap.add_argument("--burst", action="store_true", help="exit when the queue is empty")
+    ap.add_argument("--monitor-interval", type=int, default=10, help="heartbeat period while a job runs (s)")
+    ap.add_argument("--maintenance-interval", type=int, default=60, help="abandoned-job cleanup period (s)")
+    ap.add_argument("--heartbeat-grace", type=int, default=60, help="a job is abandoned this long after its last beat")
+    ap.add_argument("--name")
+    ap.add_argument("--no-scheduler", action="store_true", help="do not run RQ's scheduler (retry intervals)")
+    a = ap.parse_args(argv)
+    setup_logging(s.log_level, s.log_json)
+    serve_metrics(s.metrics_port)
+    from trainer_svc.worker import run_worker
+
+    run_worker(
+        a.redis_url,
+        burst=a.burst,
+        monitor_interval=a.monitor_interval,
+        maintenance_interval=a.maintenance_interval,
+        heartbeat_grace=a.heartbeat_grace,
+        name=a.name,
+        with_scheduler=not a.no_scheduler,
+    )
+    return 0
+
+
+def _follow(r: Any, job_id: str, poll_s: float = 0.5) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rq.job import Job
+
+    job = Job.fetch(job_id, connection=r)
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TimeElapsedColumn(),
+        transient=False,
+    ) as bar:
+        task = bar.add_task(f"{job_id} queued", total=1.0)
+        while True:
+            job.refresh()
+            st = job.get_status(refresh=False)
+            meta = job.meta or {}
+            bar.update(
+                task,
+                completed=float(meta.get("progress", 0.0)),
+                description=f"{job_id} {st.value if hasattr(st, 'value') else st} {meta.get('stage', '')}",
+            )
+            if job.is_finished or job.is_failed or job.is_canceled or job.is_stopped:
+                break
+            time.sleep(poll_s)
+    if job.is_finished:
+        print(json.dumps(job.return_value(), indent=2, default=str))
+        return 0
+    print(
+        f"job {job_id} ended {job.get_status()}: {(job.latest_result().exc_string if job.latest_result() else '')}",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    s = get_settings()
+    ap = argparse.ArgumentParser(prog="fusion train", description="enqueue (or run inline) a training job")
+    ap.add_argument("--market", required=True)
+    ap.add_argument("--algo", choices=("awbc", "supervised", "ppo"), default="awbc")
+    ap.add_argument("--policy", help="registry name (default: the market)")
+    ap.add_argument("--from", dest="from_", help="start (epoch ms or ISO time)")
+    ap.add_argument("--to", help="end (epoch ms or ISO time)")
+    ap.add_argument("--backend", choices=("mlx", "torch", "auto"), default=s.train_backend)
+    ap.add_argument("--synthetic", type=int, default=0, help="train on N generated states instead of the store")
+    ap.add_argument("--synthetic-lag", type=float, default=30.0, help="lead-lag of the generated data (s); 0 = none")
+    ap.add_argument("--epochs", type=int)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--margin", type=float, default=0.0, help="promotion margin (PnL per window)")
+    ap.add_argument("--no-promote", action="store_true")
+    ap.add_argument("--set", action="append", default=[], metavar="K=V", help="TrainConfig override (JSON value)")
+    ap.add_argument("--inline", action="store_true", help="run here instead of enqueueing")
+    ap.add_argument("--follow", action="store_true", help="show the job's progress until it ends")
+    ap.add_argument("--redis-url", default=s.redis_url)
+    ap.add_argument("--store-url", default=s.store_url)
+    a = ap.parse_args(argv)
+    setup_logging(s.log_level, s.log_json)
+    overrides: dict[str, Any] = {}
+    for kvs in a.set:
+        k, _, v = kvs.partition("=")
+        try:
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
+    if a.epochs is not None:
+        overrides["epochs" if a.algo != "ppo" else "ppo_iters"] = a.epochs
+    params = {
+        "market": a.market,
+        "algo": a.algo,
+        "backend": a.backend,
+        "policy": a.policy,
+        "from_ms": _ms(a.from_),
+        "to_ms": _ms(a.to),
+        "synthetic": a.synthetic,
+        "synthetic_lag_s": a.synthetic_lag,
+        "store_url": a.store_url,
+        "redis_url": a.redis_url,
+        "seed": a.seed,
+        "margin": a.margin,
+        "promote": not a.no_promote,
+        "overrides": overrides,
+    }
+    if a.inline:
+        from trainer_svc.pipeline import JobParams, run_training
+
+        def prog(f: float, info: dict[str, Any]) -> None:
+            if a.follow:
+                print(f"[{f * 100:5.1f}%] {json.dumps(info, default=str)}", file=sys.stderr)
+
+        print(json.dumps(run_training(JobParams.from_dict(params), prog), indent=2, default=str))
+        return 0
+    import redis
+
+    from trainer_svc.jobs import AlreadyRunning, enqueue_training
+
+    r = redis.Redis.from_url(a.redis_url)
+    try:
+        job = enqueue_training(r, params)
+    except AlreadyRunning as e:
+        print(f"fusion train: {e}", file=sys.stderr)
+        return 3
+    print(job.id)
+    return _follow(r, job.id) if a.follow else 0
+
+
+def models_main(argv: list[str] | None = None) -> int:
+    s = get_settings()
+    ap = argparse.ArgumentParser(prog="fusion models", description="model registry")
+    ap.add_argument("--store-url", default=s.store_url)
+    ap.add_argument("--redis-url", default=s.redis_url)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p_ls = sub.add_parser("ls", help="policies, or the versions of one policy")
+    p_ls.add_argument("policy", nargs="?")
+    p_show = sub.add_parser("show", help="meta.json of a version (default: the champion)")
+    p_show.add_argument("policy")
+    p_show.add_argument("version", nargs="?")
+    p_pr = sub.add_parser("promote", help="make a version the champion (publishes model-updated)")
+    p_pr.add_argument("policy")
+    p_pr.add_argument("version")
+    p_rb = sub.add_parser("rollback", help="re-promote the previous champion")
+    p_rb.add_argument("policy")
+    a = ap.parse_args(argv)
+    from common.store import open_store
+    from trainer_svc import registry
+
+    store = open_store(a.store_url, s.s3_endpoint_url, s.s3_region)
+    try:
+        if a.cmd == "ls":
+            if not a.policy:
+                for pol in registry.list_policies(store):
+                    ch = registry.champion(store, pol)
+                    print(f"{pol}\tchampion={ch['version'] if ch else '-'}")
+                return 0
+            ch = registry.champion(store, a.policy)
+            for v in registry.list_versions(store, a.policy):
+                m = registry.read_meta(store, a.policy, v)
+                hm = m.get("holdout_metrics", {})
+                mark = "*" if ch and ch["version"] == v else " "
+                print(
+                    f"{mark} {v}\t{m.get('algorithm')}\t{m.get('backend')}\tpnl={hm.get('pnl')}\t"
+                    f"promote={m.get('decision', {}).get('promote')}"
+                )
+            return 0
+        if a.cmd == "show":
+            ver = a.version or (registry.champion(store, a.policy) or {}).get("version")
+            if not ver:
+                print(f"fusion models: {a.policy} has no champion", file=sys.stderr)
+                return 1
+            print(json.dumps(registry.read_meta(store, a.policy, ver), indent=2))
+            return 0
+        import redis
+
+        r = redis.Redis.from_url(a.redis_url)
+        ptr = (
+            registry.promote(store, a.policy, a.version, r)
+            if a.cmd == "promote"
+            else registry.rollback(store, a.policy, r)
+        )
+        print(json.dumps(ptr, indent=2))
+        return 0
+    except registry.ModelError as e:
+        print(f"fusion models: {e}", file=sys.stderr)
+        return 1
+
+
+def schedule_main(argv: list[str] | None = None) -> int:
+    s = get_settings()
+    ap = argparse.ArgumentParser(prog="fusion schedule", description="enqueue training every N hours or K new labels")
+    ap.add_argument("--market", action="append", help="repeatable (default: FUSION_MARKETS)")
+    ap.add_argument("--algo", default="awbc")
+    ap.add_argument("--every-h", type=float, default=s.train_every_h)
+    ap.add_argument("--after-states", type=int, default=s.train_after_states)
+    ap.add_argument("--poll-s", type=float, default=30.0)
+    ap.add_argument("--once", action="store_true", help="check once and exit")
+    ap.add_argument("--redis-url", default=s.redis_url)
+    a = ap.parse_args(argv)
+    setup_logging(s.log_level, s.log_json)
+    serve_metrics(s.metrics_port)
+    import redis
+
+    from trainer_svc.schedule import run_schedule
+
+    r = redis.Redis.from_url(a.redis_url)
+    run_schedule(r, a.market or s.markets, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
+    return 0

@@ -1,0 +1,146 @@
+"""Datasets with walk-forward splits: train / validation / hold-out in time order, whole windows,
+separated by a purge gap of at least the longest label horizon.
+
+No feature sees the future: market features are computed per state from that state's own raw
+fields (``common.features.market_features``), and labels (which do look ahead, by design) are
+only targets. Because each split ends at a window boundary and the next split starts at least
+``purge_s`` later, no label of one split reaches into the next.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from common.schema import LabelColumns, StateColumns
+from trainer_svc.windows import Windows, segment
+
+SPLITS = ("train", "val", "holdout")
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    name: str
+    windows: npt.NDArray[np.int64]  # window indices (into Dataset.windows)
+    start_ms: int
+    end_ms: int
+    n_states: int
+
+    def rows(self, w: Windows) -> npt.NDArray[np.int64]:
+        if self.windows.size == 0:
+            return np.zeros(0, np.int64)
+        return np.concatenate([np.arange(w.begin[k], w.end[k]) for k in self.windows]).astype(np.int64)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "windows": int(self.windows.size),
+            "states": self.n_states,
+            "start_ms": self.start_ms,
+            "end_ms": self.end_ms,
+        }
+
+
+@dataclass(slots=True)
+class Dataset:
+    states: StateColumns
+    labels: LabelColumns | None
+    windows: Windows
+    splits: dict[str, Split]
+    purge_s: float
+    dropped_windows: list[int] = field(default_factory=list)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "purge_s": self.purge_s,
+            "purged_windows": len(self.dropped_windows),
+            **{k: s.describe() for k, s in self.splits.items()},
+        }
+
+
+def walk_forward(
+    states: StateColumns,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    purge_s: float = 300.0,
+    windows: Windows | None = None,
+) -> tuple[dict[str, Split], list[int], Windows]:
+    """Assign whole windows to train/val/hold-out by cumulative state count, in time order, then drop
+    windows at the start of val and hold-out until the gap to the previous split is >= ``purge_s``."""
+    w = windows if windows is not None else segment(states)
+    nw = len(w)
+    if nw < 3:
+        raise ValueError(f"need at least 3 windows for a walk-forward split, got {nw}")
+    frac = np.asarray(fractions, dtype=np.float64) / float(np.sum(fractions))
+    cum = np.cumsum(w.lengths) / max(int(w.lengths.sum()), 1)
+    cut1 = int(np.clip(np.searchsorted(cum, frac[0]) + 1, 1, nw - 2))
+    cut2 = int(np.clip(np.searchsorted(cum, frac[0] + frac[1]) + 1, cut1 + 1, nw - 1))
+    groups = [list(range(0, cut1)), list(range(cut1, cut2)), list(range(cut2, nw))]
+    tick = states.tick_ms
+    dropped: list[int] = []
+    for g in (1, 2):
+        prev = groups[g - 1]
+        if not prev:
+            continue
+        prev_end = int(tick[w.end[prev[-1]] - 1])
+        while groups[g] and int(tick[w.begin[groups[g][0]]]) - prev_end < purge_s * 1000:
+            dropped.append(groups[g].pop(0))
+    splits: dict[str, Split] = {}
+    for name, g in zip(SPLITS, groups, strict=True):
+        idx = np.asarray(g, dtype=np.int64)
+        if idx.size == 0:
+            raise ValueError(f"split {name} is empty after purging (too little data for purge_s={purge_s})")
+        splits[name] = Split(
+            name=name,
+            windows=idx,
+            start_ms=int(tick[w.begin[idx[0]]]),
+            end_ms=int(tick[w.end[idx[-1]] - 1]),
+            n_states=int(w.lengths[idx].sum()),
+        )
+    return splits, dropped, w
+
+
+def make_dataset(
+    states: StateColumns,
+    labels: LabelColumns | None,
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    purge_s: float | None = None,
+) -> Dataset:
+    """A dataset; ``purge_s`` defaults to the longest label horizon (at least 60 s)."""
+    if labels is not None and len(labels) != len(states):
+        raise ValueError(f"labels ({len(labels)}) and states ({len(states)}) differ in length")
+    if labels is not None and not np.array_equal(labels.tick_ms, states.tick_ms):
+        raise ValueError("labels are not aligned with states (tick_ms differ)")
+    if purge_s is None:
+        purge_s = float(max(labels.horizons_s)) if labels is not None and labels.horizons_s else 60.0
+    splits, dropped, w = walk_forward(states, fractions, purge_s)
+    return Dataset(states=states, labels=labels, windows=w, splits=splits, purge_s=purge_s, dropped_windows=dropped)
+
+
+def align_labels(states: StateColumns, labels: LabelColumns) -> LabelColumns:
+    """Labels reordered to the states' rows by tick; rows without a label become invalid."""
+    if np.array_equal(labels.tick_ms, states.tick_ms):
+        return labels
+    pos = np.searchsorted(labels.tick_ms, states.tick_ms)
+    pos_c = np.clip(pos, 0, max(len(labels) - 1, 0))
+    hit = (
+        (pos < len(labels)) & (labels.tick_ms[pos_c] == states.tick_ms) if len(labels) else np.zeros(len(states), bool)
+    )
+    n, h = len(states), len(labels.horizons_s)
+    rewards = np.zeros((n, h, 3), np.float32)
+    best = np.full((n, h), -1, np.int8)
+    valid = np.zeros((n, h), np.uint8)
+    kind = np.full((n, h), 255, np.uint8)
+    if hit.any():
+        rewards[hit], best[hit] = labels.rewards[pos_c[hit]], labels.best[pos_c[hit]]
+        valid[hit], kind[hit] = labels.valid[pos_c[hit]], labels.exit_kind[pos_c[hit]]
+    return LabelColumns(states.tick_ms.copy(), labels.horizons_s, rewards, best, valid, kind)
+
+
+def horizon_index(labels: LabelColumns, horizon_s: int) -> int:
+    """Index of ``horizon_s`` in the labels' horizons (ValueError with the choices if absent)."""
+    try:
+        return list(labels.horizons_s).index(int(horizon_s))
+    except ValueError:
+        raise ValueError(f"horizon {horizon_s}s not labelled; have {list(labels.horizons_s)}") from None

@@ -1,0 +1,236 @@
+"""One training run end to end: load (store or synthetic) -> label -> split -> train -> hold-out
+backtest against the baselines and the champion -> save the artefact -> promote (only if it wins)
+-> ``model-updated`` event. Used by the RQ job, ``fusion train --inline``, the demo and benchmarks.
+
+Checkpoints (weights + history after every epoch) live in the store under
+``checkpoints/{policy}/{run_key}/``; a retried job with the same key resumes from the last epoch
+(optimizer moments restart from zero) and clears them when it finishes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from common.log import kv
+from common.policy import architecture, meta_features
+from common.settings import get_settings
+from common.store import ObjectStore, open_store
+from trainer_svc import registry
+from trainer_svc.algos import TrainConfig, train
+from trainer_svc.dataset import horizon_index, make_dataset
+from trainer_svc.env import build_batch
+from trainer_svc.evaluate import Backtest, baselines, promote_decision, run_policy, weights_policy
+from trainer_svc.hindsight import label_columns
+from trainer_svc.report import render
+
+log = logging.getLogger("trainer.pipeline")
+Progress = Callable[[float, dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class JobParams:
+    market: str
+    algo: str = "awbc"
+    backend: str = "auto"
+    policy: str | None = None  # default: the market's name
+    from_ms: int | None = None
+    to_ms: int | None = None
+    synthetic: int = 0  # > 0: generate this many synthetic states instead of loading
+    synthetic_lag_s: float = 30.0
+    store_url: str | None = None
+    redis_url: str | None = None
+    seed: int = 0
+    margin: float = 0.0
+    promote: bool = True
+    overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+
+    @property
+    def policy_name(self) -> str:
+        return self.policy or self.market
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> JobParams:
+        return JobParams(**d)
+
+
+class Checkpointer:
+    def __init__(self, store: ObjectStore, policy: str, run_key: str) -> None:
+        self.store, self.prefix = store, f"checkpoints/{registry._check_name('policy', policy)}/{run_key}/"
+
+    def save(self, epoch: int, weights: dict[str, np.ndarray], history: list[dict[str, Any]]) -> None:
+        self.store.put(self.prefix + "weights.safetensors", bytes(st_save(dict(weights))))
+        self.store.put(self.prefix + "state.json", json.dumps({"epoch": epoch, "history": history}).encode())
+
+    def load(self) -> dict[str, Any] | None:
+        try:
+            st = json.loads(self.store.get(self.prefix + "state.json"))
+            w = st_load(self.store.get(self.prefix + "weights.safetensors"))
+        except KeyError:
+            return None
+        return {"epoch": int(st["epoch"]), "history": st["history"], "weights": w}
+
+    def clear(self) -> None:
+        for name in ("state.json", "weights.safetensors"):
+            self.store.delete(self.prefix + name)
+
+
+def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
+    """(states, labels, info). Labels from the archive when they cover the horizons, else computed."""
+    s = get_settings()
+    info: dict[str, Any] = {"market": p.market}
+    labels = None
+    if p.synthetic > 0:
+        from trainer_svc.synthetic import generate
+
+        states = generate(n_states=p.synthetic, lag_s=p.synthetic_lag_s, seed=p.seed)
+        info.update(source="synthetic", synthetic_lag_s=p.synthetic_lag_s)
+    else:
+        from archiver_svc.reader import load_market
+
+        md = load_market(p.store_url or s.store_url, p.market, p.from_ms, p.to_ms)
+        states, labels = md.states, md.labels
+        info.update(source=p.store_url or s.store_url, problems=len(md.problems))
+    if len(states) == 0:
+        raise ValueError(f"no states for market {p.market}")
+    if labels is not None and set(horizons) <= set(labels.horizons_s) and len(labels) == len(states):
+        info["labels_source"] = "archive"
+    else:
+        labels, src = label_columns(
+            states,
+            horizons,
+            tolerance_ms=s.label_tolerance_ms,
+            fee_rate=s.taker_fee_rate,
+            fee_exponent=s.taker_fee_exponent,
+        )
+        info["labels_source"] = src
+    info.update(n_states=len(states), start_ms=int(states.tick_ms[0]), end_ms=int(states.tick_ms[-1]))
+    return states, labels, info
+
+
+def _champion_backtest(store: ObjectStore, policy: str, batch: Any, env_kwargs: dict[str, Any]) -> Backtest | None:
+    try:
+        w, _ = registry.load_model(store, policy)
+    except registry.ModelError as e:
+        if registry.champion(store, policy) is not None:
+            kv(log, logging.WARNING, "champion unusable; comparing against baselines only", error=str(e))
+        return None
+    return run_policy(batch, weights_policy(w), "champion", env_kwargs)
+
+
+def run_training(
+    p: JobParams,
+    progress: Progress | None = None,
+    run_key: str | None = None,
+    redis: Any = None,
+) -> dict[str, Any]:
+    """Train, evaluate, save, maybe promote; returns a JSON-able summary."""
+    t0 = time.perf_counter()
+    prog = progress or (lambda f, i: None)
+    s = get_settings()
+    store = open_store(p.store_url or s.store_url, s.s3_endpoint_url, s.s3_region)
+    cfg = TrainConfig(
+        algo=p.algo,
+        backend=p.backend,
+        seed=p.seed,
+        fee_rate=s.taker_fee_rate,
+        fee_exponent=s.taker_fee_exponent,
+        **p.overrides,
+    )
+    horizons = tuple(sorted({*s.label_horizons_s, cfg.horizon_s}))
+    prog(0.0, {"stage": "load"})
+    states, labels, info = load_data(p, horizons)
+    ds = make_dataset(states, labels)
+    timings = {"load_label_s": round(time.perf_counter() - t0, 3)}
+    ckpt = Checkpointer(store, p.policy_name, run_key) if run_key else None
+    resume = ckpt.load() if ckpt else None
+    if resume:
+        kv(log, logging.INFO, "resuming from checkpoint", epoch=resume["epoch"], run=run_key)
+
+    def on_epoch(epoch: int, w: dict[str, np.ndarray], hist: list[dict[str, Any]]) -> None:
+        if ckpt:
+            ckpt.save(epoch, w, hist)
+
+    t1 = time.perf_counter()
+    res = train(ds, cfg, lambda f, i: prog(0.05 + 0.85 * f, {"stage": "train", **i}), on_epoch, resume)
+    timings["train_s"] = round(time.perf_counter() - t1, 3)
+    prog(0.9, {"stage": "evaluate"})
+    t2 = time.perf_counter()
+    hold = build_batch(states, ds.windows, ds.splits["holdout"].windows)
+    env_kwargs = cfg.env_kwargs()
+    cand = run_policy(hold, weights_policy(res.weights), "candidate", env_kwargs)
+    base = baselines(hold, labels, horizon_index(labels, cfg.horizon_s), env_kwargs, seed=p.seed)
+    champ = _champion_backtest(store, p.policy_name, hold, env_kwargs)
+    decision = promote_decision(cand, champ, base, margin=p.margin, seed=p.seed)
+    timings["evaluate_s"] = round(time.perf_counter() - t2, 3)
+    holdout = {"candidate": cand.metrics, **({"champion": champ.metrics} if champ else {})}
+    meta = {
+        **meta_features(),
+        "architecture": architecture(),
+        "algorithm": p.algo,
+        "backend": res.backend,
+        "hyper_parameters": cfg.to_dict(),
+        "data": info,
+        "splits": ds.describe(),
+        "holdout_metrics": cand.metrics,
+        "champion_metrics": champ.metrics if champ else None,
+        "baselines_metrics": {k: v.metrics for k, v in base.items()},
+        "decision": {"promote": decision.promote, "reason": decision.reason, "comparisons": decision.comparisons},
+        "training": {
+            "history": res.history,
+            "best_epoch": res.best_epoch,
+            "hold_bias": res.hold_bias,
+            "seconds": round(res.seconds, 3),
+            **res.extra,
+        },
+    }
+    equity = {"candidate": cand.equity_curve().tolist(), **{k: v.equity_curve().tolist() for k, v in base.items()}}
+    if champ:
+        equity["champion"] = champ.equity_curve().tolist()
+    version = registry.new_version(salt=registry.weights_bytes(res.weights))
+    summary = {
+        "policy": p.policy_name,
+        "version": version,
+        "algorithm": p.algo,
+        "backend": res.backend,
+        "market": p.market,
+        "holdout": {**holdout, **{k: v.metrics for k, v in base.items()}},
+        "decision": {"promote": decision.promote, "reason": decision.reason},
+    }
+    html = render(summary, res.history, equity)
+    ref = registry.save_model(store, p.policy_name, res.weights, meta, version=version, report_html=html)
+    promoted = None
+    if decision.promote and p.promote:
+        if redis is None and p.redis_url:
+            import redis as redis_mod
+
+            redis = redis_mod.Redis.from_url(p.redis_url)
+        promoted = registry.promote(store, p.policy_name, ref.version, redis)
+    if ckpt:
+        ckpt.clear()
+    timings["total_s"] = round(time.perf_counter() - t0, 3)
+    summary.update(
+        uri=ref.uri, sha256=ref.sha256, promoted=promoted is not None, timings=timings, splits=ds.describe(), data=info
+    )
+    prog(1.0, {"stage": "done", "promoted": promoted is not None})
+    kv(
+        log,
+        logging.INFO,
+        "training finished",
+        policy=p.policy_name,
+        version=ref.version,
+        promoted=promoted is not None,
+        reason=decision.reason,
+    )
+    return summary

@@ -1,0 +1,228 @@
+"""The model registry in an object store (a local directory or S3, same keys).
+
+Layout (DESIGN.md): ``models/{policy}/{version}/model.safetensors`` (float32 weights),
+``models/{policy}/{version}/meta.json`` (incl. ``sha256`` of the weights file),
+``models/{policy}/{version}/report.html`` (optional), ``models/{policy}/champion.json`` ->
+``{version, uri, sha256, promoted_at}`` and ``models/{policy}/champion-history.json`` (for rollback).
+
+Guarantees: a version's files are written once (``put_if_absent``; the weights before meta.json, so
+a listed version is complete); :func:`load_model` verifies the sha256 (and the expected one, if
+given) and the architecture before returning weights, else raises :class:`ModelError`; the
+``model-updated`` event is published only by :func:`promote` / :func:`rollback`. No pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import numpy as np
+import numpy.typing as npt
+from safetensors.numpy import load as st_load
+from safetensors.numpy import save as st_save
+
+from common import keys
+from common.policy import WeightsError, check_weights
+from common.store import ObjectStore
+
+F32 = npt.NDArray[np.float32]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+EVENT_VERSION = 1
+
+
+class ModelError(ValueError):
+    """A model that is missing, fails its checksum or does not match the architecture."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    policy: str
+    version: str
+    uri: str
+    sha256: str
+
+
+def _check_name(kind: str, v: str) -> str:
+    if not _NAME.match(v):
+        raise ModelError(f"invalid {kind} {v!r}")
+    return v
+
+
+def model_prefix(policy: str, version: str | None = None) -> str:
+    p = f"models/{_check_name('policy', policy)}/"
+    return p + f"{_check_name('version', version)}/" if version else p
+
+
+def uri_of(store: ObjectStore, key: str) -> str:
+    return f"{store.url.rstrip('/')}/{key}"
+
+
+def new_version(now: float | None = None, salt: bytes = b"") -> str:
+    t = time.gmtime(now if now is not None else time.time())
+    return (
+        time.strftime("%Y%m%dT%H%M%SZ", t) + "-" + hashlib.sha256(salt or str(time.time_ns()).encode()).hexdigest()[:6]
+    )
+
+
+def weights_bytes(weights: Mapping[str, Any]) -> bytes:
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in sorted(weights.items())}
+    return bytes(st_save(arrays, metadata={"format": "mlp-ln-tanh"}))
+
+
+def save_model(
+    store: ObjectStore,
+    policy: str,
+    weights: Mapping[str, Any],
+    meta: Mapping[str, Any],
+    version: str | None = None,
+    report_html: str | None = None,
+) -> ModelRef:
+    """Write a new immutable version; returns its reference. ``meta`` gains policy, version, sha256, uri."""
+    check_weights(weights)
+    data = weights_bytes(weights)
+    sha = hashlib.sha256(data).hexdigest()
+    version = version or new_version(salt=data)
+    prefix = model_prefix(policy, version)
+    wkey = prefix + "model.safetensors"
+    if not store.put_if_absent(wkey, data):
+        raise ModelError(f"version {policy}/{version} already exists")
+    full = {**meta, "policy": policy, "version": version, "sha256": sha, "uri": uri_of(store, wkey)}
+    full.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    if report_html is not None:
+        store.put(prefix + "report.html", report_html.encode())
+        full["report"] = uri_of(store, prefix + "report.html")
+    store.put(prefix + "meta.json", json.dumps(full, indent=2, sort_keys=True, default=_json_default).encode())
+    return ModelRef(policy, version, full["uri"], sha)
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_meta(store: ObjectStore, policy: str, version: str) -> dict[str, Any]:
+    try:
+        meta: dict[str, Any] = json.loads(store.get(model_prefix(policy, version) + "meta.json"))
+    except KeyError:
+        raise ModelError(f"no model {policy}/{version}") from None
+    return meta
+
+
+def parse_weights(data: bytes, expect_sha256: str | None = None) -> dict[str, F32]:
+    """Weights from safetensors bytes after checking the sha256 and the architecture."""
+    sha = hashlib.sha256(data).hexdigest()
+    if expect_sha256 is not None and sha != expect_sha256:
+        raise ModelError(f"sha256 mismatch: file {sha[:12]}..., expected {expect_sha256[:12]}...")
+    try:
+        weights = st_load(data)
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise ModelError(f"not a safetensors file: {e}") from e
+    try:
+        check_weights(weights)
+    except WeightsError as e:
+        raise ModelError(str(e)) from e
+    return weights
+
+
+def load_model(
+    store: ObjectStore, policy: str, version: str | None = None, expect_sha256: str | None = None
+) -> tuple[dict[str, F32], dict[str, Any]]:
+    """(weights, meta) of a version (default: the champion), verified against meta's sha256 and
+    ``expect_sha256`` when given."""
+    if version is None:
+        champ = champion(store, policy)
+        if champ is None:
+            raise ModelError(f"policy {policy} has no champion")
+        version, expect_sha256 = champ["version"], expect_sha256 or champ["sha256"]
+    meta = read_meta(store, policy, version)
+    if expect_sha256 is not None and meta.get("sha256") != expect_sha256:
+        raise ModelError(f"meta sha256 {str(meta.get('sha256'))[:12]} != expected {expect_sha256[:12]}")
+    try:
+        data = store.get(model_prefix(policy, version) + "model.safetensors")
+    except KeyError:
+        raise ModelError(f"weights of {policy}/{version} missing") from None
+    return parse_weights(data, meta.get("sha256")), meta
+
+
+def list_versions(store: ObjectStore, policy: str) -> list[str]:
+    out = set()
+    for info in store.list(model_prefix(policy)):
+        parts = info.key.split("/")
+        if len(parts) == 4 and parts[3] == "meta.json":
+            out.add(parts[2])
+    return sorted(out)
+
+
+def list_policies(store: ObjectStore) -> list[str]:
+    return sorted({i.key.split("/")[1] for i in store.list("models/") if i.key.count("/") >= 2})
+
+
+def champion(store: ObjectStore, policy: str) -> dict[str, Any] | None:
+    try:
+        d: dict[str, Any] = json.loads(store.get(model_prefix(policy) + "champion.json"))
+        return d
+    except KeyError:
+        return None
+
+
+def _history(store: ObjectStore, policy: str) -> list[dict[str, Any]]:
+    try:
+        h: list[dict[str, Any]] = json.loads(store.get(model_prefix(policy) + "champion-history.json"))
+        return h
+    except KeyError:
+        return []
+
+
+def _set_champion(
+    store: ObjectStore, policy: str, version: str, redis: Any, history: list[dict[str, Any]]
+) -> dict[str, Any]:
+    meta = read_meta(store, policy, version)
+    load_model(store, policy, version)  # refuses a corrupt version before it becomes champion
+    ptr = {
+        "version": version,
+        "uri": meta["uri"],
+        "sha256": meta["sha256"],
+        "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    store.put(model_prefix(policy) + "champion-history.json", json.dumps(history + [ptr], indent=1).encode())
+    store.put(model_prefix(policy) + "champion.json", json.dumps(ptr, indent=2).encode())
+    if redis is not None:
+        publish_model_updated(redis, policy, ptr)
+    return ptr
+
+
+def promote(store: ObjectStore, policy: str, version: str, redis: Any = None) -> dict[str, Any]:
+    """Make ``version`` the champion (verified first) and publish ``model-updated`` if ``redis``."""
+    return _set_champion(store, policy, version, redis, _history(store, policy))
+
+
+def rollback(store: ObjectStore, policy: str, redis: Any = None) -> dict[str, Any]:
+    """Re-promote the champion before the current one."""
+    hist = _history(store, policy)
+    if len(hist) < 2:
+        raise ModelError(f"policy {policy} has no previous champion to roll back to")
+    return _set_champion(store, policy, hist[-2]["version"], redis, hist[:-2])
+
+
+def publish_model_updated(redis: Any, policy: str, ptr: Mapping[str, Any]) -> bytes:
+    """XADD ``{v, type: model-updated, policy, version, uri, sha256, ts}`` (msgpack under ``d``)."""
+    msg = {
+        "v": EVENT_VERSION,
+        "type": "model-updated",
+        "policy": policy,
+        "version": ptr["version"],
+        "uri": ptr["uri"],
+        "sha256": ptr["sha256"],
+        "ts": int(time.time() * 1000),
+    }
+    eid: bytes = redis.xadd(keys.EVENTS_STREAM, {keys.PAYLOAD_FIELD: msgpack.packb(msg, use_bin_type=True)})
+    return eid

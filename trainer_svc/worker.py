@@ -1,0 +1,78 @@
+"""The training worker: RQ's forking ``Worker`` on the ``training`` queue, with the scheduler (for
+retry intervals).
+
+Why the forking worker: the parent keeps heart-beating every ``monitor_interval`` seconds while the
+work-horse trains, so a long job is never marked abandoned while it runs (the ``SimpleWorker``
+sends no heartbeats during a job); torch and MLX are imported only in the horse, after the fork, so
+no thread pool is forked (RQ #1609/#1991). If the whole worker dies (kill -9), its job's execution
+expires ``monitor_interval + heartbeat_grace`` seconds later and the next registry cleanup (every
+``maintenance_interval`` seconds, by any training worker) retries it; the retry resumes from the
+job's last epoch checkpoint.
+
+Retry intervals are run by a worker's scheduler; a killed worker's scheduler lock expires after 61 s
+and is re-taken by another worker within RQ's 120 s fallback period, so a retry after a kill -9 can
+wait up to ~3 minutes in the worst case (workers started with ``--no-scheduler`` never hold it).
+
+Shutdown: the first SIGTERM/SIGINT is RQ's warm shutdown (the current job finishes; its checkpoints
+are written every epoch anyway); a second one kills the horse (the job is then retried).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import redis as redis_mod
+from rq import Queue, Worker
+from rq.job import Job
+
+from common import keys
+from common.log import kv
+
+log = logging.getLogger("trainer.worker")
+
+
+class TrainingWorker(Worker):
+    """``Worker`` whose execution heartbeat TTL is ``job_monitoring_interval + heartbeat_grace``
+    (RQ hard-codes +60 s), so a dead worker's job is detected as abandoned sooner when configured."""
+
+    heartbeat_grace: int = 60
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        ttl = int(super().get_heartbeat_ttl(job, working_time))
+        return max(1, ttl - 60 + int(self.heartbeat_grace))
+
+
+def run_worker(
+    redis_url: str,
+    burst: bool = False,
+    monitor_interval: int = 10,
+    maintenance_interval: int = 60,
+    heartbeat_grace: int = 60,
+    name: str | None = None,
+    with_scheduler: bool = True,
+    **kwargs: Any,
+) -> bool:
+    r = redis_mod.Redis.from_url(redis_url)
+    q = Queue(keys.TRAINING_QUEUE, connection=r)
+    w = TrainingWorker(
+        [q],
+        connection=r,
+        name=name,
+        job_monitoring_interval=monitor_interval,
+        maintenance_interval=maintenance_interval,
+        # an idle worker blocks worker_ttl - 15 s in dequeue before it can clean registries (RQ's default
+        # 420 s would leave a dead worker's job unnoticed for ~7 minutes)
+        worker_ttl=max(16, maintenance_interval + 15),
+    )
+    w.heartbeat_grace = heartbeat_grace
+    kv(
+        log,
+        logging.INFO,
+        "training worker starting",
+        queue=keys.TRAINING_QUEUE,
+        burst=burst,
+        monitor_s=monitor_interval,
+        maintenance_s=maintenance_interval,
+    )
+    return bool(w.work(burst=burst, with_scheduler=with_scheduler, **kwargs))
