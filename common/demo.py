@@ -32,7 +32,7 @@ from rich.table import Table
 
 from common import keys
 from common.redisproc import RedisServer
-from common.store import LocalStore
+from common.store import ObjectStore
 
 console = Console(stderr=True)
 
@@ -101,7 +101,7 @@ class Demo:
         return p
 
     # ----------------------------------------------------------------- view
-    def table(self, r: Any, store: LocalStore) -> Table:
+    def table(self, r: Any, store: ObjectStore) -> Table:
         t = Table(title=f"fusion demo — {self.phase} — {time.monotonic() - self.t0:5.0f} s", expand=False)
         for col in ("market", "states", "labels", "archived objs", "archiver lag", "labeler lag"):
             t.add_column(col, justify="right")
@@ -174,11 +174,13 @@ def _trader_status(r: Any, trader: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusion demo", description=__doc__)
-    ap.add_argument("--markets", default="BTC-15M,ETH-15M")
-    ap.add_argument("--collect", type=float, default=150.0, help="seconds of wall time to collect before training")
+    ap.add_argument("--markets", default="BTC-5M,ETH-5M", help="5-minute series: many windows per minute of demo")
+    ap.add_argument("--collect", type=float, default=240.0, help="seconds of wall time to collect before training")
     ap.add_argument("--after", type=float, default=30.0, help="seconds of paper trading after the model swap")
     ap.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--lag-s", type=float, default=20.0, help="how far Polymarket lags Binance in the simulator")
+    ap.add_argument("--replicas", type=int, default=1, help="observers per market (2 observers share the markets)")
     ap.add_argument("--algo", default="awbc", choices=("awbc", "supervised", "ppo"))
     ap.add_argument("--dir", default="./fusion-data/demo", help="work directory (wiped at start)")
     ap.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live view")

@@ -17,19 +17,21 @@ from rich.live import Live
 from common import keys
 from common.demo import Demo, console
 from common.markets import parse_market
-from common.store import LocalStore
+from common.store import LocalStore, ObjectStore, S3Store, open_store
 
 
-def _env(d: Demo, sim_url: str, store: LocalStore) -> dict[str, str]:
+def _env(d: Demo, sim_url: str, store: ObjectStore) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUSION_")}
     env.update({
         "FUSION_REDIS_URL": d.redis_url,
         "FUSION_STORE_URL": store.url,
+        **({"FUSION_S3_ENDPOINT_URL": os.environ["FUSION_S3_ENDPOINT_URL"]}
+           if "FUSION_S3_ENDPOINT_URL" in os.environ else {}),
         "FUSION_CACHE_DIR": str(d.workdir / "cache"),
         "FUSION_FEED": "sim",
         "FUSION_SIM_URL": sim_url,
         "FUSION_MARKETS": ",".join(d.markets),
-        "FUSION_REPLICAS": "2",
+        "FUSION_REPLICAS": str(d.args.replicas),
         "FUSION_TRADER_MARKETS": ",".join(d.markets),
         "FUSION_TRADER_ID": "demo-trader",
         "FUSION_POLICY": "demo",
@@ -50,8 +52,8 @@ def run_demo(a: argparse.Namespace) -> int:
     d = Demo(a, workdir, markets)
     r = d.start_redis()
     r.delete(*[k for m in markets for k in (keys.states_stream(m), keys.labels_stream(m))], keys.EVENTS_STREAM)
-    store = LocalStore(workdir / "store")
-    sim = SimServerThread(SyntheticDriver(markets, seed=a.seed, speed=a.speed, lead_lag=True)).start()
+    store = _open_store(workdir)
+    sim = SimServerThread(SyntheticDriver(markets, seed=a.seed, speed=a.speed, lead_lag=True, lag_s=a.lag_s)).start()
     d.env = _env(d, sim.url, store)
     interrupted = False
     report: dict[str, Any] = {}
@@ -112,6 +114,17 @@ def run_demo(a: argparse.Namespace) -> int:
     return 0 if not interrupted else 130
 
 
+def _open_store(workdir: Path) -> ObjectStore:
+    """S3 (or MinIO) when FUSION_STORE_URL says s3://, else a fresh local directory in the work dir."""
+    url = os.environ.get("FUSION_STORE_URL", "")
+    if url.startswith("s3://"):
+        store = open_store(url, os.environ.get("FUSION_S3_ENDPOINT_URL"), os.environ.get("FUSION_S3_REGION"))
+        assert isinstance(store, S3Store)
+        store.ensure_bucket()
+        return store
+    return LocalStore(workdir / "store")
+
+
 def _trader(r: Any) -> dict[str, Any]:
     from common.demo import _trader_status
 
@@ -137,13 +150,13 @@ def _stop_all(d: Demo) -> None:
             d.procs["worker"].stop(120)
 
 
-def _report(d: Demo, r: Any, store: LocalStore) -> dict[str, Any]:
+def _report(d: Demo, r: Any, store: ObjectStore) -> dict[str, Any]:
     from archiver_svc.reader import load_market
 
     out: dict[str, Any] = {"workdir": str(d.workdir), "store": store.url, "redis": d.redis_url, "markets": {}}
     for m in d.markets:
         ids = [e for e, _ in r.xrange(keys.states_stream(m))]
-        md = load_market(store.root, m)
+        md = load_market(store, m)
         archived = md.states.tick_ms
         stream_ticks = [int(e.split(b"-")[0]) for e in ids]
         out["markets"][m] = {
