@@ -29,8 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusion bench", description=__doc__)
     ap.add_argument("names", nargs="*", help=f"benchmarks to run (default: all of {discover()})")
     ap.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
-    ap.add_argument("--out", help="also write the JSON report to this file")
-    ap.add_argument("--table", action="store_true", help="print a table (rich) to stderr as well")
+    ap.add_argument("--out", default="bench-results/report.json", help="also write the JSON report here")
+    ap.add_argument("--no-table", action="store_true", help="no summary table on stderr")
     a = ap.parse_args(argv)
     names = a.names or discover()
     report: dict[str, Any] = {
@@ -56,8 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     text = json.dumps(report, indent=2, default=float)
     print(text)
     if a.out:
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(text)
-    if a.table:
+    if not a.no_table:
         from rich.console import Console
         from rich.table import Table
 
