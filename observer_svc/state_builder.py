@@ -71,6 +71,8 @@ class StateBuilder:
 
     def build(self, tick_ms: int) -> list[State]:
         n = len(self.markets)
+        if n == 0:  # an observer holding no lease right now
+            return []
         x = np.full((n, N_RAW), np.nan, dtype=np.float64)
         flags = np.zeros(n, dtype=np.int64)
         windows: list[PolymarketWindow | None] = []
@@ -87,8 +89,8 @@ class StateBuilder:
                 m.binance.fill_raw(row, tick_ms)
                 flags[i] |= m.binance.flags(tick_ms)
         age_bn, age_pm = x[:, _AGE_BN], x[:, _AGE_PM]
-        has_bn = np.array([m.binance is not None for m in self.markets])
-        has_pm = np.array([m.polymarket is not None for m in self.markets])
+        has_bn = np.array([m.binance is not None for m in self.markets], dtype=bool)
+        has_pm = np.array([m.polymarket is not None for m in self.markets], dtype=bool)
         flags |= np.where(has_bn & ~(age_bn <= self.stale_binance_ms), STALE_BINANCE, 0)
         flags |= np.where(has_pm & ~(age_pm <= self.stale_poly_ms), STALE_POLY, 0)
         ticks = np.full(n, tick_ms, dtype=np.int64)

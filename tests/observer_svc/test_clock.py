@@ -80,3 +80,9 @@ def test_timeless_first_frame_does_not_start_the_grid_at_zero() -> None:
     gate.submit("binance", 1_700_000_000_000, lambda: applied.append("b"))
     gate.submit("binance", 1_700_000_001_100, lambda: applied.append("c"))
     assert applied == ["a", "b", "c"] and ticks == [1_700_000_000_000, 1_700_000_000_500, 1_700_000_001_000]
+
+
+def test_builder_with_no_markets_builds_nothing() -> None:
+    from observer_svc.state_builder import StateBuilder
+
+    assert StateBuilder([], 5000, 60000).build_entries(1_000) == []
