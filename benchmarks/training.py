@@ -1,6 +1,8 @@
 """Trainer benchmark: end to end (generate + label + split + train awbc on torch + hold-out backtest with
 baselines) on one week of one market at 0.5 s ticks (1.2 M synthetic states), MLX-CPU vs torch time
-per epoch on the same small data, and replay-environment steps per second (vectorised)."""
+per epoch on the same small data, replay-environment steps per second (vectorised), and PPO (torch) on the
+lead-lag data of the default claim test (72 k states, 5-min windows): training time and hold-out PnL
+against the baselines, warm-started from AWBC (and from scratch unless ``quick``)."""
 
 from __future__ import annotations
 
@@ -37,6 +39,43 @@ def _epoch_time(backend: str, x: np.ndarray, q: np.ndarray, w: np.ndarray, bs: i
     for i in range(0, x.shape[0], bs):
         b.bc_step(x[i : i + bs], q[i : i + bs], w[i : i + bs])
     return time.perf_counter() - t
+
+
+def _ppo_figures(quick: bool) -> dict[str, Any]:
+    from trainer_svc.algos import TrainConfig, train
+    from trainer_svc.dataset import horizon_index, make_dataset
+    from trainer_svc.env import build_batch
+    from trainer_svc.evaluate import baselines, promote_decision, run_policy, weights_policy
+    from trainer_svc.hindsight import label_columns
+    from trainer_svc.synthetic import generate
+
+    states = generate(n_states=72_000, lag_s=30.0, seed=2, window_s=300)
+    labels, _ = label_columns(states, (30, 60), tolerance_ms=2000, fee_rate=0.07, fee_exponent=1.0)
+    ds = make_dataset(states, labels)
+    hold = build_batch(states, ds.windows, ds.splits["holdout"].windows)
+    base = baselines(hold, labels, horizon_index(labels, 30))
+    out: dict[str, Any] = {"ppo_baseline_pnl": {k: round(v.metrics["pnl"], 3) for k, v in base.items()}}
+    runs = {"awbc": {"epochs": 4, "ppo_iters": 8}}
+    if not quick:
+        runs["scratch"] = {
+            "ppo_init": "scratch",
+            "ppo_iters": 20,
+            "ppo_episodes": 256,
+            "ppo_epochs": 4,
+            "minibatch": 4096,
+        }
+    for name, kw in runs.items():
+        t = time.perf_counter()
+        res = train(ds, TrainConfig(algo="ppo", backend="torch", **kw))
+        cand = run_policy(hold, weights_policy(res.weights), "candidate")
+        out[f"ppo_{name}_train_s"] = time.perf_counter() - t
+        out[f"ppo_{name}_val_pnl_init"] = res.extra["init_val_pnl"]
+        out[f"ppo_{name}_val_pnl_best"] = res.extra["val_pnl"]
+        out[f"ppo_{name}_holdout_pnl"] = cand.metrics["pnl"]
+        out[f"ppo_{name}_holdout_ci95_per_window"] = cand.metrics["pnl_per_window_ci95"]
+        out[f"ppo_{name}_trades"] = cand.metrics["trades"]
+        out[f"ppo_{name}_promoted"] = promote_decision(cand, None, base).promote
+    return out
 
 
 def run(quick: bool = False) -> dict[str, Any]:
@@ -91,4 +130,5 @@ def run(quick: bool = False) -> dict[str, Any]:
         out["mlx_over_torch"] = out["mlx_epoch_s"] / out["torch_epoch_s"]
     except ImportError as e:
         out["mlx_epoch_s"] = f"unavailable: {e}"
+    out.update(_ppo_figures(quick))
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in out.items()}

@@ -66,20 +66,22 @@ class TrainConfig:
     latency_ticks: int = 0
     # ppo (see trainer_svc.ppo for the reasoning behind the defaults)
     ppo_iters: int = 30
-    ppo_episodes: int = 64
-    gamma: float = 0.99
+    ppo_episodes: int = 128
+    gamma: float = 0.999
     gae_lambda: float = 0.95
     clip: float = 0.2
     value_clip: float = 0.2
-    entropy: float = 0.03
+    entropy: float = 0.005
     lr_actor: float = 3e-4
     lr_critic: float = 3e-4
-    ppo_epochs: int = 4
-    minibatch: int = 4096
+    ppo_epochs: int = 2
+    minibatch: int = 8192
     target_kl: float = 0.02
     max_grad_norm: float = 0.5
     reward_scale: float = 10.0
     ppo_init: str = "awbc"  # "awbc": warm-start the actor with awbc; "scratch"
+    ppo_hold_init: float = 4.0  # scratch: initial HOLD-logit bias (exploration that does not churn fees)
+    ppo_bias_grid: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0)  # greedy selection on val
     eval_every: int = 2
 
     def env_kwargs(self) -> dict[str, Any]:
@@ -93,6 +95,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["hold_bias_grid"] = list(self.hold_bias_grid)
+        d["ppo_bias_grid"] = list(self.ppo_bias_grid)
         return d
 
 
