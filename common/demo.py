@@ -122,8 +122,8 @@ class Demo:
         extra = [
             "processes: " + " ".join(f"{n}:{'up' if p.alive else 'down'}" for n, p in self.procs.items()),
             f"training: {job.get('status', '-')} {job.get('stage', '')} {float(job.get('progress', 0)) * 100:.0f}%",
-            f"trader: model={trader.get('model_version', '-')} ticks={trader.get('ticks', '-')} "
-            f"pnl={trader.get('pnl_total', trader.get('pnl', '-'))} swaps={trader.get('swaps', '-')}",
+            f"trader: model={trader.get('model') or '-'} ticks={trader.get('ticks', '-')} "
+            f"equity=${(trader.get('pnl') or {}).get('equity_usd', 0):.2f} swaps={trader.get('swaps', '-')}",
         ]
         t.caption = "\n".join(extra)
         return t

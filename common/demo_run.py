@@ -204,7 +204,12 @@ def _print_report(rep: dict[str, Any], d: Demo) -> None:
                   f"{x['archived_labels']:,}", str(x["archive_exactly_once"]), str(x["gap_free"]))  # fmt: skip
     console.print(t)
     console.print({"training": rep.get("training"), "events": rep.get("events")})
-    console.print({"trader before swap": rep.get("pnl_before_swap"), "trader after swap": rep.get("pnl_after_swap")})
+    for label, key in (("before the swap", "pnl_before_swap"), ("after the swap", "pnl_after_swap")):
+        st = rep.get(key) or {}
+        pnl = st.get("pnl") or {}
+        console.print(f"trader {label}: model={st.get('model')} ticks={st.get('ticks')} decisions="
+                      f"{st.get('decisions')} missed={st.get('missed_ticks')} fills={pnl.get('fills')} "
+                      f"realised=${pnl.get('realised_usd', 0):.2f} equity=${pnl.get('equity_usd', 0):.2f}")  # fmt: skip
     console.print(f"observers: {rep['observer_summaries']}")
     console.print(f"dead letters: {rep['dead_letters']}   files: {rep['workdir']} (store {rep['store']}, "
                   f"logs {d.workdir / 'logs'})")  # fmt: skip
