@@ -152,6 +152,74 @@ class Validator:
             del self.templates[self.max_templates :]
         return None
 
+    def check_many(self, payloads: Sequence[object]) -> list[tuple[int, str]]:
+        """``[(i, reason)]`` of the invalid payloads, in order; same verdicts as :meth:`check` one by one.
+
+        The rows that have the current template's length are compared against it in one ``uint8``
+        matrix (a few slice comparisons for the whole batch); the rest take :meth:`check`.
+        """
+        n = len(payloads)
+        bad: list[tuple[int, str]] = []
+        if n < 8 or not all(type(p) is bytes for p in payloads):
+            rest = list(range(n))
+        else:
+            lengths = np.fromiter(map(len, payloads), dtype=np.int64, count=n)  # type: ignore[arg-type]
+            unmatched = np.ones(n, dtype=bool)
+            tried: list[Template] = []  # held (not ids: an evicted template's id may be reused)
+            for _ in range(4 * self.max_templates):
+                for t in list(self.templates):  # each known layout, on the rows still unmatched
+                    if any(t is x for x in tried):
+                        continue
+                    tried.append(t)
+                    self._match_into(t, payloads, lengths, unmatched)
+                    if not unmatched.any():
+                        break
+                if not unmatched.any():
+                    break
+                # a new layout (or a bad payload): the full check of its first row learns its template
+                i = int(np.argmax(unmatched))
+                unmatched[i] = False
+                reason = self.check(payloads[i])
+                if reason is not None:
+                    bad.append((i, reason))
+            rest = np.flatnonzero(unmatched).tolist()
+        for i in rest:
+            reason = self.check(payloads[i])
+            if reason is not None:
+                bad.append((i, reason))
+        bad.sort()
+        return bad
+
+    @staticmethod
+    def _match_into(
+        t: Template, payloads: Sequence[object], lengths: npt.NDArray[np.int64], unmatched: npt.NDArray[np.bool_]
+    ) -> None:
+        """Clear ``unmatched`` for the rows that match ``t`` (one matrix comparison)."""
+        width = len(t.proto)
+        same = unmatched & (lengths == width)
+        if not same.any():
+            return
+        if bool(same.all()):
+            idx = np.arange(len(payloads), dtype=np.int64)
+            buf = b"".join(payloads)  # type: ignore[arg-type]
+        else:
+            idx = np.flatnonzero(same)
+            buf = b"".join([payloads[i] for i in idx.tolist()])  # type: ignore[misc]
+        m = np.frombuffer(buf, dtype=np.uint8).reshape(idx.size, width)
+        unmatched[idx[_matches_rows(t, m)]] = False
+
+
+def _matches_rows(t: Template, m: npt.NDArray[np.uint8]) -> npt.NDArray[np.bool_]:
+    """Rows of ``m`` (payloads of the template's length) that :meth:`Template.matches`."""
+    proto = np.frombuffer(t.proto, dtype=np.uint8)
+    ok = np.ones(m.shape[0], dtype=bool)
+    for a, b in t.fixed:
+        ok &= (m[:, a:b] == proto[a:b]).all(axis=1)
+    for i in t.fixints:
+        c = m[:, i]
+        ok &= (c < 0x80) | (c >= 0xE0)
+    return ok
+
 
 @dataclass(slots=True)
 class Extracted:
@@ -200,14 +268,11 @@ def match_matrix(m: npt.NDArray[np.uint8], kind: str, max_templates: int = 16) -
             leftovers.append(int(rem[0]))
             rem = rem[1:]
             continue
-        proto = np.frombuffer(t.proto, dtype=np.uint8)
-        sub = m[rem]
-        ok = np.ones(rem.size, dtype=bool)
-        for a, b in t.fixed:
-            ok &= (sub[:, a:b] == proto[a:b]).all(axis=1)
-        for i in t.fixints:
-            c = sub[:, i]
-            ok &= (c < 0x80) | (c >= 0xE0)
+        sub = m if rem.size == m.shape[0] else m[rem]  # first round: no copy of the whole matrix
+        ok = _matches_rows(t, sub)
+        if ok.all():  # the usual case: every row has the layout (no fancy-index copies)
+            groups.append(Extracted(rem, t, _columns(t, sub)))
+            break
         groups.append(Extracted(rem[ok], t, _columns(t, sub[ok])))
         rem = rem[~ok]
     return groups, sorted(leftovers)

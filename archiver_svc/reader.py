@@ -169,7 +169,10 @@ def _state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: 
         }
         parts.append((np.array([i], np.int64), row))
     out = _assemble(parts, ids, problems, key)
-    if "slug" in out:
+    if "slug" in out and out["slug"].size and bool((out["slug"] == out["slug"][0]).all()):  # one market window
+        out["slug_table"] = out.pop("slug")[:1].copy()
+        out["slug_idx"] = np.zeros(out["slug_table"].size and out["ids"].shape[0], np.int32)
+    elif "slug" in out:
         table, idx = np.unique(out.pop("slug"), return_inverse=True)
         out["slug_idx"] = idx.astype(np.int32).reshape(-1)
         out["slug_table"] = table
@@ -227,6 +230,10 @@ def _assemble(
     keep = [(r, p) for w, (r, p) in zip(widths, parts, strict=True) if w == major]
     if len(keep) < len(parts):
         problems.append(f"{key}: {sum(counts.values()) - counts[major]} entries with another shape skipped")
+    if len(keep) == 1 and keep[0][0].size == ids.shape[0]:  # one layout for the whole object: in order already
+        rows, p = keep[0]
+        if rows.size < 2 or bool((rows[1:] > rows[:-1]).all()):
+            return {"ids": ids, **p}
     rows = np.concatenate([r for r, _ in keep])
     order = np.argsort(rows, kind="stable")
     out: Arrays = {"ids": ids[rows[order]]}

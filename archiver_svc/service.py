@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import itertools
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import redis
 
 from archiver_svc.layout import Validator
@@ -41,6 +43,7 @@ from archiver_svc.windows import (
     decode_object,
     encode_object,
     object_key,
+    parse_ids,
 )
 from common import keys
 from common.log import kv, log_once
@@ -124,6 +127,9 @@ class Archiver:
         # writers run gzip + store puts (both release the GIL) in parallel; jobs of one window may
         # overlap safely: creation is atomic and merges hold the window's lock
         self._pool = ThreadPoolExecutor(max(1, writers), thread_name_prefix="archive-writer")
+        # the next XREADGROUP runs on its own thread while this batch is validated and buffered
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="archive-reader")
+        self._prefetch: Future[Any] | None = None
         self._release = r.register_script(_RELEASE)
         # lock token: "<consumer>/<nonce>"; a lock of the same consumer with another nonce belongs to
         # a dead incarnation of this consumer (names are unique among live archivers) and is taken over
@@ -159,6 +165,7 @@ class Archiver:
                 if "NOGROUP" not in str(e):
                     raise
                 log_once(log, "nogroup", "consumer group vanished; re-creating", error=str(e))
+                self._drop_prefetch()
                 self.streams.clear()
                 self._next_scan = 0.0
         self.close(final=final)
@@ -168,6 +175,9 @@ class Archiver:
         """Finish in-flight writes and ack them; with ``final`` first write every open window."""
         for attempt in range(20):
             try:
+                if self._prefetch is not None:  # entries it delivered are ours: buffer them (or re-read later)
+                    fut, self._prefetch = self._prefetch, None
+                    self._ingest_reply(fut.result())
                 if final:
                     self._submit_closable(force=True)
                 self._collect(wait=True)
@@ -176,9 +186,12 @@ class Archiver:
             except REDIS_ERRORS as e:
                 self._on_redis_error(e)
                 time.sleep(min(0.2 * 2**attempt, 5.0))
+        self._drop_prefetch()
+        self._reader.shutdown(wait=True)
         self._pool.shutdown(wait=True)
 
     def _on_redis_error(self, e: Exception) -> None:
+        self._drop_prefetch()
         self.stats.errors += 1
         kv(log, logging.WARNING, "redis unavailable; retrying", error=f"{type(e).__name__}: {e}")
         # a reply lost mid-flight leaves delivered-but-unseen entries in our PEL: re-read it
@@ -208,9 +221,13 @@ class Archiver:
             block_ms = None
         else:
             block_ms = self.block_ms if block and not got else None
-        got += self._read_new(block_ms)
+        new = self._read_new(block_ms)
+        got += new
         if got or not self.delivered_ms or not block_ms:
+            # before the next read is issued: the group cursor never covers entries not buffered yet
             self._update_delivered()
+        if new and not self.need_pending and not self._stop.is_set():
+            self._prefetch = self._reader.submit(self._xread_new, list(self.streams), None)
         self._submit_closable(force=False)
         self._collect(wait=False)
         self._ack_done()
@@ -232,40 +249,60 @@ class Archiver:
 
     # ------------------------------------------------------------------ reading
     def _ingest(self, stream: str, entries: list[Any]) -> int:
+        """Validate a batch in bulk (template matrix), dead-letter the bad, buffer the rest by window."""
         kind = self.streams[stream][1]
-        check = self.validators[stream].check
-        buf = self.buffers.setdefault(stream, {})
-        w = self.window_ms
-        dead: list[tuple[bytes, str, bytes]] = []
         pf = keys.PAYLOAD_FIELD
-        n = 0
-        for eid, fields in entries:
-            if eid is None:
-                continue
-            n += 1
-            if type(fields) is list:  # raw reply: [field, value, ...]
-                payload = fields[1] if len(fields) == 2 and fields[0] == pf else _field(fields, pf)
-            else:
-                payload = fields.get(pf) if fields else None
-            if not fields:
-                reason: str | None = "entry deleted from the stream before it was archived"
-            elif payload is None:
-                reason = f"no {keys.PAYLOAD_FIELD.decode()!r} field"
-            else:
-                reason = check(payload)
-            if reason is not None:
-                dead.append((eid, reason, payload or b""))
-                continue
-            sid = eid.decode()
-            ms = int(sid.partition("-")[0])
-            ws = ms - ms % w
-            win = buf.get(ws)
-            if win is None:
-                win = buf[ws] = {}
-            win[sid] = payload
+        if any(e is None or e[0] is None for e in entries):
+            entries = [e for e in entries if e is not None and e[0] is not None]
+        n = len(entries)
+        if not n:
+            return 0
+        eids: list[bytes] = [e[0] for e in entries]
+        # raw reply: [field, value]; parsed (XAUTOCLAIM): dict; deleted: None / empty
+        payloads: list[Any] = [
+            f[1] if type(f) is list and len(f) == 2 and f[0] == pf else _payload(f, pf) for _, f in entries
+        ]
+        dead: list[tuple[int, bytes, str, bytes]] = []  # (position in the batch, id, reason, payload)
+        pos: list[int] | range = range(n)
+        if None in payloads:
+            for i, p in enumerate(payloads):
+                if p is None:
+                    f = entries[i][1]
+                    why = (
+                        "entry deleted from the stream before it was archived" if not f else f"no {pf.decode()!r} field"
+                    )
+                    dead.append((i, eids[i], why, b""))
+            pos = [i for i, p in enumerate(payloads) if p is not None]
+            eids, payloads = [eids[i] for i in pos], [payloads[i] for i in pos]
+        bad = self.validators[stream].check_many(payloads)
+        if bad:
+            dead += [(pos[i], eids[i], why, payloads[i] if isinstance(payloads[i], bytes) else b"") for i, why in bad]
+            drop = {i for i, _ in bad}
+            keep = [i for i in range(len(eids)) if i not in drop]
+            eids, payloads = [eids[i] for i in keep], [payloads[i] for i in keep]
         if dead:
-            self._dead_letter(stream, kind, dead)
+            dead.sort(key=lambda d: d[0])  # stream order
+        if eids:
+            self._buffer(stream, eids, payloads)
+        if dead:
+            self._dead_letter(stream, kind, [d[1:] for d in dead])
         return n
+
+    def _buffer(self, stream: str, eids: list[bytes], payloads: list[bytes]) -> None:
+        """Put valid entries into their windows' buffers (runs of one window at a time)."""
+        buf = self.buffers.setdefault(stream, {})
+        sids = [e.decode() for e in eids]
+        parsed = parse_ids(sids)
+        w = self.window_ms
+        ws = parsed[:, 0] - parsed[:, 0] % w
+        cuts = np.flatnonzero(ws[1:] != ws[:-1]) + 1
+        bounds = [0, *cuts.tolist(), len(sids)]
+        for a, b in itertools.pairwise(bounds):
+            start = int(ws[a])
+            win = buf.get(start)
+            if win is None:
+                win = buf[start] = {}
+            win.update(zip(sids[a:b], payloads[a:b], strict=True))
 
     def _dead_letter(self, stream: str, kind: str, dead: list[tuple[bytes, str, bytes]]) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -293,18 +330,40 @@ class Archiver:
                 return n
 
     def _read_new(self, block_ms: int | None) -> int:
+        if self._prefetch is not None:  # issued after the previous batch: its reply, without blocking again
+            fut, self._prefetch = self._prefetch, None
+            resp = fut.result()
+            n = self._ingest_reply(resp)
+            if any(len(e or ()) >= self.count for _, e in _stream_replies(resp)):
+                return n
+            # it reached the end of the streams back then: read what arrived since, as a plain step would
+            return n + self._ingest_reply(self._xread_new(list(self.streams), None if n else block_ms))
         if not self.streams:
             if block_ms:
                 self._stop.wait(block_ms / 1000)
             return 0
-        resp = self._raw.xreadgroup(
-            keys.ARCHIVER_GROUP, self.consumer, dict.fromkeys(self.streams, ">"), count=self.count, block=block_ms
-        )
+        return self._ingest_reply(self._xread_new(list(self.streams), block_ms))
+
+    def _xread_new(self, streams: list[str], block_ms: int | None) -> Any:
+        """XREADGROUP ``>`` on ``streams`` (a copy: may run on the reader thread)."""
+        ids = dict.fromkeys(streams, ">")
+        return self._raw.xreadgroup(keys.ARCHIVER_GROUP, self.consumer, ids, count=self.count, block=block_ms)
+
+    def _ingest_reply(self, resp: Any) -> int:
         n = 0
         for name, entries in _stream_replies(resp):
             if name in self.streams and entries:
                 n += self._ingest(name, entries)
         return n
+
+    def _drop_prefetch(self) -> None:
+        """Forget a read in flight; whatever it delivered stays pending and is re-read (ID 0)."""
+        fut, self._prefetch = self._prefetch, None
+        if fut is None:
+            return
+        with contextlib.suppress(Exception):
+            if fut.result(timeout=60):
+                self.need_pending = set(self.streams)
 
     def _autoclaim(self) -> int:
         """Take over entries idle for ``claim_idle_ms`` in any consumer's pending list."""
@@ -474,7 +533,12 @@ class Archiver:
                 self._release(keys=[key], args=[token])
 
 
-def _field(fields: list[Any], name: bytes) -> Any:
+def _payload(fields: Any, name: bytes) -> Any:
+    """The payload field of an entry's fields (raw list or parsed dict); None when absent."""
+    if not fields:
+        return None
+    if isinstance(fields, dict):
+        return fields.get(name)
     for i in range(0, len(fields) - 1, 2):
         if fields[i] == name:
             return fields[i + 1]

@@ -33,9 +33,10 @@ import redis
 from common import keys
 from common.log import kv, log_once
 from common.metrics import counter, gauge
-from common.schema import N_RAW, StateColumns, decode_states_columns_fast
+from common.schema import N_RAW, StateColumns
 from common.settings import Settings
 from common.streams import connect, ensure_group, scan_streams, trim_by_age
+from labeler_svc.decode import decode_states_bulk
 from labeler_svc.labels import label_rows, ready_prefix
 from labeler_svc.wire import encode_label_rows
 from labeler_svc.writer import LABELS_DUP, LabelWriter
@@ -280,24 +281,28 @@ class LabelerService:
         st.read += len(entries)
         STATES_READ.labels(m.name).inc(len(entries))
         ids: list[bytes] = [e[0] for e in entries]
-        payloads: list[Any] = [
-            f[1] if f is not None and len(f) == 2 and f[0] == keys.PAYLOAD_FIELD else None for _, f in entries
-        ]
+        pf = keys.PAYLOAD_FIELD
+        payloads: list[Any] = [f[1] if f is not None and len(f) == 2 and f[0] == pf else None for _, f in entries]
         dead: list[tuple[int, str]] = []
-        present = [i for i, p in enumerate(payloads) if p is not None]
-        dead += [(i, "entry lacks payload field 'd'") for i, p in enumerate(payloads) if p is None]
-        cols, bad = decode_states_columns_fast([payloads[i] for i in present])
+        if None in payloads:
+            present = [i for i, p in enumerate(payloads) if p is not None]
+            dead += [(i, "entry lacks payload field 'd'") for i, p in enumerate(payloads) if p is None]
+        else:
+            present = list(range(len(payloads)))
+        tick, raw, flags, bad = decode_states_bulk(
+            payloads if len(present) == len(payloads) else [payloads[i] for i in present]
+        )
         bad_set = {present[i] for i, _ in bad}
         dead += [(present[i], reason) for i, reason in bad]
         good = [i for i in present if i not in bad_set] if bad_set else present
-        ticks = cols.tick_ms.tolist()
-        keep = np.array([ids[i] == b"%d-0" % t for i, t in zip(good, ticks, strict=True)], dtype=bool)
+        ticks = tick.tolist()
+        keep = _ids_match_ticks([ids[i] for i in good] if len(good) < len(ids) else ids, tick)
         for j in np.flatnonzero(~keep):
             i = good[j]
             dead.append((i, f"entry id {ids[i].decode(errors='replace')} != tick {ticks[j]}-0"))
         # entry IDs only grow, so a tick at or below the newest one is a redelivery
-        old = keep & (cols.tick_ms <= m.newest)
-        late = [ids[good[j]] for j in np.flatnonzero(old & ~np.isin(cols.tick_ms, m.tick))]
+        old = keep & (tick <= m.newest)
+        late = [ids[good[j]] for j in np.flatnonzero(old & ~np.isin(tick, m.tick))]
         keep &= ~old
         if dead:
             self._dead_letter(m, [(ids[i], reason, payloads[i]) for i, reason in sorted(dead)], st)
@@ -306,7 +311,10 @@ class LabelerService:
             st.duplicates += len(late)
             LABELS_DUP.labels(m.name).inc(len(late))
         if keep.any():
-            m.append(cols.tick_ms[keep], cols.raw[keep], cols.flags[keep])
+            if keep.all():
+                m.append(tick, raw, flags)
+            else:
+                m.append(tick[keep], raw[keep], flags[keep])
 
     def _dead_letter(self, m: _Market, items: list[tuple[bytes, str, Any]], st: StepStats) -> None:
         pipe = self.r.pipeline(transaction=True)
@@ -338,7 +346,7 @@ class LabelerService:
             settle_wait_ms=self.settle_wait_ms,
         )
         payloads = encode_label_rows(m.name, lc)
-        ids = [f"{int(t)}-0".encode() for t in lc.tick_ms]
+        ids = [b"%d-0" % t for t in lc.tick_ms.tolist()]
         for k, h in enumerate(self.horizons):
             bad = int(n - int(lc.valid[:, k].sum()))
             if bad:
@@ -348,3 +356,20 @@ class LabelerService:
             self.writer.put(m.name, m.labels_key, m.states_key, ids[a:b], payloads[a:b])
         st.labelled += n
         m.drop(n)
+
+
+def _ids_match_ticks(ids: list[bytes], tick: np.ndarray) -> np.ndarray:
+    """``[id == b"%d-0" % t]`` as a bool array; vectorised when the IDs share one length (the usual batch)."""
+    n = len(ids)
+    if n and tick.size == n:
+        width = len(ids[0])
+        joined = b"".join(ids)
+        if len(joined) == n * width and 3 <= width <= 20:  # <= 18 digits: no int64 overflow
+            m = np.frombuffer(joined, dtype=np.uint8).reshape(n, width)
+            nd = width - 2
+            d = m[:, :nd].astype(np.int64) - 0x30
+            ok = ((d >= 0) & (d <= 9)).all(axis=1) & (m[:, nd] == 0x2D) & (m[:, nd + 1] == 0x30)
+            if nd > 1:
+                ok &= d[:, 0] != 0  # "%d" has no leading zero
+            return ok & (d @ (10 ** np.arange(nd - 1, -1, -1, dtype=np.int64)) == tick)
+    return np.array([i == b"%d-0" % t for i, t in zip(ids, tick.tolist(), strict=True)], dtype=bool)

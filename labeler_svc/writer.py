@@ -79,10 +79,11 @@ class LabelWriter:
         self._t.start()
 
     def put(self, market: str, labels_key: str, states_key: str, ids: list[bytes], payloads: list[bytes]) -> None:
-        args: list[Any] = [keys.LABELER_GROUP]
-        for eid, p in zip(ids, payloads, strict=True):
-            args.append(eid)
-            args.append(p)
+        if len(ids) != len(payloads):
+            raise ValueError("ids and payloads differ in length")
+        args: list[Any] = [keys.LABELER_GROUP] * (2 * len(ids) + 1)
+        args[1::2] = ids
+        args[2::2] = payloads
         self._q.put((market, labels_key, states_key, args))
 
     def flush(self) -> None:

@@ -79,3 +79,19 @@ def test_extract_matches_full_decode() -> None:
 
 def test_build_template_refuses_unusual_layout() -> None:
     assert build_template(b"\x80", "states") is None
+
+
+def test_check_many_same_verdicts_as_check() -> None:
+    # several layouts (a new Polymarket window every 15 min), more than the validator keeps, and bad rows
+    pairs = synth_payloads("BTC-15M", T0, 20_000)
+    payloads: list[object] = [b for _, b in pairs[::2]]
+    good = payloads[3]
+    assert isinstance(good, bytes)
+    payloads[100] = good[:-1]
+    payloads[200] = b"\xc1junk"
+    payloads[300] = label_payload("BTC-15M", T0)
+    payloads[400] = good[:-1] + b"\xc0"  # same length: st := nil
+    ref = [(i, r) for i, p in enumerate(payloads) if (r := Validator("states").check(p)) is not None]
+    v = Validator("states", max_templates=2)
+    assert v.check_many(payloads) == ref and [i for i, _ in ref] == [100, 200, 300, 400]
+    assert v.check_many(payloads[:5] + ["not bytes"]) == [(5, "payload is str, not bytes")]

@@ -144,3 +144,31 @@ def test_decode_fast_errors_like_decode_object(cut: int) -> None:
     h = {"v": 1, "kind": "states", "market": "M", "window_start_ms": T0, "window_end_ms": T0 + W, "count": 2}
     with pytest.raises(ArchiveError, match="out of order"):
         decode_fast(_raw_object(h, [[f"{T0 + 1}-0", b"a"], [f"{T0}-0", b"b"]]))
+
+
+def test_objects_written_by_plain_zlib_gzip_read_the_same() -> None:
+    import zlib
+
+    from archiver_svc.windows import UniformObject, decode_fast
+
+    pairs = synth_payloads("BTC-15M", T0, 200)
+    ours = encode_object("states", "BTC-15M", T0, W, pairs)
+    z = zlib.compressobj(1, zlib.DEFLATED, 31)
+    theirs = z.compress(gzip.decompress(ours)) + z.flush()
+    assert theirs != ours and gzip.decompress(theirs) == gzip.decompress(ours)
+    key = object_key("states", "BTC-15M", T0)
+    assert decode_object(theirs, key) == decode_object(ours, key)
+    fast = decode_fast(theirs, key)
+    assert isinstance(fast, UniformObject) and [fast.id_str(i) for i in range(len(fast))] == [e for e, _ in pairs]
+
+
+def test_bulk_pair_packing_is_msgpack() -> None:
+    from archiver_svc.windows import _pack_pairs
+
+    for width in (1, 100, 255, 256, 970, 70_000):
+        ids = [f"{T0 + i}-{i % 3}" for i in range(40)]
+        payloads = [bytes([i % 256]) * width for i in range(40)]
+        want = b"".join(msgpack.packb([e, p], use_bin_type=True) for e, p in zip(ids, payloads))
+        assert _pack_pairs(ids, payloads) == want
+    mixed = [f"{T0}-0", f"{T0 + 1}-10"]
+    assert _pack_pairs(mixed, [b"a", b"bc"]) == msgpack.packb([mixed[0], b"a"]) + msgpack.packb([mixed[1], b"bc"])

@@ -43,3 +43,19 @@ def test_fast_decoder_equals_reference() -> None:
     assert fast.features.tobytes() == ref.features.tobytes()
     assert fast.flags.tobytes() == ref.flags.tobytes() and fast.slugs == ref.slugs
     assert len(fast) == 50 + 2  # the encoded states, one with pm=None and one without the pm key
+
+
+def test_bulk_decoder_equals_fast_decoder() -> None:
+    from archiver_svc.synth import synth_payloads
+    from labeler_svc.decode import decode_states_bulk
+
+    good = [b for _, b in synth_payloads("BTC-15M", 1_763_856_000_000, 4000)]  # several layouts
+    d = msgpack.unpackb(good[7])
+    bad = msgpack.packb({**d, "v": 99})
+    wide = msgpack.packb({**d, "f": b"\x00" * 4 * 16})
+    for payloads in (good, good[:1], [], good[:50] + [bad] + good[50:60], good[:10] + [wide] + good[10:]):
+        ref, ref_bad = decode_states_columns_fast(payloads)
+        tick, raw, flags, rejects = decode_states_bulk(payloads)
+        assert rejects == ref_bad
+        assert tick.tobytes() == ref.tick_ms.tobytes() and flags.tobytes() == ref.flags.tobytes()
+        assert raw.dtype == np.float64 and raw.tobytes() == ref.raw.tobytes()
