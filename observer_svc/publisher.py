@@ -1,9 +1,12 @@
 """Publishes encoded states to Redis Streams in pipelines (async, batched).
 
 ``enqueue`` never blocks the tick; a background task drains everything queued into one
-non-transactional pipeline of ``XADD stream <tick_ms>-0 d <msgpack>``. An ID refused because
-another replica already published that tick is counted as a duplicate (that is the
-de-duplication mechanism, not an error). A Redis outage is retried with backoff and the queued
+non-transactional pipeline of contiguous XADDs (``<tick_ms>-0 d <msgpack>``, a small Lua script
+per entry). An ID that another replica already published is counted as a duplicate (that is the
+de-duplication mechanism, not an error). A tick more than one step ahead of the stream's top (this
+replica is ahead of a slower one, e.g. just restarted) is held until the slower replica fills the
+ticks in between, or forced after ``gap_wait_s`` when no replica has them, so replicas that run
+at different speeds never leave a gap. A Redis outage is retried with backoff and the queued
 entries are kept (bounded: oldest dropped and counted beyond ``max_queue``). Streams are
 trimmed by age (``XTRIM MINID ~``) at most once a minute.
 """
@@ -12,15 +15,17 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import random
 import time
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
 from common import metrics
-from common.keys import MARKETS_SET, PAYLOAD_FIELD
+from common.keys import MARKETS_SET
 from common.log import kv
 from common.schema import tick_of_entry_id
 
@@ -30,6 +35,22 @@ STATES_OUT = metrics.counter("fusion_observer_states_published", "states added t
 DUPLICATES = metrics.counter("fusion_observer_duplicates_refused", "state IDs refused (another replica)", ("market",))
 PUBLISH_ERRORS = metrics.counter("fusion_observer_publish_errors", "XADD errors other than duplicates", ("market",))
 DROPPED = metrics.counter("fusion_observer_states_dropped", "states dropped from a full publish queue")
+GAP_HOLDS = metrics.counter("fusion_observer_gap_holds", "times a stream's next tick waited for a slower replica",
+                            ("market",))  # fmt: skip
+
+# XADD only if it keeps the stream contiguous: 1 added, 0 duplicate (a replica was first), -1 would leave a
+# gap (the top is more than one step behind: a slower replica still has those ticks; retry, or force later)
+_XADD_CONTIGUOUS = """
+local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+local g = tonumber(ARGV[2])
+if #top > 0 then
+  local last = tonumber(string.match(top[1][1], '^(%d+)'))
+  if last >= g then return 0 end
+  if ARGV[4] ~= '1' and last < g - tonumber(ARGV[3]) then return -1 end
+end
+redis.call('XADD', KEYS[1], ARGV[1], 'd', ARGV[5])
+return 1
+"""
 
 
 def _market_of(stream: str) -> str:
@@ -37,7 +58,15 @@ def _market_of(stream: str) -> str:
 
 
 class Publisher:
-    def __init__(self, redis_url: str, max_age_s: int, max_queue: int = 200_000, batch: int = 5_000) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        max_age_s: int,
+        max_queue: int = 200_000,
+        batch: int = 5_000,
+        step_ms: int = 500,
+        gap_wait_s: float = 3.0,
+    ) -> None:
         self._r = aioredis.Redis.from_url(redis_url, socket_timeout=10, socket_connect_timeout=5)
         self.max_age_s = max_age_s
         self.max_queue = max_queue
@@ -49,6 +78,11 @@ class Publisher:
         self._last_trim = 0.0
         self._newest_tick = 0
         self._known_markets: set[str] = set()
+        self.step_ms = step_ms
+        self.gap_wait_s = gap_wait_s
+        self._held: dict[str, collections.deque[tuple[str, bytes]]] = {}
+        self._held_since: dict[str, float] = {}
+        self._script: Any = None
         self.added = 0
         self.duplicates = 0
         self.errors = 0
@@ -64,7 +98,7 @@ class Publisher:
 
     @property
     def backlog(self) -> int:
-        return len(self._q)
+        return len(self._q) + self._held_count()
 
     async def drained(self) -> None:
         """Wait until everything enqueued so far has been sent."""
@@ -73,55 +107,99 @@ class Publisher:
     async def run(self) -> None:
         backoff = 0.2
         while True:
-            if not self._q:
+            if not self._q and not self._held_count():
                 self._idle.set()
                 self._wake.clear()
                 await self._wake.wait()
+            elif not self._q:
+                # only held (gap-waiting) entries: retry them shortly
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.1)
             chunk = [self._q.popleft() for _ in range(min(self.batch, len(self._q)))]
+            for stream, eid, payload in chunk:
+                self._held.setdefault(stream, collections.deque()).append((eid, payload))
             try:
-                await self._send(chunk)
+                await self._send()
                 backoff = 0.2
             except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
-                self._q.extendleft(reversed(chunk))
-                kv(log, logging.WARNING, "redis unavailable, retrying", error=str(e), backlog=len(self._q))
+                kv(log, logging.WARNING, "redis unavailable, retrying", error=str(e), backlog=self.backlog)
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, 5.0)
 
-    async def _send(self, chunk: list[tuple[str, str, bytes]]) -> None:
+    def _held_count(self) -> int:
+        return sum(len(d) for d in self._held.values())
+
+    async def _send(self) -> None:
+        """One pipeline of contiguous XADDs over every stream's pending entries (in ID order).
+
+        Per stream, entries are sent until the first that would leave a gap (another replica is
+        behind and still has those ticks); that one and its successors are held and retried. A
+        stream whose gap does not close within ``gap_wait_s`` (no replica has those ticks) is forced."""
+        if self._script is None:
+            self._script = self._r.register_script(_XADD_CONTIGUOUS)
+        now = time.monotonic()
         pipe = self._r.pipeline(transaction=False)
-        new_markets = []
-        for stream, eid, payload in chunk:
-            pipe.xadd(stream, {PAYLOAD_FIELD: payload}, id=eid)
-        for stream, _, _ in chunk:
-            m = _market_of(stream)
-            if m not in self._known_markets:
-                self._known_markets.add(m)
-                new_markets.append(m)
+        plan: list[tuple[str, int]] = []
+        budget = self.batch
+        for stream, held in self._held.items():
+            if not held or budget <= 0:
+                continue
+            since = self._held_since.get(stream)
+            force = since is not None and now - since > self.gap_wait_s
+            n = min(len(held), budget)
+            budget -= n
+            for i in range(n):
+                eid, payload = held[i]
+                tick = eid.split("-", 1)[0]
+                await self._script(keys=[stream], args=[eid, tick, self.step_ms, 1 if force and i == 0 else 0, payload],
+                             client=pipe)  # fmt: skip
+            plan.append((stream, n))
+        new_markets = [m for m in {_market_of(st) for st, _ in plan} if m not in self._known_markets]
         if new_markets:
+            self._known_markets.update(new_markets)
             pipe.sadd(MARKETS_SET, *new_markets)
         results = await pipe.execute(raise_on_error=False)
-        for (stream, _, _), out in zip(chunk, results, strict=False):
+        k = 0
+        for stream, n in plan:
+            held = self._held[stream]
             m = _market_of(stream)
-            if isinstance(out, Exception):
+            outs = results[k : k + n]
+            k += n
+            done = 0
+            for out in outs:
                 if isinstance(out, (redis.ConnectionError, redis.TimeoutError)):
                     raise out
-                if "equal or smaller" in str(out):
-                    self.duplicates += 1
-                    DUPLICATES.labels(m).inc()
-                else:
+                if isinstance(out, Exception):
                     self.errors += 1
                     PUBLISH_ERRORS.labels(m).inc()
                     kv(log, logging.ERROR, "xadd failed", stream=stream, error=str(out))
+                elif out == -1:
+                    break
+                elif out == 0:
+                    self.duplicates += 1
+                    DUPLICATES.labels(m).inc()
+                else:
+                    self.added += 1
+                    STATES_OUT.labels(m).inc()
+                done += 1
+            if done:
+                self._newest_tick = max(self._newest_tick, tick_of_entry_id(held[done - 1][0]))
+            for _ in range(done):
+                held.popleft()
+            if done < n:
+                if stream not in self._held_since:
+                    self._held_since[stream] = now
+                    GAP_HOLDS.labels(m).inc()
             else:
-                self.added += 1
-                STATES_OUT.labels(m).inc()
-        self._newest_tick = max(self._newest_tick, tick_of_entry_id(chunk[-1][1]))
-        now = time.monotonic()
-        if now - self._last_trim > 60:
+                self._held_since.pop(stream, None)
+        if self._q or self._held_count():
+            self._idle.clear()
+        if now - self._last_trim > 60 and self._newest_tick:
             self._last_trim = now
             min_id = max(0, self._newest_tick - self.max_age_s * 1000)
             pipe = self._r.pipeline(transaction=False)
-            for stream in {s for s, _, _ in chunk}:
+            for stream in self._held:
                 pipe.xtrim(stream, minid=f"{min_id}-0", approximate=True)
             await pipe.execute(raise_on_error=False)
 
