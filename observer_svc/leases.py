@@ -4,9 +4,10 @@ Each market has ``replicas`` lease slots (``fusion:lease:{M}:<slot>``, value = o
 with a TTL). An observer heartbeats in ``fusion:observers``; every ``renew`` call it computes
 the same rendezvous-hash assignment as every other live observer (each market to its
 ``replicas`` highest-scoring observers), renews the slots it holds (compare-and-expire),
-releases markets no longer assigned to it and takes a free slot of each market assigned to it,
-never two slots of one market. A dead observer drops out of the live list after 2 x ttl and
-its slots expire after ttl, so its markets move within seconds; since replicas publish
+releases a market no longer assigned to it once enough other live observers hold it (so coverage
+never dips while observers come and go) and takes a free slot of each market assigned to it,
+never two slots of one market. A dead observer drops out of the live list after ttl and its
+slots expire after ttl, so its markets move within seconds; since replicas publish
 identical tick IDs, the stream stays free of gaps and duplicates meanwhile.
 """
 
@@ -61,8 +62,8 @@ class LeaseManager:
         self._release = r.register_script(_RELEASE)
 
     def live_observers(self, now_ms: int) -> list[str]:
-        """Observers whose heartbeat is younger than 2 x ttl (always including this one)."""
-        self.r.zremrangebyscore(keys.OBSERVERS_ZSET, 0, now_ms - 2 * self.ttl_ms)
+        """Observers whose heartbeat is younger than ttl (they renew every ttl/4; always including this one)."""
+        self.r.zremrangebyscore(keys.OBSERVERS_ZSET, 0, now_ms - self.ttl_ms)
         live = {m.decode() if isinstance(m, bytes) else str(m) for m in self.r.zrange(keys.OBSERVERS_ZSET, 0, -1)}
         live.add(self.me)
         return sorted(live)
@@ -76,10 +77,16 @@ class LeaseManager:
         for market, slot in list(self.held.items()):
             if not self._renew(keys=[keys.lease_key(market, slot)], args=[self.me, self.ttl_ms]):
                 del self.held[market]  # expired and taken by someone else
-        plan = assign(self.markets, self.live_observers(now_ms), self.replicas)
+        live = self.live_observers(now_ms)
+        plan = assign(self.markets, live, self.replicas)
         wanted = {m for m, owners in plan.items() if self.me in owners}
         for market in sorted(set(self.held) - wanted):
-            self._release(keys=[keys.lease_key(market, self.held.pop(market))], args=[self.me])
+            # hand a market over only once enough *other* live observers hold it: coverage never dips
+            # while observers come and go (a new one may still be connecting, a dead one still listed)
+            holders = self.r.mget([keys.lease_key(market, k) for k in range(self.replicas)])
+            others = {h.decode() for h in holders if h is not None and h.decode() != self.me} & set(live)
+            if len(others) >= min(self.replicas, len(live) - 1):
+                self._release(keys=[keys.lease_key(market, self.held.pop(market))], args=[self.me])
         for market in sorted(wanted - set(self.held)):
             for slot in range(self.replicas):
                 if self.r.set(keys.lease_key(market, slot), self.me, nx=True, px=self.ttl_ms):
