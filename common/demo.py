@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--lag-s", type=float, default=20.0, help="how far Polymarket lags Binance in the simulator")
     ap.add_argument("--replicas", type=int, default=1, help="observers per market (2 observers share the markets)")
-    ap.add_argument("--algo", default="awbc", choices=("awbc", "supervised", "ppo"))
+    ap.add_argument("--algo", default="ppo", choices=("awbc", "supervised", "ppo"), help="ppo warm-starts from awbc")
     ap.add_argument("--dir", default="./fusion-data/demo", help="work directory (wiped at start)")
     ap.add_argument("--no-live", action="store_true", help="plain progress lines instead of the live view")
     a = ap.parse_args(argv)
