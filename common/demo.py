@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -194,4 +193,4 @@ if __name__ == "__main__":
     raise SystemExit(main())
 
 
-__all__ = ["Demo", "Proc", "main", "shutil"]
+__all__ = ["Demo", "Proc", "main"]

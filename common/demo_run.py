@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -215,6 +214,3 @@ def _print_report(rep: dict[str, Any], d: Demo) -> None:
                   f"logs {d.workdir / 'logs'})")  # fmt: skip
     (d.workdir / "report.json").write_text(json.dumps(rep, indent=2, default=str))
     print(json.dumps({k: rep[k] for k in ("markets", "training", "events")}, indent=2, default=str))
-
-
-__all__ = ["run_demo", "signal"]

@@ -252,6 +252,20 @@ class StateColumns:
         return int(self.tick_ms.shape[0])
 
 
+def _columns(
+    ticks: list[int], xs: list[bytes], fs: list[bytes], sts: list[int], slugs: list[str], nf: int | None
+) -> StateColumns:
+    """Columns from per-state raw/feature bytes (one join + frombuffer per column)."""
+    n = len(ticks)
+    return StateColumns(
+        tick_ms=np.asarray(ticks, dtype=np.int64),
+        raw=np.frombuffer(b"".join(xs), dtype="<f8").reshape(n, N_RAW).astype(np.float64),
+        features=np.frombuffer(b"".join(fs), dtype="<f4").reshape(n, nf or 0).astype(np.float32),
+        flags=np.asarray(sts, dtype=np.int32),
+        slugs=slugs,
+    )
+
+
 def decode_states_columns(payloads: Sequence[bytes]) -> tuple[StateColumns, list[tuple[int, str]]]:
     """Decode many state payloads into columns. Returns (columns, [(index, reason)] of rejects)."""
     ticks: list[int] = []
@@ -277,15 +291,7 @@ def decode_states_columns(payloads: Sequence[bytes]) -> tuple[StateColumns, list
         fs.append(s.features.astype("<f4").tobytes())
         sts.append(s.flags)
         slugs.append(s.pm.slug if s.pm else "")
-    n = len(ticks)
-    cols = StateColumns(
-        tick_ms=np.asarray(ticks, dtype=np.int64),
-        raw=np.frombuffer(b"".join(xs), dtype="<f8").reshape(n, N_RAW).astype(np.float64),
-        features=np.frombuffer(b"".join(fs), dtype="<f4").reshape(n, nf or 0).astype(np.float32),
-        flags=np.asarray(sts, dtype=np.int32),
-        slugs=slugs,
-    )
-    return cols, bad
+    return _columns(ticks, xs, fs, sts, slugs, nf), bad
 
 
 # ---------------------------------------------------------------------------- labels
@@ -449,12 +455,4 @@ def decode_states_columns_fast(payloads: Sequence[bytes]) -> tuple[StateColumns,
         fs.append(f)
         sts.append(st)
         slugs.append(slug)
-    n = len(ticks)
-    cols = StateColumns(
-        tick_ms=np.asarray(ticks, dtype=np.int64),
-        raw=np.frombuffer(b"".join(xs), dtype="<f8").reshape(n, N_RAW).astype(np.float64),
-        features=np.frombuffer(b"".join(fs), dtype="<f4").reshape(n, nf or 0).astype(np.float32),
-        flags=np.asarray(sts, dtype=np.int32),
-        slugs=slugs,
-    )
-    return cols, bad
+    return _columns(ticks, xs, fs, sts, slugs, nf), bad

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 import orjson
 
+from observer_svc.wire_error import WireError
+
 MAX_FRAME_BYTES = 1 << 20
 REASONS = ("oversize", "bad_json", "not_object", "unknown_event", "missing_field", "bad_type", "bad_value")
 Kind = Literal["futures", "spot"]
@@ -33,15 +35,6 @@ Level = tuple[float, float]
 _INF = math.inf
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
-
-
-class WireError(ValueError):
-    """A frame that is not a valid Binance message; ``reason`` is a short code from REASONS."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(slots=True)

@@ -32,17 +32,10 @@ from typing import Any
 
 import orjson
 
+from observer_svc.wire_error import WireError
+
 VENUE = "polymarket"
 Level = tuple[float, float]
-
-
-class WireError(ValueError):
-    """A frame (or an event in it) that is not valid market-channel data."""
-
-    def __init__(self, reason: str, detail: str = "") -> None:
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(slots=True)

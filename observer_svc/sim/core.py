@@ -7,6 +7,7 @@ driver's current state (``now_ms`` is the time of the last step handed out).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -113,7 +114,7 @@ def question_for(slug: str, start_ms: int, end_ms: int) -> str:
     return f"{name} Up or Down - {a.strftime('%B')} {a.day}, {hm(a)}-{hm(b)} ET"
 
 
-class Driver:
+class Driver(ABC):
     """Interface the server uses. Subclasses: SyntheticDriver, RecordedDriver."""
 
     name = "driver"
@@ -124,8 +125,9 @@ class Driver:
     max_gap_ms: int | None = None  # paced replay jumps over event-time gaps longer than this
     now_ms: int = 0
 
+    @abstractmethod
     def steps(self) -> Iterator[tuple[int, list[Out]]]:
-        raise NotImplementedError
+        """(sim time ms, outputs) in time order."""
 
     def venues(self) -> set[str]:
         """Venues with data: subset of {"binance", "polymarket"}."""
