@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from common import keys
+from common.features import FEATURE_SET, N_MARKET_FEATURES
 from common.redisproc import RedisServer
 from common.schema import N_RAW, RAW_INDEX, PolymarketWindow, State, StateColumns, encode_state, entry_id
 from common.settings import Settings
@@ -51,7 +52,7 @@ def synth_columns(n: int, seed: int = 0) -> StateColumns:
     known = tick - start >= 20_000
     raw[:, RAW_INDEX["pm_prev_settle_up"]] = np.where(known, prev_out, np.nan)
     flags = np.zeros(n, dtype=np.int32)
-    return StateColumns(tick, raw, np.zeros((n, 15), np.float32), flags, [""] * n)
+    return StateColumns(tick, raw, np.zeros((n, N_MARKET_FEATURES), np.float32), flags, [""] * n)
 
 
 def _bench_batch(n: int, st: Settings) -> dict[str, Any]:
@@ -83,9 +84,9 @@ def _bench_stream(n_per_market: int, markets: list[str]) -> dict[str, Any]:
 
     cols = synth_columns(n_per_market, seed=1)
     pm = PolymarketWindow("btc-updown-15m-0", "0xc0ffee", "1" * 40, "2" * 40, 0, 0)
-    feats = np.zeros(15, np.float32)
+    feats = np.zeros(N_MARKET_FEATURES, np.float32)
     payloads = [
-        encode_state(State("X", int(t), cols.raw[i], feats, "market-v1", 0, pm)) for i, t in enumerate(cols.tick_ms)
+        encode_state(State("X", int(t), cols.raw[i], feats, FEATURE_SET, 0, pm)) for i, t in enumerate(cols.tick_ms)
     ]
     with RedisServer() as srv:
         r = connect(srv.url)

@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from common.features import N_OBS
+
 WEEK_STATES = 7 * 24 * 3600 * 2  # 1,209,600
 
 
@@ -120,7 +122,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     # MLX-CPU vs torch: one epoch of awbc steps (batch 512) on the same small sample
     m = 8_192 if quick else 32_768
     rng = np.random.default_rng(0)
-    x = rng.uniform(-1, 1, (m, 18)).astype(np.float32)
+    x = rng.uniform(-1, 1, (m, N_OBS)).astype(np.float32)
     q = rng.dirichlet(np.ones(3), m).astype(np.float32)
     w = rng.uniform(0.5, 2.0, m).astype(np.float32)
     out["epoch_samples"] = m

@@ -49,6 +49,11 @@ class Proc:
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
+    def terminate(self) -> None:
+        """Ask the process to stop (SIGTERM: each service finishes its batch and exits)."""
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGTERM)
+
     def stop(self, timeout: float = 30.0) -> int | None:
         p = self.popen
         if p is None or p.poll() is not None:

@@ -91,7 +91,7 @@ def run_demo(a: argparse.Namespace) -> int:
             d.phase = "training"
             from trainer_svc.jobs import enqueue_training
 
-            params = {"market": markets[0], "algo": a.algo, "backend": "auto", "policy": "demo", "from_ms": None,
+            params = {"market": ",".join(markets), "algo": a.algo, "backend": "auto", "policy": "demo", "from_ms": None,
                       "to_ms": None, "synthetic": 0, "synthetic_lag_s": 0.0, "store_url": store.url,
                       "redis_url": d.redis_url, "seed": 0, "margin": 0.0, "promote": True, "overrides": {}}  # fmt: skip
             d.job_id = enqueue_training(r, params).id
@@ -133,11 +133,15 @@ def _trader(r: Any) -> dict[str, Any]:
 
 
 def _stop_all(d: Demo) -> None:
-    """Producers first, then consumers; the archiver flushes the windows still open."""
+    """Producers first, then consumers; the archiver flushes the windows still open. The observers
+    are stopped together: stopping one first would hand its markets to the other, and the lease
+    handover (seconds of wall time, minutes of simulated time) would show as a gap at the end."""
     with contextlib.suppress(KeyboardInterrupt):
-        for name in ("observer-1", "observer-2"):
-            if name in d.procs:
-                d.procs[name].stop()
+        observers = [d.procs[n] for n in ("observer-1", "observer-2") if n in d.procs]
+        for p in observers:
+            p.terminate()
+        for p in observers:
+            p.stop()
         time.sleep(1.0)
         for name in ("trader", "labeler"):
             if name in d.procs:

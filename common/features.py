@@ -17,6 +17,16 @@ features, which belong to the agent: :func:`agent_features`), with the upstream'
 * ``large_trade_flag`` decays with a 10 s time constant since the last large trade;
 * ``time_remaining`` is the fraction of the window left, for any window length.
 
+Feature set ``market-v2`` (this one) adds what an Up/Down market is priced on and upstream never
+showed its policy, so a lead-lag between the venues can be learnt at all:
+
+* ``up_mid``: the Up token's mid price, as ``2 * mid - 1`` (the price the policy would pay);
+* ``strike_z``: how far Binance has moved since the window opened, in standard deviations of the
+  move still to come: ``ln(S / S_open) / (sigma_1m * sqrt(minutes left))`` / 3, with ``S_open`` the
+  raw field ``bn_open_px`` and ``sigma_1m`` from the last hour's 1-minute returns;
+* ``fair_gap``: ``Phi(z) - mid`` (x 2): the Up probability that Binance implies now minus the
+  price Polymarket shows; positive when the Up token is cheap against Binance.
+
 Every feature is finite and in [-1, 1]; a missing input gives 0, never NaN.
 """
 
@@ -27,7 +37,7 @@ import numpy.typing as npt
 
 from common.schema import N_RAW, RAW_INDEX
 
-FEATURE_SET = "market-v1"
+FEATURE_SET = "market-v2"
 MARKET_FEATURES: tuple[str, ...] = (
     "returns_1m",
     "returns_5m",
@@ -44,13 +54,16 @@ MARKET_FEATURES: tuple[str, ...] = (
     "time_remaining",
     "vol_regime",
     "trend_regime",
+    "up_mid",
+    "strike_z",
+    "fair_gap",
 )
 AGENT_FEATURES: tuple[str, ...] = ("has_position", "position_side", "position_pnl")
 OBSERVATION_FEATURES: tuple[str, ...] = MARKET_FEATURES + AGENT_FEATURES
 N_MARKET_FEATURES = len(MARKET_FEATURES)
 N_OBS = len(OBSERVATION_FEATURES)
 
-# constants of market-v1
+# constants of the market features
 RETURN_SCALE = 50.0
 SPREAD_SCALE = 20.0
 VOL5M_SCALE = 20.0
@@ -60,6 +73,9 @@ INTENSITY_FULL_SCALE = 100.0  # trades/s that map to 1.0
 LARGE_TRADE_TAU_S = 10.0
 VOL_REGIME_RV = 0.01
 TREND_REGIME_RET = 0.005
+STRIKE_Z_SCALE = 3.0
+FAIR_GAP_SCALE = 2.0
+MIN_MINUTES_LEFT = 5.0 / 60.0  # sigma of the remaining move is floored at 5 s of it
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -79,8 +95,17 @@ def _ret(c0: F64, c_lag: F64) -> F64:
     return _safe_ratio(c0 - c_lag, c_lag)
 
 
+def norm_cdf(z: F64) -> F64:
+    """Standard normal CDF, vectorised (Abramowitz & Stegun 7.1.26 erf; absolute error < 1.5e-7)."""
+    x = np.abs(np.asarray(z, dtype=np.float64)) / np.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-x * x)
+    return np.asarray(0.5 * (1.0 + np.sign(z) * erf), dtype=np.float64)
+
+
 def market_features(raw: F64, tick_ms: npt.NDArray[np.int64]) -> F32:
-    """Features ``market-v1`` of N states: ``raw`` (N, N_RAW) and ``tick_ms`` (N,) -> (N, 15) float32."""
+    """Features ``FEATURE_SET`` of N states: ``raw`` (N, N_RAW) and ``tick_ms`` (N,) -> (N, 18) float32."""
     raw = np.asarray(raw, dtype=np.float64)
     if raw.ndim != 2 or raw.shape[1] != N_RAW:
         raise ValueError(f"raw must have shape (N, {N_RAW}), got {raw.shape}")
@@ -134,6 +159,16 @@ def market_features(raw: F64, tick_ms: npt.NDArray[np.int64]) -> F32:
     r1h = _ret(c0, _col(raw, "bn_close_60m"))
     out[:, 14] = np.where(np.abs(r1h) > TREND_REGIME_RET, 1.0, 0.0)
 
+    out[:, 15] = np.where(both, 2.0 * mid - 1.0, 0.0)
+    px = _col(raw, "bn_last_px")
+    s_open = _col(raw, "bn_open_px")
+    sigma = rv / np.sqrt(60.0) * np.sqrt(np.maximum((end - t_s) / 60.0, MIN_MINUTES_LEFT))
+    okz = okw & np.isfinite(px) & np.isfinite(s_open) & (px > 0) & (s_open > 0) & np.isfinite(sigma) & (sigma > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.where(okz, np.log(np.where(okz, px / s_open, 1.0)) / np.where(okz, sigma, 1.0), 0.0)
+    out[:, 16] = z / STRIKE_Z_SCALE
+    out[:, 17] = np.where(okz & both, FAIR_GAP_SCALE * (norm_cdf(z) - mid), 0.0)
+
     np.clip(out, -1.0, 1.0, out=out)
     out[~np.isfinite(out)] = 0.0
     return out.astype(np.float32)
@@ -149,5 +184,5 @@ def agent_features(has_position: F64, side: F64, pnl_frac: F64) -> F32:
 
 
 def observation(market: F32, agent: F32) -> F32:
-    """The policy's input: market features followed by agent features, (N, 18) float32."""
+    """The policy's input: market features followed by agent features, (N, N_OBS) float32."""
     return np.concatenate([market, agent], axis=1).astype(np.float32, copy=False)

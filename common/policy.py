@@ -10,7 +10,7 @@ Actions (the upstream's semantics, one position per market):
 
 A position never flips in one step: closing leaves the agent flat.
 
-Architecture ``mlp-ln-tanh``: ``x (18) -> Linear(64) -> LayerNorm -> tanh -> Linear(64) -> LayerNorm
+Architecture ``mlp-ln-tanh``: ``x (N_OBS = 21) -> Linear(64) -> LayerNorm -> tanh -> Linear(64) -> LayerNorm
 -> tanh -> Linear(3)`` (actor logits). PPO adds a critic of the same shape with one output and its
 own weights. Weights are float32, Linear weights are ``[out, in]`` (``y = x @ W.T + b``), names
 ``actor.fc1.weight`` ... ``actor.out.bias`` and optionally ``critic.*``.
@@ -159,7 +159,7 @@ def _layer_norm(h: npt.NDArray[Any], g: npt.NDArray[Any], b: npt.NDArray[Any]) -
 
 
 def numpy_forward(weights: Mapping[str, Any], x: npt.ArrayLike, head: str = "actor") -> F32:
-    """Reference forward of one head: ``x`` (N, 18) -> (N, 3) actor logits or (N, 1) critic value.
+    """Reference forward of one head: ``x`` (N, N_OBS) -> (N, 3) actor logits or (N, 1) critic value.
 
     Computed in float64 and returned as float32 (the parity tests' reference)."""
     h = np.asarray(x, dtype=np.float64)
@@ -199,10 +199,10 @@ def softmax(logits: npt.ArrayLike) -> F32:
 
 
 def greedy(weights: Mapping[str, Any], x: npt.ArrayLike) -> npt.NDArray[np.int64]:
-    """Greedy (argmax) actions of the actor for observations ``x`` (N, 18)."""
+    """Greedy (argmax) actions of the actor for observations ``x`` (N, N_OBS)."""
     return np.asarray(fast_forward(weights, x).argmax(axis=1), dtype=np.int64)
 
 
 def meta_features() -> dict[str, Any]:
-    """The feature block of meta.json: feature set name and the 18 input names in order."""
+    """The feature block of meta.json: feature set name and the N_OBS input names in order."""
     return {"feature_set": FEATURE_SET, "features": list(OBSERVATION_FEATURES), "actions": list(ACTIONS)}

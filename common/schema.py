@@ -20,7 +20,7 @@ import msgpack
 import numpy as np
 import numpy.typing as npt
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # v2 added bn_open_px (v1 states are rejected as an unknown version)
 LABEL_VERSION = 1
 MAX_MESSAGE_BYTES = 16 * 1024
 BOOK_LEVELS = 5
@@ -41,7 +41,7 @@ def _book_fields(token: str) -> list[str]:
     return names
 
 
-# Raw numeric fields of a state, schema v1. NaN means "not known at this tick".
+# Raw numeric fields of a state, schema v2. NaN means "not known at this tick".
 RAW_FIELDS: tuple[str, ...] = tuple(
     _book_fields("up")  # Polymarket Up-token book, best level first (price, shares)
     + _book_fields("dn")  # Polymarket Down-token book
@@ -76,6 +76,7 @@ RAW_FIELDS: tuple[str, ...] = tuple(
         "bn_large_age_s",  # seconds since the last large trade (NaN: none seen)
         "age_binance_ms",  # tick time minus the newest Binance event time
         "age_poly_ms",  # tick time minus the newest Polymarket event time
+        "bn_open_px",  # Binance price at the current Polymarket window's start (its 1-minute bar's open)
     ]
 )
 RAW_INDEX: dict[str, int] = {name: i for i, name in enumerate(RAW_FIELDS)}

@@ -383,7 +383,9 @@ def status(a: argparse.Namespace) -> int:
     age = time.time() - float(snap.get("updated", 0))
     title = f"fusion stack ({stack_dir}): supervisor {pid or snap.get('supervisor')} " + (
         f"running, updated {age:.0f} s ago" if pid else "not running")  # fmt: skip
-    t = Table(title=title)
+    console = Console(width=max(120, shutil.get_terminal_size().columns))
+    console.print(title, soft_wrap=True, markup=False)  # one line, never wrapped into the table's width
+    t = Table()
     for col in ("process", "pid", "state", "restarts", "uptime", "last exit", "last log line"):
         t.add_column(col, overflow="fold")
     for p in snap["procs"]:
@@ -391,7 +393,7 @@ def status(a: argparse.Namespace) -> int:
         t.add_row(p["name"], str(p["pid"] or "-"), "[green]up[/]" if up_ else "[red]down[/]", str(p["restarts"]),
                   f"{p['uptime_s'] + age:.0f} s" if up_ and p["uptime_s"] is not None else "-",
                   "-" if p["last_exit"] is None else str(p["last_exit"]), _last_line(p["log"]))  # fmt: skip
-    Console(width=max(120, shutil.get_terminal_size().columns)).print(t)
+    console.print(t)
     return 0 if pid else 3
 
 

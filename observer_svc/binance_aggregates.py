@@ -73,7 +73,8 @@ I_RV, I_V1H, I_V24 = RAW_INDEX["bn_rv_1h"], RAW_INDEX["bn_vol_1h"], RAW_INDEX["b
 I_BUY, I_SELL = RAW_INDEX["bn_buy_notional"], RAW_INDEX["bn_sell_notional"]
 I_NET, I_NETP, I_CNT = RAW_INDEX["bn_net_10s"], RAW_INDEX["bn_net_prev_10s"], RAW_INDEX["bn_trades_10s"]
 I_LARGE, I_AGE = RAW_INDEX["bn_large_age_s"], RAW_INDEX["age_binance_ms"]
-FILLED_FIELDS = tuple(k for k in RAW_INDEX if k.startswith("bn_")) + ("age_binance_ms",)
+# the raw fields fill_raw writes (bn_open_px depends on the market's window: the state builder writes it)
+FILLED_FIELDS = tuple(k for k in RAW_INDEX if k.startswith("bn_") and k != "bn_open_px") + ("age_binance_ms",)
 _SQRT60 = math.sqrt(60.0)
 
 
@@ -366,6 +367,16 @@ class SymbolAggregates:
             v[:] = 0.0
             valid[:] = True
         return c, v, valid
+
+    def open_at(self, start_ms: int) -> float:
+        """Open of the 1-minute bar starting at the minute of ``start_ms`` (the Binance price when a
+        Polymarket window opened: its strike proxy); NaN when that bar is not (or no longer) known."""
+        m = start_ms // MINUTE_MS
+        if m == self.cur_min:
+            return float(self.cur_o)
+        if self.cur_min - N_BARS < m < self.cur_min and self._rmin[m % N_BARS] == m:
+            return float(self._ro[m % N_BARS])
+        return _NAN
 
     def _vol24(self, tick_ms: int) -> tuple[float, int]:
         """(base volume, available bars) over the 1440 minutes ending with the tick's minute."""

@@ -1,8 +1,9 @@
 """Builds the fused states of every market of a process at one tick (pure, vectorised).
 
 For a tick ``t`` it asks each market's venue sides to write their raw fields into one row of a
-(markets x RAW_FIELDS) matrix, computes the ``market-v1`` features of all markets in one call of
-the shared feature function, sets the staleness flags and encodes one msgpack state per market.
+(markets x RAW_FIELDS) matrix (``bn_open_px`` from the Binance bar at the window's start), computes
+the market features (``common.features.FEATURE_SET``) of all markets in one call of the shared
+feature function, sets the staleness flags and encodes one msgpack state per market.
 Same inputs -> same bytes (no wall-clock read here), which is what makes replays byte-identical.
 """
 
@@ -35,6 +36,8 @@ class BinanceSide(Protocol):
 
     def flags(self, tick_ms: int) -> int: ...
 
+    def open_at(self, start_ms: int) -> float: ...
+
 
 class PolymarketSide(Protocol):
     """What the builder needs of a market's Polymarket state."""
@@ -58,6 +61,8 @@ class MarketSides:
 
 _AGE_BN = RAW_INDEX["age_binance_ms"]
 _AGE_PM = RAW_INDEX["age_poly_ms"]
+_PM_START = RAW_INDEX["pm_start_s"]
+_OPEN = RAW_INDEX["bn_open_px"]
 
 
 class StateBuilder:
@@ -88,6 +93,8 @@ class StateBuilder:
             if m.binance is not None:
                 m.binance.fill_raw(row, tick_ms)
                 flags[i] |= m.binance.flags(tick_ms)
+                if row[_PM_START] == row[_PM_START]:  # not NaN: the window's strike proxy
+                    row[_OPEN] = m.binance.open_at(int(row[_PM_START] * 1000))
         age_bn, age_pm = x[:, _AGE_BN], x[:, _AGE_PM]
         has_bn = np.array([m.binance is not None for m in self.markets], dtype=bool)
         has_pm = np.array([m.polymarket is not None for m in self.markets], dtype=bool)

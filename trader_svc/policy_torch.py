@@ -64,7 +64,7 @@ class TorchPolicy:
         self.logits(np.zeros((1, INPUT_DIM), np.float32))
 
     def logits(self, obs: npt.ArrayLike) -> F32:
-        """(N, 18) float32 observations -> (N, 3) float32 logits."""
+        """(N, N_OBS) float32 observations -> (N, 3) float32 logits."""
         x = torch.from_numpy(np.ascontiguousarray(obs, dtype=np.float32))
         if x.ndim != 2 or x.shape[1] != INPUT_DIM:
             raise ValueError(f"obs must have shape (N, {INPUT_DIM}), got {tuple(x.shape)}")

@@ -32,9 +32,9 @@ import numpy.typing as npt
 
 from common.features import N_MARKET_FEATURES, agent_features, observation
 from common.policy import HOLD
-from common.schema import RAW_INDEX
+from common.schema import RAW_INDEX, StateColumns
 from trainer_svc.backends import Backend, make_backend, resolve
-from trainer_svc.dataset import Dataset, horizon_index
+from trainer_svc.dataset import Dataset, Part, horizon_index
 from trainer_svc.env import EpisodeBatch, build_batch
 from trainer_svc.evaluate import run_policy, weights_policy
 from trainer_svc.hindsight import future_rows
@@ -160,7 +160,7 @@ def bc_targets(ds: Dataset, rows: npt.NDArray[np.int64], cfg: TrainConfig) -> tu
         return (wa / tot[:, None]).astype(np.float32), tot.astype(np.float32), keep
     if cfg.algo == "supervised":
         s = ds.states
-        j, ok, by_settle, settle = future_rows(s, cfg.horizon_s)
+        j, ok, by_settle, settle = _future_rows_per_market(ds, cfg.horizon_s)
         bid, ask = s.raw[:, RAW_INDEX["up_bid_px_0"]], s.raw[:, RAW_INDEX["up_ask_px_0"]]
         mid = (bid + ask) / 2
         fut = np.where(by_settle, settle, mid[j])
@@ -170,6 +170,19 @@ def bc_targets(ds: Dataset, rows: npt.NDArray[np.int64], cfg: TrainConfig) -> tu
         y = np.where(move > thr, 1, np.where(move < -thr, 2, 0))
         return np.eye(3, dtype=np.float32)[y], np.ones(rows.size, np.float32), keep
     raise ValueError(f"unknown algorithm {cfg.algo!r}")
+
+
+def _future_rows_per_market(ds: Dataset, horizon_s: int) -> tuple[np.ndarray, ...]:
+    """:func:`future_rows` of each market's rows (a pooled dataset is in time order per market only)."""
+    parts = ds.parts or [Part("", 0, len(ds.states))]
+    outs = []
+    for p in parts:
+        st = ds.states
+        sub = StateColumns(st.tick_ms[p.begin : p.end], st.raw[p.begin : p.end], st.features[p.begin : p.end],
+                           st.flags[p.begin : p.end], st.slugs[p.begin : p.end])  # fmt: skip
+        j, ok, by_settle, settle = future_rows(sub, horizon_s)
+        outs.append((j + p.begin, ok, by_settle, settle))
+    return tuple(np.concatenate([o[k] for o in outs]) for k in range(4))
 
 
 def train_bc(

@@ -5,10 +5,15 @@ No feature sees the future: market features are computed per state from that sta
 fields (``common.features.market_features``), and labels (which do look ahead, by design) are
 only targets. Because each split ends at a window boundary and the next split starts at least
 ``purge_s`` later, no label of one split reaches into the next.
+
+Several markets can be pooled into one dataset (:func:`pool`): each market's rows stay contiguous
+and in time order, windows are segmented per market and ordered by start time, so the walk-forward
+split is in time order across all markets and the purge gap holds between every pair of splits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +48,15 @@ class Split:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Part:
+    """One market's rows ``[begin, end)`` in a (possibly pooled) dataset; rows are in time order."""
+
+    market: str
+    begin: int
+    end: int
+
+
 @dataclass(slots=True)
 class Dataset:
     states: StateColumns
@@ -51,13 +65,21 @@ class Dataset:
     splits: dict[str, Split]
     purge_s: float
     dropped_windows: list[int] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "purge_s": self.purge_s,
             "purged_windows": len(self.dropped_windows),
             **{k: s.describe() for k, s in self.splits.items()},
         }
+        if len(self.parts) > 1:
+            for name, sp in self.splits.items():
+                begins = self.windows.begin[sp.windows]
+                out[name]["windows_per_market"] = {
+                    p.market: int(np.sum((begins >= p.begin) & (begins < p.end))) for p in self.parts
+                }
+        return out
 
 
 def walk_forward(
@@ -66,8 +88,9 @@ def walk_forward(
     purge_s: float = 300.0,
     windows: Windows | None = None,
 ) -> tuple[dict[str, Split], list[int], Windows]:
-    """Assign whole windows to train/val/hold-out by cumulative state count, in time order, then drop
-    windows at the start of val and hold-out until the gap to the previous split is >= ``purge_s``."""
+    """Assign whole windows to train/val/hold-out by cumulative state count, in time order (windows
+    must be ordered by start time), then drop windows at the start of val and hold-out until the gap
+    to the latest end in the previous split is >= ``purge_s``."""
     w = windows if windows is not None else segment(states)
     nw = len(w)
     if nw < 3:
@@ -83,7 +106,7 @@ def walk_forward(
         prev = groups[g - 1]
         if not prev:
             continue
-        prev_end = int(tick[w.end[prev[-1]] - 1])
+        prev_end = int(max(int(tick[w.end[k] - 1]) for k in prev))
         while groups[g] and int(tick[w.begin[groups[g][0]]]) - prev_end < purge_s * 1000:
             dropped.append(groups[g].pop(0))
     splits: dict[str, Split] = {}
@@ -94,8 +117,8 @@ def walk_forward(
         splits[name] = Split(
             name=name,
             windows=idx,
-            start_ms=int(tick[w.begin[idx[0]]]),
-            end_ms=int(tick[w.end[idx[-1]] - 1]),
+            start_ms=int(tick[w.begin[idx]].min()),
+            end_ms=int(tick[w.end[idx] - 1].max()),
             n_states=int(w.lengths[idx].sum()),
         )
     return splits, dropped, w
@@ -106,16 +129,80 @@ def make_dataset(
     labels: LabelColumns | None,
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
     purge_s: float | None = None,
+    windows: Windows | None = None,
+    parts: Sequence[Part] | None = None,
 ) -> Dataset:
-    """A dataset; ``purge_s`` defaults to the longest label horizon (at least 60 s)."""
+    """A dataset; ``purge_s`` defaults to the longest label horizon (at least 60 s). ``windows`` and
+    ``parts`` come from :func:`pool` for several markets (default: one market, segmented here)."""
     if labels is not None and len(labels) != len(states):
         raise ValueError(f"labels ({len(labels)}) and states ({len(states)}) differ in length")
     if labels is not None and not np.array_equal(labels.tick_ms, states.tick_ms):
         raise ValueError("labels are not aligned with states (tick_ms differ)")
     if purge_s is None:
         purge_s = float(max(labels.horizons_s)) if labels is not None and labels.horizons_s else 60.0
-    splits, dropped, w = walk_forward(states, fractions, purge_s)
-    return Dataset(states=states, labels=labels, windows=w, splits=splits, purge_s=purge_s, dropped_windows=dropped)
+    splits, dropped, w = walk_forward(states, fractions, purge_s, windows)
+    return Dataset(
+        states=states,
+        labels=labels,
+        windows=w,
+        splits=splits,
+        purge_s=purge_s,
+        dropped_windows=dropped,
+        parts=list(parts) if parts else [Part("", 0, len(states))],
+    )
+
+
+def pool(
+    markets: Sequence[tuple[str, StateColumns, LabelColumns | None]],
+) -> tuple[StateColumns, LabelColumns | None, Windows, list[Part]]:
+    """Several markets as one set of columns for :func:`make_dataset`.
+
+    Each market's rows stay contiguous and in time order (``Part``); its windows are segmented on
+    its own rows (never across markets) and all windows are ordered by (start time, market order), so
+    episodes never mix markets and a walk-forward split is in time order across markets. Labels are
+    pooled only when every market has them (with the same horizons); else ``None``."""
+    if not markets:
+        raise ValueError("nothing to pool")
+    parts, wins, off = [], [], 0
+    for name, st, _ in markets:
+        w = segment(st)
+        wins.append((w, off, len(parts)))
+        parts.append(Part(name, off, off + len(st)))
+        off += len(st)
+    states = StateColumns(
+        tick_ms=np.concatenate([st.tick_ms for _, st, _ in markets]),
+        raw=np.concatenate([st.raw for _, st, _ in markets]),
+        features=np.concatenate([st.features for _, st, _ in markets]),
+        flags=np.concatenate([st.flags for _, st, _ in markets]),
+        slugs=[s for _, st, _ in markets for s in st.slugs],
+    )
+    labels: LabelColumns | None = None
+    lcs = [lc for _, _, lc in markets]
+    if all(lc is not None for lc in lcs):
+        ls = [lc for lc in lcs if lc is not None]
+        if len({lc.horizons_s for lc in ls}) != 1:
+            raise ValueError(f"markets have different label horizons: {[lc.horizons_s for lc in ls]}")
+        labels = LabelColumns(
+            tick_ms=np.concatenate([lc.tick_ms for lc in ls]),
+            horizons_s=ls[0].horizons_s,
+            rewards=np.concatenate([lc.rewards for lc in ls]),
+            best=np.concatenate([lc.best for lc in ls]),
+            valid=np.concatenate([lc.valid for lc in ls]),
+            exit_kind=np.concatenate([lc.exit_kind for lc in ls]),
+        )
+    begin = np.concatenate([w.begin + o for w, o, _ in wins])
+    end = np.concatenate([w.end + o for w, o, _ in wins])
+    start_s = np.concatenate([w.start_s for w, _, _ in wins])
+    market_ix = np.concatenate([np.full(len(w), k, np.int64) for w, _, k in wins])
+    order = np.lexsort((market_ix, start_s))  # by start time, then market order
+    windows = Windows(
+        begin=begin[order].astype(np.int64),
+        end=end[order].astype(np.int64),
+        start_s=start_s[order],
+        end_s=np.concatenate([w.end_s for w, _, _ in wins])[order],
+        settle=np.concatenate([w.settle for w, _, _ in wins])[order],
+    )
+    return states, labels, windows, parts
 
 
 def align_labels(states: StateColumns, labels: LabelColumns) -> LabelColumns:

@@ -41,7 +41,7 @@ I64 = npt.NDArray[np.int64]
 class EpisodeBatch:
     """Windows laid out as a padded (E, T) grid; ``rows[e, t]`` is the state's row (-1 = padding)."""
 
-    market: F32  # (E, T, 15)
+    market: F32  # (E, T, N_MARKET_FEATURES)
     up_ask: F64  # (E, T)
     up_bid: F64
     dn_ask: F64
@@ -149,7 +149,7 @@ class ReplayEnv:
         return np.where(self.side == SIDE_UP, up, np.where(self.side == SIDE_DOWN, dn, np.nan))
 
     def observe(self) -> F32:
-        """Observation (E, 18) at the current step (zeros for finished episodes)."""
+        """Observation (E, N_OBS) at the current step (zeros for finished episodes)."""
         t = min(self.t, self.b.horizon - 1)
         has = (self.side != FLAT).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -22,11 +22,12 @@ from safetensors.numpy import save as st_save
 
 from common.log import kv
 from common.policy import architecture, meta_features
+from common.schema import LabelColumns
 from common.settings import get_settings
 from common.store import ObjectStore, open_store
 from trainer_svc import registry
 from trainer_svc.algos import TrainConfig, train
-from trainer_svc.dataset import horizon_index, make_dataset
+from trainer_svc.dataset import horizon_index, make_dataset, pool
 from trainer_svc.env import build_batch
 from trainer_svc.evaluate import Backtest, baselines, promote_decision, run_policy, weights_policy
 from trainer_svc.hindsight import label_columns
@@ -55,7 +56,8 @@ class JobParams:
 
     @property
     def policy_name(self) -> str:
-        return self.policy or self.market
+        """The registry name: ``policy``, else the market (several markets joined with ``_``)."""
+        return self.policy or "_".join(m.strip() for m in self.market.split(",") if m.strip())
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,10 +88,19 @@ class Checkpointer:
             self.store.delete(self.prefix + name)
 
 
-def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
-    """(states, labels, info). Labels from the archive when they cover the horizons, else computed."""
+def markets_of(p: JobParams) -> list[str]:
+    """The job's markets: ``market`` is one name or a comma-separated list (pooled into one dataset)."""
+    out = [m.strip() for m in p.market.split(",") if m.strip()]
+    if not out:
+        raise ValueError("no market given")
+    return out
+
+
+def _load_one(p: JobParams, market: str, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
+    """(states, labels, info) of one market. Labels from the archive when they cover the horizons,
+    else computed from the states."""
     s = get_settings()
-    info: dict[str, Any] = {"market": p.market}
+    info: dict[str, Any] = {"market": market}
     labels = None
     if p.synthetic > 0:
         from trainer_svc.synthetic import generate
@@ -99,11 +110,11 @@ def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[s
     else:
         from archiver_svc.reader import load_market
 
-        md = load_market(p.store_url or s.store_url, p.market, p.from_ms, p.to_ms)
+        md = load_market(p.store_url or s.store_url, market, p.from_ms, p.to_ms)
         states, labels = md.states, md.labels
         info.update(source=p.store_url or s.store_url, problems=len(md.problems))
     if len(states) == 0:
-        raise ValueError(f"no states for market {p.market}")
+        raise ValueError(f"no states for market {market}")
     if labels is not None and set(horizons) <= set(labels.horizons_s) and len(labels) == len(states):
         info["labels_source"] = "archive"
     else:
@@ -115,7 +126,30 @@ def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[s
             fee_exponent=s.taker_fee_exponent,
         )
         info["labels_source"] = src
+    if len(labels.horizons_s) != len(horizons):  # archived labels may carry more horizons: keep the job's
+        ix = [list(labels.horizons_s).index(h) for h in horizons]
+        labels = LabelColumns(labels.tick_ms, horizons, labels.rewards[:, ix], labels.best[:, ix],
+                              labels.valid[:, ix], labels.exit_kind[:, ix])  # fmt: skip
     info.update(n_states=len(states), start_ms=int(states.tick_ms[0]), end_ms=int(states.tick_ms[-1]))
+    return states, labels, info
+
+
+def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
+    """(states, labels, info) of the job's market; several markets are loaded one by one and pooled
+    (see :func:`trainer_svc.dataset.pool`), with ``info["parts"]`` saying which rows are whose."""
+    ms = markets_of(p)
+    if len(ms) == 1:
+        return _load_one(p, ms[0], horizons)
+    loaded = [_load_one(p, m, horizons) for m in ms]
+    states, labels, windows, parts = pool([(m, st, lb) for m, (st, lb, _) in zip(ms, loaded, strict=True)])
+    info: dict[str, Any] = {
+        "market": ",".join(ms),
+        "markets": {m: inf for m, (_, _, inf) in zip(ms, loaded, strict=True)},
+        "n_states": len(states),
+        "start_ms": min(inf["start_ms"] for _, _, inf in loaded),
+        "end_ms": max(inf["end_ms"] for _, _, inf in loaded),
+        "pooled": {"windows": windows, "parts": parts},
+    }
     return states, labels, info
 
 
@@ -151,7 +185,8 @@ def run_training(
     horizons = tuple(sorted({*s.label_horizons_s, cfg.horizon_s}))
     prog(0.0, {"stage": "load"})
     states, labels, info = load_data(p, horizons)
-    ds = make_dataset(states, labels)
+    pooled = info.pop("pooled", None) or {}
+    ds = make_dataset(states, labels, windows=pooled.get("windows"), parts=pooled.get("parts"))
     timings = {"load_label_s": round(time.perf_counter() - t0, 3)}
     ckpt = Checkpointer(store, p.policy_name, run_key) if run_key else None
     resume = ckpt.load() if ckpt else None

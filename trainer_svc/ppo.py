@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from common.features import N_OBS
 from common.policy import fast_forward, init_weights
 from trainer_svc.backends import make_backend, resolve
 from trainer_svc.dataset import Dataset
@@ -59,7 +60,7 @@ def rollout(batch: EpisodeBatch, net: Any, rng: np.random.Generator, cfg: Any) -
         pi, vf = net.forward, net.value
     env = ReplayEnv(batch, reward="mark", **cfg.env_kwargs())
     e, t_max = batch.n_episodes, batch.horizon
-    obs = np.zeros((e, t_max, 18), np.float32)
+    obs = np.zeros((e, t_max, N_OBS), np.float32)
     act = np.zeros((e, t_max), np.int64)
     logp = np.zeros((e, t_max), np.float32)
     val = np.zeros((e, t_max), np.float32)

@@ -117,6 +117,7 @@ def generate(cfg: SynthConfig | None = None, **overrides: object) -> StateColumn
     put("up_last_trade_px", last)
     put("dn_last_trade_px", 1.0 - last)
     put("pm_start_s", w_start)
+    put("bn_open_px", s_open)
     put("pm_end_s", w_end)
     # previous window's result, known resolution_delay_s after it ended (the first window has none)
     prev_settle = (price[i_open] >= price[np.maximum(i_open - per_win, 0)]).astype(np.float64)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.features import MARKET_FEATURES, agent_features, market_features, observation
+from common.features import MARKET_FEATURES, N_MARKET_FEATURES, N_OBS, agent_features, market_features, observation
 from common.schema import N_RAW, RAW_INDEX
 
 
@@ -22,7 +22,7 @@ def feat(x: np.ndarray, t_ms: int = 0) -> dict[str, float]:
 
 def test_missing_inputs_give_zero_not_nan() -> None:
     f = market_features(np.full((4, N_RAW), np.nan), np.zeros(4, dtype=np.int64))
-    assert f.shape == (4, 15) and np.all(f == 0)
+    assert f.shape == (4, N_MARKET_FEATURES) and np.all(f == 0)
 
 
 def test_random_inputs_bounded() -> None:
@@ -72,4 +72,33 @@ def test_observation_layout() -> None:
     m = market_features(np.full((2, N_RAW), np.nan), np.zeros(2, dtype=np.int64))
     a = agent_features(np.array([1.0, 0.0]), np.array([-1.0, 0.0]), np.array([3.0, 0.5]))
     o = observation(m, a)
-    assert o.shape == (2, 18) and o[0, 15:].tolist() == [1.0, -1.0, 1.0] and o[1, 15:].tolist() == [0, 0, 0]
+    assert o.shape == (2, N_OBS) and o[0, N_MARKET_FEATURES:].tolist() == [1.0, -1.0, 1.0]
+    assert o[1, N_MARKET_FEATURES:].tolist() == [0, 0, 0]
+
+
+def test_strike_distance_and_fair_gap() -> None:
+    """market-v2: where Binance stands against the window's opening price, in sigmas of the move still
+    to come, and the Up price Binance implies minus the Polymarket mid."""
+    import math
+
+    from common.features import norm_cdf
+
+    sigma_1m = 0.001  # rv_1h = sigma_1m * sqrt(60)
+    end_s, t_ms = 1_000_000.0, 1_000_000_000 - 240_000  # 4 minutes left
+    base = dict(pm_start_s=end_s - 300, pm_end_s=end_s, bn_rv_1h=sigma_1m * math.sqrt(60), bn_open_px=100.0)
+    px = 100.0 * math.exp(0.002)  # +2 sigma_1m; 4 minutes left -> z = 0.002 / (0.001 * 2) = 1
+    f = feat(row(**base, bn_last_px=px, up_bid_px_0=0.55, up_ask_px_0=0.57), t_ms)
+    assert abs(f["up_mid"] - (2 * 0.56 - 1)) < 1e-6
+    assert abs(f["strike_z"] - 1.0 / 3.0) < 1e-6
+    phi1 = 0.5 * (1 + math.erf(1 / math.sqrt(2)))  # 0.8413: Up is cheap at 0.56
+    assert abs(f["fair_gap"] - 2 * (phi1 - 0.56)) < 1e-5 and f["fair_gap"] > 0
+    # below the open: z < 0 and Up is dear
+    g = feat(row(**base, bn_last_px=100.0 * math.exp(-0.002), up_bid_px_0=0.55, up_ask_px_0=0.57), t_ms)
+    assert g["strike_z"] < 0 and g["fair_gap"] < 0
+    # unknown open price or volatility: no strike features, never NaN
+    for missing in ("bn_open_px", "bn_rv_1h"):
+        h = feat(row(**{**base, missing: float("nan")}, bn_last_px=px, up_bid_px_0=0.55, up_ask_px_0=0.57), t_ms)
+        assert h["strike_z"] == 0.0 and h["fair_gap"] == 0.0 and abs(h["up_mid"] - 0.12) < 1e-6
+    z = np.linspace(-8, 8, 2001)
+    exact = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in z])
+    assert np.max(np.abs(norm_cdf(z) - exact)) < 2e-7

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from common.features import N_OBS
 from common.policy import (
     BUY_DOWN,
     BUY_UP,
@@ -27,7 +28,7 @@ def test_transition_table():
 def test_shapes_and_check_weights():
     w = init_weights(0, critic=True)
     check_weights(w)
-    assert w["actor.fc1.weight"].shape == (64, 18) and w["actor.out.weight"].shape == (3, 64)
+    assert w["actor.fc1.weight"].shape == (64, N_OBS) and w["actor.out.weight"].shape == (3, 64)
     assert w["critic.out.weight"].shape == (1, 64)
     assert set(param_shapes("actor")) <= set(w)
     bad = dict(w)
@@ -45,7 +46,7 @@ def test_shapes_and_check_weights():
 def test_fast_forward_matches_reference_and_layernorm_math():
     rng = np.random.default_rng(1)
     w = {k: v + 0.2 * rng.standard_normal(v.shape).astype(np.float32) for k, v in init_weights(2).items()}
-    x = rng.uniform(-1, 1, (100, 18)).astype(np.float32)
+    x = rng.uniform(-1, 1, (100, N_OBS)).astype(np.float32)
     np.testing.assert_allclose(fast_forward(w, x), numpy_forward(w, x), atol=1e-5)
     # hand-written first layer: LayerNorm normalises each row to mean 0, var 1 before gain/bias
     h = x.astype(np.float64) @ w["actor.fc1.weight"].T + w["actor.fc1.bias"]

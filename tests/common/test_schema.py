@@ -11,6 +11,7 @@ from common.schema import (
     MAX_MESSAGE_BYTES,
     N_RAW,
     RAW_INDEX,
+    STATE_VERSION,
     Label,
     PolymarketWindow,
     SchemaError,
@@ -51,8 +52,9 @@ def test_state_round_trip_is_exact() -> None:
         (b"\xc1garbage", "not msgpack"),
         (msgpack.packb([1, 2]), "not a msgpack map"),
         (msgpack.packb({"v": 99}), "unknown state version"),
-        (msgpack.packb({"v": 1, "m": "X"}), "lacks field"),
-        (msgpack.packb({"v": 1, "m": "X", "t": 1, "x": b"12", "fs": "a", "f": b"", "st": 0}), "x must be"),
+        (msgpack.packb({"v": 1, "m": "X"}), "unknown state version 1"),  # v1 lacked bn_open_px
+        (msgpack.packb({"v": STATE_VERSION, "m": "X"}), "lacks field"),
+        (msgpack.packb({"v": STATE_VERSION, "m": "X", "t": 1, "x": b"12", "fs": "a", "f": b"", "st": 0}), "x must be"),
         (b"\x00" * (MAX_MESSAGE_BYTES + 1), "exceeds"),
     ],
 )
@@ -71,9 +73,15 @@ def test_columns_skip_bad_entries() -> None:
 
 
 def test_label_round_trip() -> None:
-    lb = Label("BTC-15M", 5000, (30, 60, 300), np.arange(9, dtype=np.float32).reshape(3, 3),
-               np.array([2, -1, 1], dtype=np.int8), np.array([1, 0, 1], dtype=np.uint8),
-               np.array([0, 255, 1], dtype=np.uint8))
+    lb = Label(
+        "BTC-15M",
+        5000,
+        (30, 60, 300),
+        np.arange(9, dtype=np.float32).reshape(3, 3),
+        np.array([2, -1, 1], dtype=np.int8),
+        np.array([1, 0, 1], dtype=np.uint8),
+        np.array([0, 255, 1], dtype=np.uint8),
+    )
     d = decode_label(encode_label(lb))
     assert d.horizons_s == (30, 60, 300) and d.tick_ms == 5000
     np.testing.assert_array_equal(d.rewards, lb.rewards)

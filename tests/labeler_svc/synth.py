@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.features import FEATURE_SET, N_MARKET_FEATURES
 from common.schema import (
     N_RAW,
     RAW_INDEX,
@@ -83,7 +84,7 @@ def make_states(
         _set(raw, "bn_ask", 60_000.5 + i)
         pm = PolymarketWindow(f"btc-updown-15m-{start // 1000}", "0xc0ffee", "111", "222", start, end)
         flags = STALE_POLY if i in stales else 0
-        out.append(State(MARKET, t, raw, np.zeros(15, np.float32), "market-v1", flags, pm))
+        out.append(State(MARKET, t, raw, np.zeros(N_MARKET_FEATURES, np.float32), FEATURE_SET, flags, pm))
     return out
 
 

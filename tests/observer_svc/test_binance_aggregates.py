@@ -46,7 +46,8 @@ def krow(m: int, close: float, vol: float) -> list[object]:
 
 
 def test_fill_raw_writes_exactly_the_binance_fields() -> None:
-    assert set(FILLED_FIELDS) == {k for k in RAW_FIELDS if k.startswith("bn_")} | {"age_binance_ms"}
+    # bn_open_px depends on the market's window: the state builder writes it (from open_at)
+    assert set(FILLED_FIELDS) == {k for k in RAW_FIELDS if k.startswith("bn_")} - {"bn_open_px"} | {"age_binance_ms"}
     agg = SymbolAggregates("btcusdt")
     agg.on_trade(trade(T0 + 500))
     x = np.full(N_RAW, 12345.0)
@@ -202,3 +203,17 @@ def test_replay_of_recorded_frames_is_deterministic(shared_data: Path) -> None:
 
     a, b = replay(), replay()
     assert len(a) > 600 * N_RAW * 8 and a == b
+
+
+def test_open_at_is_the_open_of_the_windows_first_bar() -> None:
+    n = 90
+    agg = SymbolAggregates("BTCUSDT")
+    agg.backfill_klines([krow(m, 100.0 + m, 1.0) for m in range(n)])  # bar m opens at 100 + m
+    assert agg.open_at(T0 + 30 * MIN) == pytest.approx(130.0)
+    assert agg.open_at(T0 + 30 * MIN + 59_999) == pytest.approx(130.0)  # any time in that minute
+    assert agg.open_at(T0 + (n - 1) * MIN) == pytest.approx(100.0 + n - 1)  # the current bar
+    assert math.isnan(agg.open_at(T0 + n * MIN))  # a window that opens after the newest bar
+    assert math.isnan(agg.open_at(T0 - 5 * MIN))  # a bar never seen
+    agg.on_trade(trade(T0 + n * MIN + 10, p=200.0))  # a new minute starts with a trade at 200
+    assert agg.open_at(T0 + n * MIN) == pytest.approx(200.0)
+    assert agg.open_at(T0 + (n - 1) * MIN) == pytest.approx(100.0 + n - 1)  # now in the ring

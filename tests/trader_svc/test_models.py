@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.features import OBSERVATION_FEATURES
+from common.features import N_OBS, OBSERVATION_FEATURES
 from common.policy import init_weights, numpy_forward
 from common.store import LocalStore
 from tests.trader_svc.helpers import good_meta, save_good, save_raw
@@ -30,7 +30,7 @@ def test_good_model_loads_and_serves_like_the_reference(store) -> None:
     ref = save_good(store, P, "v1", seed=3)
     m = load_version(store, P, "v1", expect_sha256=ref.sha256, uri=ref.uri)
     assert m.version == "v1" and m.sha256 == ref.sha256 and m.timings_s["total_s"] > 0
-    x = np.random.default_rng(0).normal(size=(32, 18)).astype(np.float32)
+    x = np.random.default_rng(0).normal(size=(32, N_OBS)).astype(np.float32)
     np.testing.assert_allclose(m.net.logits(x), numpy_forward(init_weights(3), x), atol=1e-5)
     assert load_champion(store, P) is None
     promote(store, P, "v1")

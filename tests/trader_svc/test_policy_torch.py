@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from common.features import agent_features, market_features, observation
+from common.features import N_OBS, agent_features, market_features, observation
 from common.policy import WeightsError, init_weights, numpy_forward
 from tests.trader_svc.helpers import T0, synth_raw
 from trader_svc.policy_torch import TorchPolicy
@@ -57,7 +57,7 @@ def test_inference_mode_eval_one_thread_and_validation() -> None:
     pol = TorchPolicy(init_weights(0))
     assert not pol.net.training and torch.get_num_threads() == 1
     assert all(not p.requires_grad for p in pol.net.parameters())
-    assert pol.act(np.zeros((4, 18), np.float32)).shape == (4,)
+    assert pol.act(np.zeros((4, N_OBS), np.float32)).shape == (4,)
     with pytest.raises(ValueError):
         pol.logits(np.zeros((2, 17), np.float32))
     bad = init_weights(0)

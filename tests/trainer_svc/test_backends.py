@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from common.features import N_OBS
 from common.policy import init_weights, numpy_forward
 from trainer_svc.backends import make_backend, resolve
 
@@ -22,7 +23,7 @@ def test_auto_backend_resolution():
 
 
 def test_forward_parity_torch_mlx_numpy(weights):
-    x = np.random.default_rng(1).uniform(-1, 1, (64, 18)).astype(np.float32)
+    x = np.random.default_rng(1).uniform(-1, 1, (64, N_OBS)).astype(np.float32)
     ref, ref_v = numpy_forward(weights, x), numpy_forward(weights, x, "critic")[:, 0]
     outs = {}
     for name in ("torch", "mlx"):
@@ -37,7 +38,7 @@ def test_forward_parity_torch_mlx_numpy(weights):
 
 def test_training_steps_agree_across_backends(weights):
     rng = np.random.default_rng(2)
-    x = rng.uniform(-1, 1, (128, 18)).astype(np.float32)
+    x = rng.uniform(-1, 1, (128, N_OBS)).astype(np.float32)
     q = rng.dirichlet(np.ones(3), 128).astype(np.float32)
     w = rng.uniform(0.5, 2, 128).astype(np.float32)
     bt, bm = make_backend("torch", weights=weights), make_backend("mlx", weights=weights)

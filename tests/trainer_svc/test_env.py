@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from common.features import N_MARKET_FEATURES, N_OBS
 from common.fees import fee_per_share
 from common.policy import BUY_DOWN, BUY_UP, HOLD
 from trainer_svc.env import ReplayEnv, build_batch
@@ -86,12 +87,12 @@ def test_missing_ask_refuses_open_and_observation_has_agent_features():
     assert env.side[0] == 0  # refused: no ask
     env.step([BUY_UP])
     o = env.observe()
-    assert o.shape == (1, 18)
-    assert o[0, 15] == 1.0 and o[0, 16] == 1.0  # has_position, side Up
+    assert o.shape == (1, N_OBS)
+    assert o[0, N_MARKET_FEATURES] == 1.0 and o[0, N_MARKET_FEATURES + 1] == 1.0  # has_position, side Up
     expected = ((1 / 0.47) * (0.45 - fee_per_share(0.45)) - (1 + fee_per_share(0.47) / 0.47)) / (
         1 + fee_per_share(0.47) / 0.47
     )
-    assert o[0, 17] == pytest.approx(expected, abs=1e-6)
+    assert o[0, N_MARKET_FEATURES + 2] == pytest.approx(expected, abs=1e-6)
 
 
 def test_mark_rewards_sum_to_realised_pnl_on_synthetic_data():
