@@ -39,7 +39,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from archiver_svc.layout import Extracted, extract, match_matrix
 from archiver_svc.windows import (
     ArchiveError,
     ArchiveObject,
@@ -51,6 +50,7 @@ from archiver_svc.windows import (
     parse_key,
     utc_date,
 )
+from common.layout import Extracted, extract, match_matrix
 from common.log import log_once
 from common.schema import N_RAW, LabelColumns, SchemaError, StateColumns, decode_label, decode_state
 from common.store import LocalStore, ObjectInfo, ObjectStore, open_store

@@ -36,7 +36,6 @@ from typing import Any
 import numpy as np
 import redis
 
-from archiver_svc.layout import Validator
 from archiver_svc.windows import (
     QUARANTINE_PREFIX,
     ArchiveError,
@@ -46,6 +45,7 @@ from archiver_svc.windows import (
     parse_ids,
 )
 from common import keys
+from common.layout import Validator
 from common.log import kv, log_once
 from common.metrics import counter, gauge
 from common.store import ObjectStore

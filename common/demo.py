@@ -4,11 +4,14 @@ Stages (each a real process talking over real sockets, as in production):
 Redis (``FUSION_REDIS_URL`` if reachable, else a private ``redis-server`` with AOF) -> the venue
 simulator with a real lead-lag (``fusion sim synthetic``, sped up) -> two observers sharing the
 markets through leases (2 replicas each: Redis refuses the duplicate tick IDs) -> archiver ->
-labeler -> RQ training worker -> paper trader. After the collection phase it enqueues a training
-job (``awbc`` on the archived, labelled data), which evaluates on a walk-forward hold-out and
-promotes the model only if it beats the champion and the baselines; the ``model-updated`` event
-makes the trader swap weights between ticks. Then every process is stopped gracefully (the
-archiver flushes its open windows) and the report says what each stage produced and where.
+labeler -> RQ training worker -> paper trader. After the collection phase it enqueues one training
+job on every market's archived, labelled data pooled (``ppo`` warm-started from ``awbc`` by
+default), which evaluates on a walk-forward hold-out and promotes the model only if it beats the
+champion and the baselines; the ``model-updated`` event makes the trader swap weights between
+ticks, and the simulator slows down (``--trade-speed``) so the trader decides on every tick of its
+trading phase. Then every process is stopped gracefully (the archiver flushes its open windows)
+and the report says what each stage produced, the trader's PnL before and after the swap, and
+where everything is.
 Ctrl-C at any point stops the same way and loses nothing.
 """
 
@@ -179,8 +182,10 @@ def _trader_status(r: Any, trader: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusion demo", description=__doc__)
     ap.add_argument("--markets", default="BTC-5M,ETH-5M", help="5-minute series: many windows per minute of demo")
-    ap.add_argument("--collect", type=float, default=240.0, help="seconds of wall time to collect before training")
-    ap.add_argument("--after", type=float, default=30.0, help="seconds of paper trading after the model swap")
+    ap.add_argument("--collect", type=float, default=360.0, help="seconds of wall time to collect before training")
+    ap.add_argument("--after", type=float, default=60.0, help="seconds of paper trading after the model swap")
+    ap.add_argument("--trade-speed", type=float, default=20.0,
+                    help="simulator speed while trading after the swap (slower: the trader decides on every tick)")
     ap.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--lag-s", type=float, default=20.0, help="how far Polymarket lags Binance in the simulator")

@@ -88,6 +88,7 @@ def run_demo(a: argparse.Namespace) -> int:
                     time.sleep(0.5)
 
             wait(a.collect)
+            report["pnl_before_swap"] = _trader(r)  # the trader so far: no model yet, so it held
             d.phase = "training"
             from trainer_svc.jobs import enqueue_training
 
@@ -96,8 +97,10 @@ def run_demo(a: argparse.Namespace) -> int:
                       "redis_url": d.redis_url, "seed": 0, "margin": 0.0, "promote": True, "overrides": {}}  # fmt: skip
             d.job_id = enqueue_training(r, params).id
             wait(600, until=lambda: d.job_info.get("status") in ("finished", "failed", "stopped", "canceled"))
-            report["pnl_before_swap"] = _trader(r)
-            d.phase = "trading on the new model"
+            # 2 cores cannot run the simulator and observers at 60x and let the trader decide on every tick
+            # too: trade at a slower pace, so the new model's decisions are the ones it would make live
+            sim.driver.speed = a.trade_speed
+            d.phase = f"trading on the new model ({a.trade_speed:g}x)"
             wait(a.after)
             report["pnl_after_swap"] = _trader(r)
     except KeyboardInterrupt:

@@ -2,7 +2,7 @@
 
 :func:`decode_states_bulk` gives the same rows and the same rejects as
 :func:`common.schema.decode_states_columns_fast`, several times faster on the usual batch: payloads
-are grouped by byte layout (:func:`archiver_svc.layout.extract`: a template is built only from a
+are grouped by byte layout (:func:`common.layout.extract`: a template is built only from a
 payload the full decoder accepts, and a payload matches it only if it decodes to the same map with
 other values in the variable regions), then cut into columns with one ``frombuffer`` per layout.
 Any batch with a payload that matches no template, or with more than one feature width, takes
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from archiver_svc.layout import extract
+from common.layout import extract
 from common.schema import N_RAW, decode_states_columns_fast
 
 Rejects = list[tuple[int, str]]

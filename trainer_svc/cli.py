@@ -89,9 +89,9 @@ def _follow(r: Any, job_id: str, poll_s: float = 0.5) -> int:
 def train_main(argv: list[str] | None = None) -> int:
     s = get_settings()
     ap = argparse.ArgumentParser(prog="fusion train", description="enqueue (or run inline) a training job")
-    ap.add_argument("--market", required=True)
+    ap.add_argument("--market", required=True, help="a market, or several comma-separated (pooled into one dataset)")
     ap.add_argument("--algo", choices=("awbc", "supervised", "ppo"), default="awbc")
-    ap.add_argument("--policy", help="registry name (default: the market)")
+    ap.add_argument("--policy", help="registry name (default: the market; several joined with _)")
     ap.add_argument("--from", dest="from_", help="start (epoch ms or ISO time)")
     ap.add_argument("--to", help="end (epoch ms or ISO time)")
     ap.add_argument("--backend", choices=("mlx", "torch", "auto"), default=s.train_backend)

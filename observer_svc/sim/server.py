@@ -130,11 +130,12 @@ class SimServer:
             await self._wait(lambda: all(self._subscribed(v) for v in self.wait_for))
             self.started = True
             base_wall = base_sim = last_t = None
+            speed = d.speed
             for n, (t, outs) in enumerate(d.steps()):
                 if d.speed > 0:
                     gap = d.max_gap_ms is not None and last_t is not None and t - last_t > d.max_gap_ms
-                    if base_wall is None or gap:
-                        base_wall, base_sim = loop.time(), t
+                    if base_wall is None or gap or d.speed != speed:  # (re)anchor; a speed change goes on from here
+                        base_wall, base_sim, speed = loop.time(), t, d.speed
                     delay = base_wall + (t - base_sim) / 1000.0 / d.speed - loop.time()
                     if delay > 0.0005:
                         await asyncio.sleep(delay)

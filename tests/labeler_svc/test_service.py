@@ -142,6 +142,16 @@ def _spawn(url: str) -> subprocess.Popen[bytes]:
     )
 
 
+def _wait_until_reading(r: redis.Redis, since: float, timeout: float = 30.0) -> None:
+    """Until the labeler's consumer has talked to the states stream after ``since`` (monotonic)."""
+    while time.monotonic() - since < timeout:
+        for c in r.xinfo_consumers(STATES, keys.LABELER_GROUP):
+            if c["idle"] < (time.monotonic() - since) * 1000 - 50:
+                return
+        time.sleep(0.05)
+    raise AssertionError("the labeler never started reading")
+
+
 def _kill_restart_run(r: redis.Redis, url: str, n_states: int, kills: int, seed: int) -> None:
     rnd = random.Random(seed)
     states = make_states(n_states, settle_delay_ms=25_000, drop=(500, 501, 502), stale=(900,))
@@ -159,9 +169,9 @@ def _kill_restart_run(r: redis.Redis, url: str, n_states: int, kills: int, seed:
         proc.wait(timeout=10)
         assert proc.returncode == -signal.SIGKILL
     publish(r, states[pos:])
-    # graceful stop works too
+    # graceful stop works too (once the process reads: a SIGTERM during start-up imports is not a test of it)
     proc = _spawn(url)
-    time.sleep(1.5)
+    _wait_until_reading(r, time.monotonic())
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=10) == 0
     env_url = os.environ.get("FUSION_REDIS_URL")

@@ -305,3 +305,35 @@ def test_thread_server_start_stop_and_spot_shapes() -> None:
         st.stop()
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{port}/sim/status", timeout=1)
+
+
+def test_speed_change_mid_run_goes_on_at_the_new_rate() -> None:
+    """The demo slows the simulator down for its trading phase: sim time then advances at the new rate,
+    from where it was (no jump, no burst of catch-up frames)."""
+    d = SyntheticDriver(["BTC-5M"], seed=3, speed=60, epoch_ms=EPOCH)
+    st = SimServerThread(d).start()
+    try:
+
+        async def main() -> list[tuple[float, int]]:
+            url = st.url.replace("http://", "ws://")
+            seen: list[tuple[float, int]] = []
+            async with _connect(f"{url}/binance/stream?streams=btcusdt@aggTrade") as ws:
+                t_end = time.monotonic() + 3.0
+                while time.monotonic() < t_end:
+                    f = json.loads(await asyncio.wait_for(ws.recv(), 2.0))
+                    seen.append((time.monotonic(), int(f["data"]["E"])))
+                    if d.speed == 60 and time.monotonic() > t_end - 1.5:
+                        d.speed = 6.0
+            return seen
+
+        seen = asyncio.run(main())
+    finally:
+        st.stop()
+    t_switch = seen[-1][0] - 1.5
+    fast = [(w, e) for w, e in seen if w < t_switch - 0.2]
+    slow = [(w, e) for w, e in seen if w > t_switch + 0.3]
+
+    def rate(xs: list[tuple[float, int]]) -> float:
+        return (xs[-1][1] - xs[0][1]) / 1000 / (xs[-1][0] - xs[0][0])
+
+    assert 40 < rate(fast) < 80 and 3 < rate(slow) < 9

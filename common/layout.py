@@ -146,9 +146,9 @@ class Validator:
             self.decode(payload)
         except SchemaError as e:
             return str(e)
-        t = build_template(payload, self.kind)
-        if t is not None:
-            self.templates.insert(0, t)
+        new = build_template(payload, self.kind)
+        if new is not None:
+            self.templates.insert(0, new)
             del self.templates[self.max_templates :]
         return None
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from archiver_svc.layout import Validator, build_template, extract
 from archiver_svc.synth import synth_payloads, synth_states
+from common.layout import Validator, build_template, extract
 from common.schema import SchemaError, decode_state, encode_state
 from tests.archiver_svc.helpers import T0, label_payload
 
