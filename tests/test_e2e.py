@@ -89,11 +89,11 @@ def run_loop(tmp_path: Path, moto_endpoint: str, chaos: bool, seed: int) -> None
         if chaos:
             assert len(kills) >= 8 and len(set(kills)) >= 4, kills
         # train on what is archived so far (RQ job on the worker), then make sure the winner is deployed
-        out = _fusion(env, "train", "--market", MARKETS[0], "--policy", POLICY, "--follow")
+        out = _fusion(env, "train", "--market", ",".join(MARKETS), "--policy", POLICY, "--follow")
         assert out.returncode == 0, out.stderr[-3000:]
         summary = json.loads(out.stdout[out.stdout.index("{") :])
         version = summary["version"]
-        assert summary["data"]["labels_source"] in ("archive", "labeler_svc")
+        assert set(summary["data"]["labels_source"].split(",")) <= {"archive", "labeler_svc"}  # per market
         assert store.exists(f"models/{POLICY}/{version}/model.safetensors")
         assert store.exists(f"models/{POLICY}/{version}/meta.json")
         meta = json.loads(store.get(f"models/{POLICY}/{version}/meta.json"))

@@ -96,16 +96,16 @@ def markets_of(p: JobParams) -> list[str]:
     return out
 
 
-def _load_one(p: JobParams, market: str, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
-    """(states, labels, info) of one market. Labels from the archive when they cover the horizons,
-    else computed from the states."""
+def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int = 0) -> tuple[Any, Any, dict[str, Any]]:
+    """(states, labels, info) of one market (the ``index``-th of the job: synthetic data of each
+    market has its own seed). Labels from the archive when they cover the horizons, else computed."""
     s = get_settings()
     info: dict[str, Any] = {"market": market}
     labels = None
     if p.synthetic > 0:
         from trainer_svc.synthetic import generate
 
-        states = generate(n_states=p.synthetic, lag_s=p.synthetic_lag_s, seed=p.seed)
+        states = generate(n_states=p.synthetic, lag_s=p.synthetic_lag_s, seed=p.seed + 1000 * index)
         info.update(source="synthetic", synthetic_lag_s=p.synthetic_lag_s)
     else:
         from archiver_svc.reader import load_market
@@ -140,11 +140,12 @@ def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[s
     ms = markets_of(p)
     if len(ms) == 1:
         return _load_one(p, ms[0], horizons)
-    loaded = [_load_one(p, m, horizons) for m in ms]
+    loaded = [_load_one(p, m, horizons, k) for k, m in enumerate(ms)]
     states, labels, windows, parts = pool([(m, st, lb) for m, (st, lb, _) in zip(ms, loaded, strict=True)])
     info: dict[str, Any] = {
         "market": ",".join(ms),
         "markets": {m: inf for m, (_, _, inf) in zip(ms, loaded, strict=True)},
+        "labels_source": ",".join(sorted({inf["labels_source"] for _, _, inf in loaded})),
         "n_states": len(states),
         "start_ms": min(inf["start_ms"] for _, _, inf in loaded),
         "end_ms": max(inf["end_ms"] for _, _, inf in loaded),

@@ -1,0 +1,24 @@
+"""One training run over several markets pooled: data, splits, artefact and summary."""
+
+import json
+
+from common.store import LocalStore
+from trainer_svc.pipeline import JobParams, run_training
+
+
+def test_pooled_markets_train_evaluate_and_save(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    p = JobParams(market="AAA-5M, BBB-5M", synthetic=28_800, store_url=store.url, promote=False,
+                  overrides={"epochs": 2})  # fmt: skip
+    assert p.policy_name == "AAA-5M_BBB-5M"
+    out = run_training(p)
+    assert out["policy"] == "AAA-5M_BBB-5M" and not out["promoted"]
+    data = out["data"]
+    assert set(data["markets"]) == {"AAA-5M", "BBB-5M"} and data["n_states"] == 2 * 28_800
+    assert data["labels_source"] in ("labeler_svc", "trainer_fallback")
+    for split in ("train", "val", "holdout"):
+        per = out["splits"][split]["windows_per_market"]
+        assert per["AAA-5M"] > 0 and per["BBB-5M"] > 0 and sum(per.values()) == out["splits"][split]["windows"]
+    meta = json.loads(store.get(f"models/AAA-5M_BBB-5M/{out['version']}/meta.json"))
+    assert meta["data"]["market"] == "AAA-5M,BBB-5M" and meta["splits"]["holdout"]["windows"] == out["holdout"][
+        "candidate"]["windows"]  # fmt: skip
