@@ -15,7 +15,7 @@ from rich.live import Live
 
 from common import keys
 from common.demo import Demo, console
-from common.markets import parse_market
+from common.markets import parse_market, split_markets
 from common.store import LocalStore, ObjectStore, S3Store, open_store
 
 
@@ -49,7 +49,7 @@ def run_demo(a: argparse.Namespace) -> int:
     workdir = Path(a.dir).resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "logs").mkdir(parents=True)
-    markets = [parse_market(m).name for m in a.markets.split(",") if m.strip()]
+    markets = [parse_market(m).name for m in split_markets(a.markets)]
     d = Demo(a, workdir, markets)
     r = d.start_redis()
     r.delete(*[k for m in markets for k in (keys.states_stream(m), keys.labels_stream(m))], keys.EVENTS_STREAM)

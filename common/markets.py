@@ -82,3 +82,13 @@ def validate_market_name(name: str) -> str:
     if not _NAME_RE.match(name):
         raise MarketSpecError(f"bad market name {name!r}")
     return name
+
+
+def split_markets(specs: str) -> list[str]:
+    """The entries of a comma-separated market list, stripped, blanks dropped."""
+    return [m.strip() for m in specs.split(",") if m.strip()]
+
+
+def joined_name(specs: str) -> str:
+    """One name for a comma-separated market list (a pooled training job's default policy name)."""
+    return "_".join(split_markets(specs))

@@ -252,6 +252,11 @@ class StateColumns:
     def __len__(self) -> int:
         return int(self.tick_ms.shape[0])
 
+    def rows(self, begin: int, end: int) -> StateColumns:
+        """Rows ``[begin, end)`` (numpy views, no copy)."""
+        return StateColumns(self.tick_ms[begin:end], self.raw[begin:end], self.features[begin:end],
+                            self.flags[begin:end], self.slugs[begin:end])  # fmt: skip
+
 
 def _columns(
     ticks: list[int], xs: list[bytes], fs: list[bytes], sts: list[int], slugs: list[str], nf: int | None

@@ -32,7 +32,7 @@ import numpy.typing as npt
 
 from common.features import N_MARKET_FEATURES, agent_features, observation
 from common.policy import HOLD
-from common.schema import RAW_INDEX, StateColumns
+from common.schema import RAW_INDEX
 from trainer_svc.backends import Backend, make_backend, resolve
 from trainer_svc.dataset import Dataset, Part, horizon_index
 from trainer_svc.env import EpisodeBatch, build_batch
@@ -177,10 +177,7 @@ def _future_rows_per_market(ds: Dataset, horizon_s: int) -> tuple[np.ndarray, ..
     parts = ds.parts or [Part("", 0, len(ds.states))]
     outs = []
     for p in parts:
-        st = ds.states
-        sub = StateColumns(st.tick_ms[p.begin : p.end], st.raw[p.begin : p.end], st.features[p.begin : p.end],
-                           st.flags[p.begin : p.end], st.slugs[p.begin : p.end])  # fmt: skip
-        j, ok, by_settle, settle = future_rows(sub, horizon_s)
+        j, ok, by_settle, settle = future_rows(ds.states.rows(p.begin, p.end), horizon_s)
         outs.append((j + p.begin, ok, by_settle, settle))
     return tuple(np.concatenate([o[k] for o in outs]) for k in range(4))
 

@@ -26,6 +26,7 @@ from rq.job import Job, JobStatus
 
 from common import keys
 from common.log import kv
+from common.markets import joined_name
 
 log = logging.getLogger("trainer.jobs")
 JOB_TIMEOUT_S = 2 * 3600
@@ -90,8 +91,7 @@ def enqueue_training(
     r: redis_mod.Redis, params: dict[str, Any], job_timeout: int = JOB_TIMEOUT_S, retry: bool = True
 ) -> Job:
     """Enqueue one training job (``params`` = ``pipeline.JobParams`` fields); raises AlreadyRunning."""
-    # as pipeline.JobParams.policy_name (not imported here: the enqueuing side stays light)
-    policy = params.get("policy") or "_".join(m.strip() for m in str(params["market"]).split(",") if m.strip())
+    policy = params.get("policy") or joined_name(str(params["market"]))  # = pipeline.JobParams.policy_name
     job_id = f"train-{policy}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{time.time_ns() % 10**6:06d}"
     acquire_lock(r, policy, job_id, lock_ttl_s(job_timeout))
     try:

@@ -21,6 +21,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from common.log import kv
+from common.markets import joined_name, split_markets
 from common.policy import architecture, meta_features
 from common.schema import LabelColumns
 from common.settings import get_settings
@@ -57,7 +58,7 @@ class JobParams:
     @property
     def policy_name(self) -> str:
         """The registry name: ``policy``, else the market (several markets joined with ``_``)."""
-        return self.policy or "_".join(m.strip() for m in self.market.split(",") if m.strip())
+        return self.policy or joined_name(self.market)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,7 +91,7 @@ class Checkpointer:
 
 def markets_of(p: JobParams) -> list[str]:
     """The job's markets: ``market`` is one name or a comma-separated list (pooled into one dataset)."""
-    out = [m.strip() for m in p.market.split(",") if m.strip()]
+    out = split_markets(p.market)
     if not out:
         raise ValueError("no market given")
     return out

@@ -34,3 +34,10 @@ def test_settings_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings()
     assert s.markets == ["BTC-15M", "ETH-15M"] and s.label_horizons_s == [30, 120]
     assert s.event_clock and s.venue_urls()["binance_ws"] == "ws://127.0.0.1:8765/binance"
+
+
+def test_comma_separated_market_lists() -> None:
+    from common.markets import joined_name, split_markets
+
+    assert split_markets(" BTC-5M, ,ETH-5M ") == ["BTC-5M", "ETH-5M"] and split_markets("") == []
+    assert joined_name("BTC-5M,ETH-5M") == "BTC-5M_ETH-5M" and joined_name("BTC-15M") == "BTC-15M"
