@@ -14,10 +14,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from common.names import InvalidName, check_name
+
 INTERVALS_S: dict[str, int] = {"5M": 300, "15M": 900, "1H": 3600, "4H": 14400}
 _SERIES_RE = re.compile(r"^([A-Z0-9]{2,10})-(5M|15M|1H|4H)$")
-_FIXED_RE = re.compile(r"^([A-Za-z0-9_.-]{1,64})=(slug|cid):([^@\s]+)@([A-Z0-9]{4,20})$")
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_FIXED_RE = re.compile(r"^([^=]{1,200})=(slug|cid):([^@\s]+)@([A-Z0-9]{4,20})$")
 
 
 class MarketSpecError(ValueError):
@@ -67,6 +68,10 @@ def parse_market(spec: str) -> MarketSpec:
     f = _FIXED_RE.match(spec)
     if f:
         name, kind, ident, symbol = f.groups()
+        try:
+            check_name(name, "market")
+        except InvalidName as e:
+            raise MarketSpecError(str(e)) from None
         return MarketSpec(
             name=name,
             binance_symbol=symbol,
@@ -74,14 +79,16 @@ def parse_market(spec: str) -> MarketSpec:
             fixed_condition_id=ident if kind == "cid" else None,
         )
     raise MarketSpecError(
-        f"cannot parse market {spec!r}: expected e.g. BTC-15M or NAME=slug:SLUG@BTCUSDT or NAME=cid:0x..@BTCUSDT"
+        f"cannot parse market {spec[:80]!r}: expected e.g. BTC-15M or NAME=slug:SLUG@BTCUSDT or NAME=cid:0x..@BTCUSDT"
     )
 
 
 def validate_market_name(name: str) -> str:
-    if not _NAME_RE.match(name):
-        raise MarketSpecError(f"bad market name {name!r}")
-    return name
+    """``name`` when it follows :mod:`common.names`' grammar; :class:`MarketSpecError` otherwise."""
+    try:
+        return check_name(name, "market")
+    except InvalidName as e:
+        raise MarketSpecError(str(e)) from None
 
 
 def split_markets(specs: str) -> list[str]:

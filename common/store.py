@@ -67,10 +67,24 @@ class ObjectStore(ABC):
         return self.get(key).decode()
 
 
-def _check_key(key: str) -> str:
-    if not key or key.startswith("/") or ".." in key.split("/") or "\\" in key:
-        raise StoreError(f"invalid key {key!r}")
+class InvalidKey(StoreError, ValueError):
+    """A key that could leave the store's prefix or alias another key; refused before any IO."""
+
+
+def check_key(key: str) -> str:
+    """``key`` when it is a plain relative path inside the store; raises :class:`InvalidKey` otherwise.
+
+    Refused: empty keys or segments (``a//b``, trailing ``/``), ``.`` and ``..`` segments, absolute
+    paths, backslashes, control characters (newlines, NUL) and keys over 1,024 bytes. So no key can
+    leave the store's directory or prefix, and two different keys never name the same object."""
+    if not isinstance(key, str) or not key or len(key.encode()) > 1024:
+        raise InvalidKey(f"invalid key {str(key)[:80]!r}: empty or longer than 1024 bytes")
+    if key.startswith("/") or "\\" in key or any(ord(c) < 32 or ord(c) == 127 for c in key):
+        raise InvalidKey(f"invalid key {key[:80]!r}: absolute, backslash or control character")
+    if any(seg in ("", ".", "..") for seg in key.split("/")):
+        raise InvalidKey(f"invalid key {key[:80]!r}: empty, '.' or '..' segment")
     return key
+
 
 
 class LocalStore(ObjectStore):
@@ -82,7 +96,10 @@ class LocalStore(ObjectStore):
         self.url = f"file://{self.root}"
 
     def _path(self, key: str) -> Path:
-        return self.root / _check_key(key)
+        path = self.root / check_key(key)
+        if not path.resolve().is_relative_to(self.root):  # a symlink inside the store pointing out
+            raise InvalidKey(f"invalid key {key[:80]!r}: resolves outside the store")
+        return path
 
     def _write_tmp(self, path: Path, data: bytes) -> str:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,7 +154,7 @@ class LocalStore(ObjectStore):
         base = self.root
         # walk only the deepest directory named by the prefix
         head = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
-        start = base / head if head else base
+        start = base / check_key(head) if head else base
         if not start.exists():
             return
         keys: list[tuple[str, int, float]] = []
@@ -183,7 +200,7 @@ class S3Store(ObjectStore):
         )
 
     def _k(self, key: str) -> str:
-        return self.prefix + _check_key(key)
+        return self.prefix + check_key(key)
 
     def put(self, key: str, data: bytes) -> None:
         self._client.put_object(Bucket=self.bucket, Key=self._k(key), Body=data)
