@@ -12,7 +12,9 @@ PREFIX = "fusion"
 PAYLOAD_FIELD = b"d"
 EVENTS_STREAM = f"{PREFIX}:events"  # model-updated, model-rejected, ... (global)
 TRADES_STREAM = f"{PREFIX}:trades"  # trader decisions and fills (global)
-DEAD_LETTER_STREAM = f"{PREFIX}:deadletter"  # undecodable entries, with their reason
+DEAD_LETTER_STREAM = f"{PREFIX}:deadletter"  # undecodable entries, with their reason (see common.deadletter)
+DEAD_LETTER_BYTES = f"{PREFIX}:deadletter:bytes"  # payload bytes held in the dead-letter stream
+DEAD_LETTER_SEEN_PREFIX = f"{PREFIX}:deadletter:seen"  # one marker per parked (stream, entry id)
 MARKETS_SET = f"{PREFIX}:markets"  # every market name that ever published a state
 
 # Consumer groups
@@ -40,6 +42,11 @@ def states_stream(market: str) -> str:
 def labels_stream(market: str) -> str:
     """Stream of hindsight labels, entry ID = the labelled state's ID."""
     return f"{PREFIX}:{{{market}}}:labels"
+
+
+def dead_letter_seen_key(stream: str, entry_id: str) -> str:
+    """Marker that ``entry_id`` of ``stream`` is parked already (so it is parked once, by the first service)."""
+    return f"{DEAD_LETTER_SEEN_PREFIX}:{stream}:{entry_id}"
 
 
 def archive_lock_key(stream: str, window_start_ms: int) -> str:
