@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     clock: Clock = Field("auto", description="wall: tick on the wall-clock grid; event: on event time")
     tick_ms: int = Field(500, ge=50, le=60_000)
     sim_url: str = Field("http://127.0.0.1:8765", description="base URL of `fusion sim` / `fusion replay`")
+    shared_data: str = Field(
+        "", description="opt-in folder of full recordings for bigger runs (benchmarks); default: the repo's excerpts"
+    )
     binance_kind: Literal["futures", "spot"] = "futures"
     binance_ws_url: str = "wss://fstream.binance.com"
     binance_rest_url: str = "https://fapi.binance.com"
