@@ -16,14 +16,14 @@ import pytest
 import redis
 
 from archiver_svc.synth import synth_payloads
-from archiver_svc.windows import market_prefix, object_key
+from archiver_svc.windows import market_prefix, object_key, parse_key
 from common import keys
 from common.names import InvalidName
 from common.store import LocalStore
 from tests.archiver_svc.helpers import T0, publish
 
 M = "BTC-5M"
-HOSTILE_STREAMS = [
+HOSTILE_STREAMS: list[str | bytes] = [
     "fusion:{BTC-5M/.}:states",
     "fusion:{BTC-5M/..}:labels",
     "fusion:{.}:states",
@@ -32,6 +32,7 @@ HOSTILE_STREAMS = [
     "fusion:{x\nFORGED level=CRITICAL}:states",
     "fusion:{" + "A" * 200 + "}:states",
     "fusion:{BTC-5M\u00e9}:states",
+    b"fusion:{BTC-5M\xff}:states",  # not UTF-8
 ]
 
 
@@ -75,7 +76,7 @@ def test_hostile_stream_names_never_touch_another_markets_archive(redis_url: str
     assert after == before  # BTC-5M's objects byte-identical, nothing quarantined, nothing new anywhere
     assert not [k for k in after if k.startswith("quarantine/")]
     for s in HOSTILE_STREAMS:
-        assert not r.xinfo_groups(s), f"{s!r} got a consumer group"
+        assert r.xlen(s) == 45 and not r.xinfo_groups(s), f"{s!r} got a consumer group"
     log = second.stderr
     assert log.count("stream ignored") == len(HOSTILE_STREAMS), log
     assert not any(line.startswith("FORGED") for line in log.splitlines()), log  # the newline stays quoted
@@ -88,4 +89,5 @@ def test_archive_keys_refuse_hostile_market(market: str) -> None:
         object_key("states", market, T0)
     with pytest.raises(InvalidName):
         market_prefix("labels", market)
-    assert object_key("states", M, T0).startswith(f"market-data/{M}/")
+    assert parse_key(f"market-data/{market}/2025-11-23/{T0}.msgpack.gz") is None
+    assert parse_key(object_key("states", M, T0)) == ("states", M, T0)
