@@ -3,8 +3,14 @@ name outside the grammar at parse time (exit 2, the rule in the message), before
 
 from __future__ import annotations
 
-import pytest
+import os
+import subprocess
+import sys
 
+import pytest
+import redis
+
+from common import keys
 from common.cli import main as fusion
 from common.names import GRAMMAR
 
@@ -62,3 +68,17 @@ def test_train_refuses_a_default_policy_name_outside_the_grammar(capsys: pytest.
     with pytest.raises(SystemExit) as e:
         fusion(["train", f"--market={markets}", "--inline"])
     assert e.value.code == 2 and GRAMMAR in capsys.readouterr().err
+
+
+def test_streams_ls_ignores_hostile_streams(redis_url: str, r: redis.Redis) -> None:
+    good = keys.states_stream("BTC-5M")
+    bad = ["fusion:{BTC-5M/.}:states", "fusion:{..}:labels", "fusion:{x\nFORGED}:states", b"fusion:{\xff}:states"]
+    for s in [good, *bad]:
+        r.xadd(s, {keys.PAYLOAD_FIELD: b"x"})
+    env = {**os.environ, "FUSION_REDIS_URL": redis_url}
+    out = subprocess.run([sys.executable, "-m", "common.cli", "streams", "ls"], env=env, capture_output=True,
+                         text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert [line.split("\t")[0] for line in out.stdout.splitlines()] == [good]
+    assert out.stderr.count("stream ignored") == len(bad), out.stderr
+    assert "\nFORGED" not in out.stderr
