@@ -136,6 +136,11 @@ class Settings(BaseSettings):
 
     # ---------------------------------------------------------------- derived
     @property
+    def market_names(self) -> list[str]:
+        """The names of ``markets`` (a spec ``NAME=slug:..@SYM`` -> ``NAME``; ``btc-15m`` -> ``BTC-15M``)."""
+        return [parse_market(m).name for m in self.markets]
+
+    @property
     def event_clock(self) -> bool:
         """Tick on event time (replays are deterministic) or on the wall clock (live)."""
         if self.clock == "auto":

@@ -247,5 +247,5 @@ def schedule_main(argv: list[str] | None = None) -> int:
     from trainer_svc.schedule import run_schedule
 
     r = redis.Redis.from_url(a.redis_url)
-    run_schedule(r, a.market or s.markets, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
+    run_schedule(r, a.market or s.market_names, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
     return 0

@@ -168,4 +168,5 @@ def test_settings_accept_good_names(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FUSION_TRADER_ID", "paper-2")
     s = Settings()
     assert s.markets == ["btc-15m", "X_1=slug:s@BTCUSDT"] and s.trader_markets == ["BTC-15M", "X_1"]
+    assert s.market_names == ["BTC-15M", "X_1"]  # what the trader and the scheduler build keys from
     assert (s.policy, s.trader_id) == ("BTC-15M_X_1", "paper-2")
