@@ -5,16 +5,24 @@
   counted as a duplicate, never raised: that is how replicas de-duplicate.
 * :func:`trim_by_age` bounds a stream with ``XTRIM MINID ~`` so memory stays flat 24/7.
 * :func:`ensure_group` creates a consumer group (and the stream) idempotently.
+* :func:`scan_streams` never returns a stream whose market name is outside :mod:`common.names`' grammar
+  (e.g. ``fusion:{BTC-5M/.}:states``): such a stream is counted and logged once (name quoted), then ignored.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis
 
-from common.keys import PAYLOAD_FIELD
+from common.keys import PAYLOAD_FIELD, market_of_stream
+from common.log import log_once
+from common.metrics import counter
+
+log = logging.getLogger("fusion.streams")
+IGNORED = counter("fusion_streams_ignored_total", "streams ignored: market name outside the grammar", ("kind",))
 
 
 def connect(url: str, socket_timeout: float = 30.0) -> redis.Redis:
@@ -77,8 +85,14 @@ def ensure_group(r: redis.Redis, stream: str, group: str, start_id: str = "0") -
 
 
 def scan_streams(r: redis.Redis, kind: str) -> list[str]:
-    """Every ``fusion:{M}:<kind>`` stream that exists (kind = states | labels)."""
+    """Every ``fusion:{M}:<kind>`` stream that exists (kind = states | labels) whose ``M`` follows the name
+    grammar; any other is ignored, counted (``fusion_streams_ignored_total``, once per stream and process)
+    and logged once (the log formatters quote control characters)."""
     out = []
     for k in r.scan_iter(match=f"fusion:{{*}}:{kind}", count=1000, _type="stream"):
-        out.append(k.decode() if isinstance(k, bytes) else k)
+        s = k.decode(errors="replace") if isinstance(k, bytes) else k
+        if market_of_stream(s) is not None:
+            out.append(s)
+        elif log_once(log, f"badstream:{s}", "stream ignored: market name outside the grammar", stream=s[:200]):
+            IGNORED.labels(kind).inc()
     return sorted(out)

@@ -21,7 +21,7 @@ import signal
 import sys
 
 from common.log import setup_logging
-from common.markets import MarketSpecError, parse_market
+from common.markets import MarketSpecError, parse_market, spec_arg, spec_list_arg
 from observer_svc.sim.core import Driver
 from observer_svc.sim.server import SimServer
 
@@ -37,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.choices["synthetic"]
     s.add_argument("--speed", type=float, default=1.0, help="sim seconds per wall second (0 = as fast as clients read)")
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--markets", default="BTC-15M", help="comma-separated market specs")
+    s.add_argument("--markets", default="BTC-15M", type=spec_list_arg, help="comma-separated market specs")
     s.add_argument("--no-lead-lag", action="store_true", help="Polymarket independent of Binance (pure noise)")
     s.add_argument("--lag-s", type=float, default=5.0)
     s.add_argument("--epoch-ms", type=int, default=None, help="sim start (default: now floored to the window)")
@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--speed", type=float, default=0.0, help="0 = as fast as the clients take it")
     r.add_argument("--no-align", action="store_true", help="keep Polymarket at its recorded times")
     r.add_argument("--no-wait", action="store_true", help="start replaying before clients subscribe")
-    r.add_argument("--market", default="BTC-15M")
+    r.add_argument("--market", default="BTC-15M", type=spec_arg)
     return ap
 
 
