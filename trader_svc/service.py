@@ -19,6 +19,14 @@ Guarantees:
   ``fusion:trades``; status JSON at ``trader_status_key(trader)`` every ``status_every_s``; a metrics
   JSON file ``live-metrics/{trader}/{YYYY-MM-DD}/{ts}.json`` every ``metrics_every_s`` and at stop.
 * A bad state entry is parked in the dead-letter stream with its reason (logged once), never fatal.
+* **memory** (:mod:`trader_svc.recovery`): positions, cash, PnL, the day's loss and the kill switch are written
+  with every batch of records, in the same MULTI; a restart continues from them (or from ``fusion:trades``),
+  first settling the positions whose window ended while it was down.
+* **faults**: Redis unreachable -> the trader waits with backoff (logged once per outage, counted), keeps its
+  state in memory and writes what is pending when Redis is back; a stream whose top moves below the
+  trader's cursor is read again from its real top; an unreadable ``champion.json`` is reported (log once,
+  ``champion_error`` in the status, ``fusion_trader_champion_unreadable``) while the trader serves the model it
+  has (or holds) and keeps watching events and the pointer.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from typing import Any
 
 import msgpack
 import numpy as np
+import redis
 
 from common import keys
 from common.features import FEATURE_SET, N_MARKET_FEATURES, agent_features, market_features, observation
@@ -44,6 +53,7 @@ from common.store import ObjectStore
 from common.streams import connect
 from trader_svc.models import LoadedModel, ModelRejected, load_champion, load_version
 from trader_svc.paper import ACTION_NAME, SIDE_NAME, PaperConfig, PaperEngine
+from trader_svc.recovery import Ledger, SettleScan, cursors_above_top, settle_from_streams
 
 log = logging.getLogger("trader")
 EVENT_VERSION = 1
@@ -56,6 +66,10 @@ FILLS = counter("fusion_trader_fills_total", "paper fills (opens, closes, settle
 DEAD = counter("fusion_trader_deadletter_total", "bad state entries parked", ("trader",))
 EQUITY = gauge("fusion_trader_equity_usd", "realised + unrealised PnL", ("trader",))
 KILLED = gauge("fusion_trader_kill_switch", "1 when the daily-loss kill switch is on", ("trader",))
+OUTAGES = counter("fusion_trader_redis_outages_total", "times Redis became unreachable", ("trader",))
+CURSOR_RESETS = counter("fusion_trader_cursor_resets_total", "stream tops found below the read cursor", ("trader",))
+CHAMPION_BAD = gauge("fusion_trader_champion_unreadable", "1 while champion.json cannot be read", ("trader",))
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 TICK_S = histogram("fusion_trader_tick_seconds", "read-to-recorded time of one batch", ("trader",),
                    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25))  # fmt: skip
 
@@ -73,6 +87,10 @@ class TraderConfig:
     status_every_s: float = 1.0
     metrics_every_s: float = 60.0
     swap_max_wait_s: float = 1.0
+    cursor_check_s: float = 1.0  # how often the streams' tops are compared with the read cursors
+    settle_check_s: float = 2.0  # how often ended positions are looked up in the recorded states
+    champion_retry_s: float = 1.0  # how often an unreadable champion.json is read again
+    max_model_bytes: int = 64 << 20
 
 
 @dataclass(slots=True)
@@ -87,6 +105,8 @@ class Stats:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     loads: list[dict[str, Any]] = field(default_factory=list)  # timings of verified loads
     tick_s: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=10_000))
+    cursor_resets: int = 0
+    redis_outages: int = 0
 
 
 class Trader:
@@ -111,21 +131,18 @@ class Trader:
         self.lab = cfg.trader_id
         self._m_decisions, self._m_fills = DECISIONS.labels(self.lab), FILLS.labels(self.lab)
         self._m_tick = TICK_S.labels(self.lab)
+        self.ledger = Ledger(self.r, cfg.trader_id, cfg.trades_maxlen)
+        self.state_source = "new"
+        self._scan = SettleScan()
+        self._next_check = {"cursor": 0.0, "settle": 0.0}
+        self.champion_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Stream positions, champion, then the listener and housekeeping threads."""
-        ev = self.r.xrevrange(keys.EVENTS_STREAM, count=1)
-        events_from = ev[0][0] if ev else b"0-0"  # taken *before* the champion: no update falls between
-        pipe = self.r.pipeline(transaction=False)
-        for s in self._streams:
-            pipe.xrevrange(s, count=1)
-        for s, top in zip(self._streams, pipe.execute(), strict=True):
-            self._last_ids[s] = top[0][0] if top else b"0-0"
-        try:
-            self.model = load_champion(self.store, self.cfg.policy)
-        except ModelRejected as e:
-            self._rejected(str(self.cfg.policy), "champion", e.reason)
+        """State (restored, ended positions settled), stream positions, champion, then the listener and
+        housekeeping threads. Waits for Redis while it is unreachable."""
+        events_from = self._redis_retry(self._recover)
+        self._load_champion(at_start=True)
         kv(log, logging.INFO, "trader started", trader=self.lab, policy=self.cfg.policy,
            model=self.model.version if self.model else None, markets=",".join(self.cfg.markets))  # fmt: skip
         for name, fn, arg in (("listener", self._listen, events_from), ("housekeeping", self._housekeep, None)):
@@ -135,12 +152,59 @@ class Trader:
         gc.freeze()  # long-lived objects (torch, modules) out of the collector's scans: fewer tick-path pauses
         self.ready.set()
 
+    def _recover(self) -> bytes:
+        ev = self.r.xrevrange(keys.EVENTS_STREAM, count=1)
+        events_from: bytes = ev[0][0] if ev else b"0-0"  # taken *before* the champion: no update falls between
+        pipe = self.r.pipeline(transaction=False)
+        for s in self._streams:
+            pipe.xrevrange(s, count=1)
+        for s, top in zip(self._streams, pipe.execute(), strict=True):
+            self._last_ids[s] = top[0][0] if top else b"0-0"
+        with self._lock:
+            if self.ledger.seq == 0 and not self.ledger.dirty:
+                self.state_source = self.ledger.load(self.engine)
+            recs = settle_from_streams(self.r, self.engine, self._scan, budget=10**9)
+        self.ledger.commit(self.engine, recs)  # the key exists from now on (a rebuilt state is stored)
+        kv(log, logging.INFO, "trader state", trader=self.lab, source=self.state_source, seq=self.ledger.seq,
+           positions=len(self.engine.pos), settled=len(recs), killed=self.engine.killed)  # fmt: skip
+        return events_from
+
+    def _redis_retry(self, fn: Any) -> Any:
+        """``fn()`` once Redis answers: backoff 0.2 s -> 5 s, one log line per outage (and one when back)."""
+        backoff, down_since = 0.2, None
+        while True:
+            try:
+                out = fn()
+            except REDIS_ERRORS as e:
+                if self._stop.is_set():
+                    raise
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.stats.redis_outages += 1
+                    OUTAGES.labels(self.lab).inc()
+                    kv(log, logging.WARNING, "redis unavailable; waiting", trader=self.lab, error=str(e))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if down_since is not None:
+                kv(log, logging.INFO, "redis back", trader=self.lab, outage_s=round(time.monotonic() - down_since, 1),
+                   pending=len(self.ledger.pending))  # fmt: skip
+            return out
+
+    def _poll_safe(self) -> int:
+        if self.ledger.dirty:
+            self.ledger.flush(self.engine)  # what was decided during an outage, before anything new
+        return self.poll_once()
+
     def run(self, duration_s: float | None = None) -> int:
         self.start()
         deadline = time.monotonic() + duration_s if duration_s else None
         try:
             while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                self.poll_once()
+                try:
+                    self._redis_retry(self._poll_safe)
+                except REDIS_ERRORS:
+                    break  # stopping while Redis is down: the state is in Redis up to the last commit
         finally:
             self.stop()
             for t in self._threads:
@@ -164,6 +228,7 @@ class Trader:
         """One blocking XREAD (up to ``block_ms``), one non-blocking XREAD to collect the rest of the
         same publish (Redis wakes a reader after the first XADD of a pipeline), one decision batch on
         the newest state per market. Returns the number of states decided."""
+        self._periodic()
         resp = self.r.xread(self._last_ids, count=self.cfg.read_count, block=self.cfg.block_ms)
         if not resp:
             if self._incoming:  # idle: a tick boundary by definition
@@ -208,6 +273,31 @@ class Trader:
             self.stats.dead += 1
             DEAD.labels(self.lab).inc()
             return None
+
+    def _periodic(self) -> None:
+        """Cursor check and settlement lookup, each every few seconds (cheap: one pipelined XINFO per stream)."""
+        now = time.monotonic()
+        if now >= self._next_check["cursor"]:
+            self._next_check["cursor"] = now + self.cfg.cursor_check_s
+            for stream, top in cursors_above_top(self.r, self._last_ids).items():
+                market = self._streams[stream]
+                log_once(log, f"cursor:{stream}:{self._last_ids[stream]!r}", "stream top below the trader's cursor; "
+                         "resuming from the top", market=market, cursor=self._last_ids[stream].decode(),
+                         top=top.decode())  # fmt: skip
+                self._last_ids[stream] = top
+                self.stats.cursor_resets += 1
+                CURSOR_RESETS.labels(self.lab).inc()
+                tick = tick_of_entry_id(top)
+                if self.stats.last_tick.get(market, -1) > tick:
+                    self.stats.last_tick[market] = tick
+                self._max_tick = max(self.stats.last_tick.values(), default=-1)
+        if self.engine.pos and now >= self._next_check["settle"]:
+            self._next_check["settle"] = now + self.cfg.settle_check_s
+            with self._lock:
+                recs = settle_from_streams(self.r, self.engine, self._scan)
+            if recs:
+                self._xadd_trades(recs)
+                self._m_fills.inc(len(recs))
 
     def _count_missed(self, market: str, n: int) -> None:
         if n > 0 and market in self.stats.last_tick:  # before the first decision nothing is "missed"
@@ -307,16 +397,9 @@ class Trader:
             FEAT_MISMATCH.labels(self.lab).inc(len(bad))
 
     def _xadd_trades(self, recs: list[dict[str, Any]]) -> None:
-        if not recs:
-            return
-        pipe = self.r.pipeline(transaction=False)
-        for rec in recs:
-            rec["v"], rec["trader"] = EVENT_VERSION, self.lab
-            payload = msgpack.packb(rec, use_bin_type=True)
-            pipe.xadd(
-                keys.TRADES_STREAM, {keys.PAYLOAD_FIELD: payload}, maxlen=self.cfg.trades_maxlen, approximate=True
-            )
-        pipe.execute()
+        """Records + the engine's state, one MULTI (:meth:`trader_svc.recovery.Ledger.commit`)."""
+        if recs:
+            self.ledger.commit(self.engine, recs)
 
     # ------------------------------------------------------------------ hot swap (listener thread)
     def _listen(self, last_id: bytes) -> None:
@@ -349,7 +432,8 @@ class Trader:
         if version in known:
             return  # already serving / queued (e.g. the champion we started from)
         try:
-            new = load_version(self.store, self.cfg.policy, version, msg.get("sha256"), msg.get("uri"))
+            new = load_version(self.store, self.cfg.policy, version, msg.get("sha256"), msg.get("uri"),
+                               max_bytes=self.cfg.max_model_bytes)  # fmt: skip
         except ModelRejected as e:
             self._rejected(version, "model-updated", e.reason)
             return
@@ -360,6 +444,37 @@ class Trader:
         if not self._incoming:
             self._incoming_since = time.monotonic()
         self._incoming.append(new)  # adopted by the tick loop at the next tick boundary
+
+    def _load_champion(self, at_start: bool = False) -> None:
+        """Serve (at start) or queue (later) the champion. An unreadable pointer is reported, not fatal: the
+        current model (or none: hold) stays, and housekeeping reads the pointer again every ``champion_retry_s``."""
+        try:
+            new = load_champion(self.store, self.cfg.policy, self.cfg.max_model_bytes)
+        except ModelRejected as e:
+            if e.kind != "pointer":
+                self._rejected(str(self.cfg.policy), "champion", e.reason)
+                new = None
+            else:
+                if self.champion_error is None:
+                    kv(log, logging.WARNING, "champion pointer unreadable; keeping the current model",
+                       trader=self.lab, policy=self.cfg.policy, error=e.reason,
+                       model=self.model.version if self.model else None)  # fmt: skip
+                self.champion_error = e.reason
+                CHAMPION_BAD.labels(self.lab).set(1.0)
+                return
+        if self.champion_error is not None:
+            kv(log, logging.INFO, "champion pointer readable again", trader=self.lab, policy=self.cfg.policy)
+        self.champion_error = None
+        CHAMPION_BAD.labels(self.lab).set(0.0)
+        known = [m.version for m in self._incoming] + ([self.model.version] if self.model else [])
+        if new is None or new.version in known:
+            return
+        if at_start:
+            self.model = new
+            return
+        if not self._incoming:
+            self._incoming_since = time.monotonic()
+        self._incoming.append(new)
 
     def _rejected(self, version: str, source: str, reason: str) -> None:
         msg = {"v": EVENT_VERSION, "type": "model-rejected", "policy": self.cfg.policy, "version": version,
@@ -392,6 +507,11 @@ class Trader:
                 "tick_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else None,
                 "latency_ms": self.cfg.paper.latency_ms, "position_usd": self.cfg.paper.position_usd,
                 "max_daily_loss_usd": self.cfg.paper.max_daily_loss_usd, "pnl": pnl,
+                "max_exposure_usd": self.cfg.paper.max_exposure_usd,
+                "max_trades_per_day": self.cfg.paper.max_trades_per_day, "state_source": self.state_source,
+                "state_seq": self.ledger.seq, "pending_records": len(self.ledger.pending),
+                "awaiting_settlement": dict(self._scan.awaiting), "cursor_resets": st.cursor_resets,
+                "redis_outages": st.redis_outages, "champion_error": self.champion_error,
             }  # fmt: skip
 
     def _publish_status(self, final: bool = False) -> dict[str, Any]:
@@ -419,7 +539,14 @@ class Trader:
 
     def _housekeep(self) -> None:
         next_metrics = time.monotonic() + self.cfg.metrics_every_s
-        while not self._stop.wait(self.cfg.status_every_s):
+        next_champion = time.monotonic() + self.cfg.champion_retry_s
+        while not self._stop.wait(min(self.cfg.status_every_s, self.cfg.champion_retry_s)):
+            if self.champion_error is not None and time.monotonic() >= next_champion:
+                next_champion = time.monotonic() + self.cfg.champion_retry_s
+                try:
+                    self._load_champion()
+                except Exception as e:  # store unreachable: try again later
+                    log_once(log, f"champion-retry:{type(e).__name__}", "champion re-read failed", error=str(e))
             self._publish_status()
             if time.monotonic() >= next_metrics:
                 self._write_metrics()

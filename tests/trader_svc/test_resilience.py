@@ -34,7 +34,9 @@ def cfg(tid: str) -> TraderConfig:
 
 def test_stream_top_below_the_cursor_resumes_from_the_real_top(r, redis_url, tmp_path) -> None:
     store = LocalStore(tmp_path / "store")
-    t = Trader(cfg("t-cur"), redis_url, store)
+    c = cfg("t-cur")
+    c.cursor_check_s = 0.2
+    t = Trader(c, redis_url, store)
     t.start()
     rng = np.random.default_rng(3)
     s = keys.states_stream(M)
@@ -75,7 +77,7 @@ def test_redis_down_waits_logs_once_and_resumes_with_its_state(private_redis, tm
         wait_for(lambda: M in t.engine.pos, what="open")
         shares = t.engine.pos[M].shares
         private_redis.kill()
-        time.sleep(3.0)  # the tick loop hits the outage many times
+        time.sleep(2.0)  # the tick loop hits the outage many times
         assert runner.is_alive()
         private_redis.restart()
         r = redis.Redis.from_url(private_redis.url)
@@ -83,9 +85,10 @@ def test_redis_down_waits_logs_once_and_resumes_with_its_state(private_redis, tm
         wait_for(lambda: t.stats.last_tick.get(M) == T0 + 200, timeout=20, what="decision after the outage")
         assert runner.is_alive() and t.engine.pos[M].shares == shares
         down = [rec for rec in caplog.records if rec.getMessage() == "redis unavailable; waiting"]
+        wait_for(lambda: any(rec.getMessage() == "redis back" for rec in caplog.records), what="back")
         back = [rec for rec in caplog.records if rec.getMessage() == "redis back"]
         assert len(down) == 1 and len(back) == 1
-        assert snapshot()['fusion_trader_redis_outages_total{trader=t-down}'] == 1.0
+        assert snapshot()["fusion_trader_redis_outages_total{trader=t-down}"] == 1.0
     finally:
         t.stop()
         runner.join(10)

@@ -76,7 +76,7 @@ def test_restart_keeps_positions_day_loss_and_kill_switch(r, redis_url, store) -
         assert t2.poll_once() == 2
         recs = records(r, "t-mem")
         assert not [x for x in recs if x["type"] == "fill" and x["market"] == M2]
-        (rf,) = [x for x in recs if x["type"] == "refused" and x["market"] == M2]
+        (rf,) = [x for x in recs if x["type"] == "refused" and x["market"] == M2 and x["tick"] == T0 + 300]
         assert "kill switch" in rf["reason"]
         assert t2.status()["state_source"] == "redis"
     finally:
