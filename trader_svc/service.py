@@ -33,42 +33,36 @@ from __future__ import annotations
 
 import collections
 import gc
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import numpy as np
 import redis
 
 from common import keys
 from common.features import FEATURE_SET, N_MARKET_FEATURES, agent_features, market_features, observation
 from common.log import kv, log_once
-from common.metrics import counter, gauge, histogram
+from common.metrics import counter, histogram
 from common.schema import SchemaError, State, decode_state, tick_of_entry_id
 from common.store import ObjectStore
 from common.streams import connect
-from trader_svc.models import LoadedModel, ModelRejected, load_champion, load_version
+from trader_svc.models import LoadedModel
 from trader_svc.paper import ACTION_NAME, SIDE_NAME, PaperConfig, PaperEngine
 from trader_svc.recovery import Ledger, SettleScan, cursors_above_top, settle_from_streams
+from trader_svc.status import StatusReport
+from trader_svc.swap import ModelSwap
 
 log = logging.getLogger("trader")
-EVENT_VERSION = 1
 DECISIONS = counter("fusion_trader_decisions_total", "decisions taken", ("trader",))
 MISSED = counter("fusion_trader_missed_ticks_total", "state ticks never decided on", ("trader",))
-SWAPS = counter("fusion_trader_swaps_total", "models swapped in", ("trader",))
-REJECTED = counter("fusion_trader_models_rejected_total", "models refused", ("trader",))
 FEAT_MISMATCH = counter("fusion_trader_feature_mismatch_total", "state features != recomputed", ("trader",))
 FILLS = counter("fusion_trader_fills_total", "paper fills (opens, closes, settlements)", ("trader",))
 DEAD = counter("fusion_trader_deadletter_total", "bad state entries parked", ("trader",))
-EQUITY = gauge("fusion_trader_equity_usd", "realised + unrealised PnL", ("trader",))
-KILLED = gauge("fusion_trader_kill_switch", "1 when the daily-loss kill switch is on", ("trader",))
 OUTAGES = counter("fusion_trader_redis_outages_total", "times Redis became unreachable", ("trader",))
 CURSOR_RESETS = counter("fusion_trader_cursor_resets_total", "stream tops found below the read cursor", ("trader",))
-CHAMPION_BAD = gauge("fusion_trader_champion_unreadable", "1 while champion.json cannot be read", ("trader",))
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 TICK_S = histogram("fusion_trader_tick_seconds", "read-to-recorded time of one batch", ("trader",),
                    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25))  # fmt: skip
@@ -109,7 +103,7 @@ class Stats:
     redis_outages: int = 0
 
 
-class Trader:
+class Trader(ModelSwap, StatusReport):
     """One paper trader process: call :meth:`run` (blocking) and :meth:`stop` from anywhere."""
 
     def __init__(self, cfg: TraderConfig, redis_url: str, store: ObjectStore) -> None:
@@ -315,32 +309,6 @@ class Trader:
         s = self._decode(market, top[0])
         return [s] if s is not None else []
 
-    def _adopt(self, min_tick: int | None) -> None:
-        """Swap in the verified models at a tick boundary: before the batch whose oldest tick is
-        ``min_tick`` (None: between reads, idle). Pointer swap, timed; recorded with ``after_tick``, the
-        newest tick decided by the old model."""
-        if not self._incoming:
-            return
-        if min_tick is None:  # idle: a boundary once every market has decided the newest tick
-            boundary = all(self.stats.last_tick.get(m, self._max_tick) == self._max_tick for m in self.cfg.markets)
-        else:
-            boundary = min_tick > self._max_tick
-        if not boundary and time.monotonic() - self._incoming_since < self.cfg.swap_max_wait_s:
-            return
-        while self._incoming:
-            new = self._incoming.popleft()
-            old = self.model
-            t0 = time.perf_counter_ns()
-            self.model = new
-            swap_ns = time.perf_counter_ns() - t0
-            rec = {"type": "swap", "from": old.version if old else None, "to": new.version, "tick": min_tick,
-                   "after_tick": self._max_tick, "swap_ns": swap_ns, "load_s": new.timings_s.get("total_s", 0.0),
-                   "ts": int(time.time() * 1000)}  # fmt: skip
-            self.stats.swaps.append(rec)
-            SWAPS.labels(self.lab).inc()
-            self._xadd_trades([rec])
-            kv(log, logging.INFO, "model swapped", trader=self.lab, old=rec["from"], new=new.version, tick=min_tick)
-
     def _decide(self, batch: list[State], t_read: float) -> None:
         ticks = np.fromiter((s.tick_ms for s in batch), dtype=np.int64, count=len(batch))
         self._adopt(int(ticks.min()))
@@ -400,154 +368,3 @@ class Trader:
         """Records + the engine's state, one MULTI (:meth:`trader_svc.recovery.Ledger.commit`)."""
         if recs:
             self.ledger.commit(self.engine, recs)
-
-    # ------------------------------------------------------------------ hot swap (listener thread)
-    def _listen(self, last_id: bytes) -> None:
-        r: Any = connect(self.redis_url)
-        while not self._stop.is_set():
-            try:
-                resp = r.xread({keys.EVENTS_STREAM: last_id}, count=100, block=250)
-            except Exception as e:  # redis down: keep trying, the tick loop reports the outage
-                log_once(log, f"events:{type(e).__name__}", "events read failed", error=str(e))
-                self._stop.wait(0.5)
-                continue
-            for _stream, entries in resp or []:
-                for eid, fields in entries:
-                    last_id = eid
-                    self._on_event(fields.get(keys.PAYLOAD_FIELD, b""))
-        r.close()
-
-    def _on_event(self, payload: bytes) -> None:
-        try:
-            msg = msgpack.unpackb(payload, raw=False)
-            if not isinstance(msg, dict):
-                raise ValueError("event is not a map")
-        except Exception as e:
-            log_once(log, f"badevent:{type(e).__name__}", "undecodable event ignored", error=str(e))
-            return
-        if msg.get("type") != "model-updated" or msg.get("policy") != self.cfg.policy:
-            return
-        version = str(msg.get("version", ""))
-        known = [m.version for m in self._incoming] + ([self.model.version] if self.model else [])
-        if version in known:
-            return  # already serving / queued (e.g. the champion we started from)
-        try:
-            new = load_version(self.store, self.cfg.policy, version, msg.get("sha256"), msg.get("uri"),
-                               max_bytes=self.cfg.max_model_bytes)  # fmt: skip
-        except ModelRejected as e:
-            self._rejected(version, "model-updated", e.reason)
-            return
-        except Exception as e:  # store unreachable etc.: same outcome, the old model stays
-            self._rejected(version, "model-updated", f"error: {type(e).__name__}: {e}")
-            return
-        self.stats.loads.append({"version": version, **new.timings_s})
-        if not self._incoming:
-            self._incoming_since = time.monotonic()
-        self._incoming.append(new)  # adopted by the tick loop at the next tick boundary
-
-    def _load_champion(self, at_start: bool = False) -> None:
-        """Serve (at start) or queue (later) the champion. An unreadable pointer is reported, not fatal: the
-        current model (or none: hold) stays, and housekeeping reads the pointer again every ``champion_retry_s``."""
-        try:
-            new = load_champion(self.store, self.cfg.policy, self.cfg.max_model_bytes)
-        except ModelRejected as e:
-            if e.kind != "pointer":
-                self._rejected(str(self.cfg.policy), "champion", e.reason)
-                new = None
-            else:
-                if self.champion_error is None:
-                    kv(log, logging.WARNING, "champion pointer unreadable; keeping the current model",
-                       trader=self.lab, policy=self.cfg.policy, error=e.reason,
-                       model=self.model.version if self.model else None)  # fmt: skip
-                self.champion_error = e.reason
-                CHAMPION_BAD.labels(self.lab).set(1.0)
-                return
-        if self.champion_error is not None:
-            kv(log, logging.INFO, "champion pointer readable again", trader=self.lab, policy=self.cfg.policy)
-        self.champion_error = None
-        CHAMPION_BAD.labels(self.lab).set(0.0)
-        known = [m.version for m in self._incoming] + ([self.model.version] if self.model else [])
-        if new is None or new.version in known:
-            return
-        if at_start:
-            self.model = new
-            return
-        if not self._incoming:
-            self._incoming_since = time.monotonic()
-        self._incoming.append(new)
-
-    def _rejected(self, version: str, source: str, reason: str) -> None:
-        msg = {"v": EVENT_VERSION, "type": "model-rejected", "policy": self.cfg.policy, "version": version,
-               "reason": reason, "trader": self.lab, "source": source, "ts": int(time.time() * 1000)}  # fmt: skip
-        self.stats.rejected.append(msg)
-        REJECTED.labels(self.lab).inc()
-        kv(log, logging.WARNING, "model rejected", trader=self.lab, version=version, reason=reason)
-        try:
-            self.r.xadd(keys.EVENTS_STREAM, {keys.PAYLOAD_FIELD: msgpack.packb(msg, use_bin_type=True)})
-        except Exception as e:
-            log_once(log, "rejectevent", "could not publish model-rejected", error=str(e))
-
-    # ------------------------------------------------------------------ status and metrics
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            pnl = self.engine.snapshot()
-            st = self.stats
-            lat = np.asarray(st.tick_s, dtype=np.float64)
-            return {
-                "trader": self.lab, "policy": self.cfg.policy, "markets": self.cfg.markets,
-                "model": self.model.version if self.model else None,
-                "model_sha256": self.model.sha256 if self.model else None,
-                "started": self.started, "updated": time.time(), "running": not self._stop.is_set(),
-                "ticks": st.ticks, "decisions": st.decisions, "missed_ticks": sum(st.missed.values()),
-                "missed_by_market": dict(st.missed), "last_tick": dict(st.last_tick),
-                "feature_mismatches": st.feature_mismatches, "dead_letters": st.dead,
-                "swaps": len(st.swaps), "swap_log": st.swaps[-10:], "rejected": len(st.rejected),
-                "rejected_log": st.rejected[-10:], "loads": st.loads[-10:],
-                "tick_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else None,
-                "tick_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else None,
-                "latency_ms": self.cfg.paper.latency_ms, "position_usd": self.cfg.paper.position_usd,
-                "max_daily_loss_usd": self.cfg.paper.max_daily_loss_usd, "pnl": pnl,
-                "max_exposure_usd": self.cfg.paper.max_exposure_usd,
-                "max_trades_per_day": self.cfg.paper.max_trades_per_day, "state_source": self.state_source,
-                "state_seq": self.ledger.seq, "pending_records": len(self.ledger.pending),
-                "awaiting_settlement": dict(self._scan.awaiting), "cursor_resets": st.cursor_resets,
-                "redis_outages": st.redis_outages, "champion_error": self.champion_error,
-            }  # fmt: skip
-
-    def _publish_status(self, final: bool = False) -> dict[str, Any]:
-        st = self.status()
-        if final:
-            st["running"] = False
-        EQUITY.labels(self.lab).set(st["pnl"]["equity_usd"])
-        KILLED.labels(self.lab).set(1.0 if st["pnl"]["kill_switch"] else 0.0)
-        try:
-            self.r.set(keys.trader_status_key(self.lab), json.dumps(st, default=str))
-        except Exception as e:
-            log_once(log, "status", "status write failed", error=str(e))
-        return st
-
-    def _write_metrics(self) -> str | None:
-        st = self.status()
-        now = time.time()
-        key = f"live-metrics/{self.lab}/{time.strftime('%Y-%m-%d', time.gmtime(now))}/{int(now * 1000)}.json"
-        try:
-            self.store.put(key, json.dumps(st, default=str, indent=1).encode())
-        except Exception as e:
-            log_once(log, "metrics", "metrics file write failed", error=str(e))
-            return None
-        return key
-
-    def _housekeep(self) -> None:
-        next_metrics = time.monotonic() + self.cfg.metrics_every_s
-        next_champion = time.monotonic() + self.cfg.champion_retry_s
-        while not self._stop.wait(min(self.cfg.status_every_s, self.cfg.champion_retry_s)):
-            if self.champion_error is not None and time.monotonic() >= next_champion:
-                next_champion = time.monotonic() + self.cfg.champion_retry_s
-                try:
-                    self._load_champion()
-                except Exception as e:  # store unreachable: try again later
-                    log_once(log, f"champion-retry:{type(e).__name__}", "champion re-read failed", error=str(e))
-            self._publish_status()
-            if time.monotonic() >= next_metrics:
-                self._write_metrics()
-                next_metrics = time.monotonic() + self.cfg.metrics_every_s
