@@ -386,16 +386,19 @@ class PaperEngine:
         self._mark(o.market, raw)
         return [rec]
 
-    def settle_recorded(self, market: str, tick_ms: int, raw: F64) -> dict[str, Any] | None:
+    def settle_recorded(self, market: str, tick_ms: int, raw: F64) -> list[dict[str, Any]]:
         """Settle ``market``'s position from a recorded state (one read back after a restart) when that state
-        knows the resolution of the position's window (the rule of :meth:`on_state`); nothing else happens."""
+        knows the resolution of the position's window (the rule of :meth:`on_state`), at that state's tick:
+        the day rolls and the kill switch trips as they would have live. Returns [] when it does not know."""
         pos = self.pos.get(market)
         s = self._settlement(pos, raw) if pos is not None else None
         if pos is None or s is None:
-            return None
+            return []
+        self._roll_day(tick_ms)
         rec = self._settle(market, pos, s, tick_ms)
         rec["recovered"] = True
-        return rec
+        self._check_risk()
+        return self._drain([rec])
 
     def _settle(self, market: str, pos: Position, s: float, tick_ms: int) -> dict[str, Any]:
         px = s if pos.side == SIDE_UP else 1.0 - s

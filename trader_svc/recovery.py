@@ -154,9 +154,9 @@ def settle_from_streams(r: Any, eng: PaperEngine, scan: SettleScan, budget: int 
                     continue  # the tick path parks bad entries; here they are only skipped
                 if s.market != market or s.tick_ms != tick_of_entry_id(eid):
                     continue
-                rec = eng.settle_recorded(market, s.tick_ms, s.raw)
-                if rec is not None:
-                    out.append(rec)
+                recs = eng.settle_recorded(market, s.tick_ms, s.raw)
+                if recs:
+                    out += recs
                     break
             if len(chunk) < SCAN_COUNT:
                 break

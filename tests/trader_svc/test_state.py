@@ -26,8 +26,8 @@ def records(r, trader: str) -> list[dict]:
     return [x for x in out if x.get("trader") == trader]
 
 
-def add(r, market: str, tick: int, **kw) -> None:
-    raw = window_raw(tick, W, **kw)
+def add(r, market: str, tick: int, w: int = W, **kw) -> None:
+    raw = window_raw(tick, w, **kw)
     r.xadd(keys.states_stream(market), {keys.PAYLOAD_FIELD: encode_state(make_state(market, tick, raw))},
            id=entry_id(tick))  # fmt: skip
 
