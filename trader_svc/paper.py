@@ -44,22 +44,15 @@ import numpy as np
 import numpy.typing as npt
 
 from common.policy import BUY_DOWN, BUY_UP, FLAT, HOLD, SIDE_DOWN, SIDE_UP
-from common.schema import BOOK_LEVELS, NO_PM_MARKET, PM_RESOLVED, POLY_BOOK_EMPTY, RAW_INDEX, STALE_POLY
+from common.schema import NO_PM_MARKET, PM_RESOLVED, POLY_BOOK_EMPTY, RAW_INDEX, STALE_POLY
+from trader_svc.book import EPS, Walk, _book, scalar_fee, walk_buy, walk_sell
 
 F64 = npt.NDArray[np.float64]
 DAY_MS = 86_400_000
 OPEN_BAD_FLAGS = STALE_POLY | POLY_BOOK_EMPTY | NO_PM_MARKET | PM_RESOLVED
-EPS = 1e-9
 MIN_OPEN_USD = 1.0  # an open cut below this by the exposure limit is refused instead
 SIDE_NAME = {SIDE_UP: "up", SIDE_DOWN: "down", FLAT: "flat"}
 ACTION_NAME = {HOLD: "hold", BUY_UP: "buy_up", BUY_DOWN: "buy_down"}
-
-
-def scalar_fee(shares: float, price: float, rate: float, exponent: float) -> float:
-    """:func:`common.fees.taker_fee` for one scalar trade (same formula, no numpy overhead on the tick path;
-    tests pin the equality)."""
-    p = min(max(price, 0.0), 1.0)
-    return float(shares * rate * (p * (1.0 - p)) ** exponent)
 
 
 def intent(side: int, action: int) -> str:
@@ -71,14 +64,6 @@ def intent(side: int, action: int) -> str:
     return "close" if (side == SIDE_UP) == (action == BUY_DOWN) else "none"
 
 
-def _levels(token: str, side: str) -> tuple[list[int], list[int]]:
-    return (
-        [RAW_INDEX[f"{token}_{side}_px_{i}"] for i in range(BOOK_LEVELS)],
-        [RAW_INDEX[f"{token}_{side}_sz_{i}"] for i in range(BOOK_LEVELS)],
-    )
-
-
-_BOOK = {(tok, s): _levels(tok, s) for tok in ("up", "dn") for s in ("bid", "ask")}
 _TOKEN = {SIDE_UP: "up", SIDE_DOWN: "dn"}
 _END, _SETTLE = RAW_INDEX["pm_end_s"], RAW_INDEX["pm_settle_up"]
 _PREV_END, _PREV_SETTLE = RAW_INDEX["pm_prev_end_s"], RAW_INDEX["pm_prev_settle_up"]
@@ -93,58 +78,6 @@ class PaperConfig:
     fee_exponent: float = 1.0
     max_exposure_usd: float = 0.0  # cost of all open positions, every market; 0: no limit
     max_trades_per_day: int = 0  # opens per UTC day, every market; 0: no limit
-
-
-@dataclass(frozen=True, slots=True)
-class Walk:
-    """Result of walking book levels: shares filled, notional (sum px * shares), fee, levels touched."""
-
-    shares: float
-    notional: float
-    fee: float
-    levels: int
-
-    @property
-    def avg_px(self) -> float:
-        return self.notional / self.shares if self.shares > 0 else math.nan
-
-
-def _book(raw: F64, token: str, side: str) -> list[tuple[float, float]]:
-    pxi, szi = _BOOK[(token, side)]
-    lv = [(float(raw[p]), float(raw[s])) for p, s in zip(pxi, szi, strict=True)]
-    lv = [(p, s) for p, s in lv if math.isfinite(p) and math.isfinite(s) and 0.0 < p <= 1.0 and s > 0.0]
-    lv.sort(key=lambda x: x[0], reverse=side == "bid")  # best first
-    return lv
-
-
-def walk_buy(levels: list[tuple[float, float]], budget_usd: float, rate: float, exponent: float) -> Walk:
-    """Spend up to ``budget_usd`` (fee excluded) at the asks, best first."""
-    left, shares, notional, fee, used = budget_usd, 0.0, 0.0, 0.0, 0
-    for px, sz in levels:
-        if left <= EPS:
-            break
-        take = min(sz, left / px)
-        shares += take
-        notional += take * px
-        fee += scalar_fee(take, px, rate, exponent)
-        left -= take * px
-        used += 1
-    return Walk(shares, notional, fee, used)
-
-
-def walk_sell(levels: list[tuple[float, float]], shares: float, rate: float, exponent: float) -> Walk:
-    """Sell up to ``shares`` at the bids, best first."""
-    left, filled, notional, fee, used = shares, 0.0, 0.0, 0.0, 0
-    for px, sz in levels:
-        if left <= EPS:
-            break
-        take = min(sz, left)
-        filled += take
-        notional += take * px
-        fee += scalar_fee(take, px, rate, exponent)
-        left -= take
-        used += 1
-    return Walk(filled, notional, fee, used)
 
 
 @dataclass(slots=True)
