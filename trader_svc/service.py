@@ -83,6 +83,7 @@ class TraderConfig:
     swap_max_wait_s: float = 1.0
     cursor_check_s: float = 1.0  # how often the streams' tops are compared with the read cursors
     settle_check_s: float = 2.0  # how often ended positions are looked up in the recorded states
+    settle_grace_s: float = 900.0  # ... once their window ended this long ago (before: the tick path settles)
     champion_retry_s: float = 1.0  # how often an unreadable champion.json is read again
     max_model_bytes: int = 64 << 20
 
@@ -288,7 +289,9 @@ class Trader(ModelSwap, StatusReport):
         if self.engine.pos and now >= self._next_check["settle"]:
             self._next_check["settle"] = now + self.cfg.settle_check_s
             with self._lock:
-                recs = settle_from_streams(self.r, self.engine, self._scan)
+                recs = settle_from_streams(
+                    self.r, self.engine, self._scan, grace_ms=int(self.cfg.settle_grace_s * 1000)
+                )
             if recs:
                 self._xadd_trades(recs)
                 self._m_fills.inc(len(recs))

@@ -134,3 +134,28 @@ def test_position_whose_window_ended_while_down_settles_once_on_restart(r, redis
         assert t3.engine.totals.realised == pytest.approx(80.0 - cost) and not t3.engine.pos
     finally:
         t3.close()
+
+
+def test_running_trader_settles_from_states_it_skipped(r, redis_url, store) -> None:
+    """The resolution was only in states the trader jumped over (backlog longer than one read): the periodic
+    lookup in the recorded states settles the position, once."""
+    cfg = TraderConfig("t-skip", P, [M1], PaperConfig(position_usd=40.0), tick_ms=100, block_ms=10, read_count=4,
+                       settle_check_s=0.0, settle_grace_s=0.0)  # fmt: skip
+    t = Trader(cfg, redis_url, store)
+    t.start()
+    try:
+        add(r, M1, T0 + 100)
+        assert t.poll_once() == 1 and M1 in t.engine.pos
+        for tick in range(T0 + W, T0 + 2 * W, 1000):
+            add(r, M1, tick, prev_settle=0.0)
+        for tick in range(T0 + 2 * W, T0 + 3 * W, 1000):
+            add(r, M1, tick)
+        t.poll_once()  # the periodic lookup settles; then it jumps to the newest state (window 2) and reopens
+        t.poll_once()
+        (st,) = [x for x in records(r, "t-skip") if x["type"] == "fill" and x["kind"] == "settle"]
+        assert st["settle_up"] == 0.0 and st["fill_tick"] == T0 + W and st["recovered"] is True
+        assert t.engine.pos[M1].opened_tick == T0 + 3 * W - 1000  # a new position, in window 2
+        t.poll_once()
+        assert len([x for x in records(r, "t-skip") if x["type"] == "fill" and x["kind"] == "settle"]) == 1
+    finally:
+        t.close()
