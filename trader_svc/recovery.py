@@ -15,8 +15,10 @@ Guarantees:
   tick the position was opened at: the first state that knows the resolution of the position's window (its
   own ``pm_settle_up``, or ``pm_prev_settle_up`` with ``pm_prev_end_s`` = the window's end: the rule of
   :meth:`trader_svc.paper.PaperEngine.on_state`) settles it at that value, once (the settlement removes
-  the position in the same committed state). A position whose resolution is no longer in the stream
-  (trimmed) stays open and is reported as ``awaiting_settlement``.
+  the position in the same committed state). When the stream no longer holds the position's history
+  (trimmed: its first entry is after the open), the archived states of the market are searched the same way,
+  from the open to ``ARCHIVE_LOOKUP_MS`` after the window's end. A position whose resolution is recorded
+  nowhere yet stays open, is logged once and reported as ``awaiting_settlement``, and is looked up again.
 * **cursors**: :func:`cursors_above_top` finds streams whose last generated ID is below the trader's read
   cursor (a forged entry deleted and the stream's ID set back, or a Redis that lost its data): the trader
   resumes from the real top instead of waiting for IDs that will never come.
@@ -33,12 +35,14 @@ import msgpack
 from common import keys
 from common.log import log_once
 from common.schema import SchemaError, decode_state, tick_of_entry_id
+from common.store import ObjectStore
 from trader_svc import state
 from trader_svc.paper import PaperEngine
 
 log = logging.getLogger("trader")
 EVENT_VERSION = 1
 SCAN_COUNT = 500
+ARCHIVE_LOOKUP_MS = 3_600_000
 
 
 def _id_key(eid: bytes | str) -> tuple[int, int]:
@@ -125,10 +129,28 @@ class SettleScan:
 
     cursor: dict[tuple[str, int], str] = field(default_factory=dict)
     awaiting: dict[str, float] = field(default_factory=dict)  # market -> window end (s) still unresolved
+    archived: set[tuple[str, int]] = field(default_factory=set)  # positions already looked up in the archive
+
+
+def settle_from_archive(store: ObjectStore, eng: PaperEngine, market: str, before_ms: int) -> list[dict[str, Any]]:
+    """Settle ``market``'s position from the archived states in [its open, ``before_ms``) (see the module doc)."""
+    from archiver_svc.reader import load_market  # only this path needs the archive reader
+
+    pos = eng.pos[market]
+    to_ms = min(before_ms, int(pos.window_end_s * 1000) + ARCHIVE_LOOKUP_MS)
+    md = load_market(store, market, pos.opened_tick, to_ms, labels=False, columns_cache=False, workers=1)
+    for tick, raw in zip(md.states.tick_ms.tolist(), md.states.raw, strict=True):
+        recs = eng.settle_recorded(market, int(tick), raw)
+        if recs:
+            for rec in recs:
+                if rec["type"] == "fill":
+                    rec["source"] = "archive"
+            return recs
+    return []
 
 
 def settle_from_streams(
-    r: Any, eng: PaperEngine, scan: SettleScan, budget: int = 5_000, grace_ms: int = 0
+    r: Any, eng: PaperEngine, scan: SettleScan, budget: int = 5_000, grace_ms: int = 0, store: ObjectStore | None = None
 ) -> list[dict[str, Any]]:
     """Settle ended positions from recorded states (see the module docstring); reads at most ``budget``
     entries per call. ``grace_ms``: only positions whose window ended that long before the stream's top (the
@@ -160,11 +182,23 @@ def settle_from_streams(
                     continue
                 recs = eng.settle_recorded(market, s.tick_ms, s.raw)
                 if recs:
+                    for rec in recs:
+                        if rec["type"] == "fill":
+                            rec["source"] = "stream"
                     out += recs
                     break
             if len(chunk) < SCAN_COUNT:
                 break
             start = "(" + chunk[-1][0].decode()
+        if market in eng.pos and store is not None and k not in scan.archived:
+            scan.archived.add(k)
+            first = r.xrange(stream, count=1)
+            first_ms = tick_of_entry_id(first[0][0]) if first else end_ms + ARCHIVE_LOOKUP_MS
+            if first_ms > pos.opened_tick:  # the stream lost part of the position's history: the archive has it
+                try:
+                    out += settle_from_archive(store, eng, market, first_ms)
+                except Exception as e:  # a store outage must not stop the trader; the stream is searched on
+                    log_once(log, f"archive-settle:{market}", "archive lookup failed", market=market, error=str(e))
         if market in eng.pos:
             if chunk:
                 scan.cursor[k] = "(" + chunk[-1][0].decode()

@@ -158,7 +158,7 @@ class Trader(ModelSwap, StatusReport):
         with self._lock:
             if self.ledger.seq == 0 and not self.ledger.dirty:
                 self.state_source = self.ledger.load(self.engine)
-            recs = settle_from_streams(self.r, self.engine, self._scan, budget=10**9)
+            recs = settle_from_streams(self.r, self.engine, self._scan, budget=10**9, store=self.store)
         self.ledger.commit(self.engine, recs)  # the key exists from now on (a rebuilt state is stored)
         kv(log, logging.INFO, "trader state", trader=self.lab, source=self.state_source, seq=self.ledger.seq,
            positions=len(self.engine.pos), settled=len(recs), killed=self.engine.killed)  # fmt: skip
@@ -290,7 +290,7 @@ class Trader(ModelSwap, StatusReport):
             self._next_check["settle"] = now + self.cfg.settle_check_s
             with self._lock:
                 recs = settle_from_streams(
-                    self.r, self.engine, self._scan, grace_ms=int(self.cfg.settle_grace_s * 1000)
+                    self.r, self.engine, self._scan, grace_ms=int(self.cfg.settle_grace_s * 1000), store=self.store
                 )
             if recs:
                 self._xadd_trades(recs)

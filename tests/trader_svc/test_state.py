@@ -159,3 +159,28 @@ def test_running_trader_settles_from_states_it_skipped(r, redis_url, store) -> N
         assert len([x for x in records(r, "t-skip") if x["type"] == "fill" and x["kind"] == "settle"]) == 1
     finally:
         t.close()
+
+
+def test_resolution_trimmed_from_the_stream_is_found_in_the_archive(r, redis_url, store) -> None:
+    from archiver_svc.windows import encode_object, object_key
+
+    t = new_trader(redis_url, store, max_daily_loss_usd=500.0)
+    add(r, M1, T0 + 100)
+    assert t.poll_once() == 1 and M1 in t.engine.pos
+    cost = t.engine.pos[M1].cost
+    t.close()
+    for tick in range(T0 + W, T0 + 2 * W, 1000):
+        add(r, M1, tick, prev_settle=0.0)
+    for tick in range(T0 + 2 * W, T0 + 3 * W, 1000):
+        add(r, M1, tick)
+    stream = keys.states_stream(M1)
+    entries = {eid.decode(): f[keys.PAYLOAD_FIELD] for eid, f in r.xrange(stream)}
+    store.put(object_key("states", M1, T0), encode_object("states", M1, T0, 600_000, entries))  # the archiver's
+    assert r.xtrim(stream, minid=f"{T0 + 2 * W}-0", approximate=False) == 11  # windows 0 and 1 left the stream
+    t2 = new_trader(redis_url, store, max_daily_loss_usd=500.0)
+    try:
+        (st,) = [x for x in records(r, "t-mem") if x["type"] == "fill" and x["kind"] == "settle"]
+        assert st["source"] == "archive" and st["fill_tick"] == T0 + W and st["settle_up"] == 0.0
+        assert st["realised"] == pytest.approx(-cost) and M1 not in t2.engine.pos
+    finally:
+        t2.close()
