@@ -8,8 +8,9 @@ Guarantees:
   pending, in order, and is written with the next successful commit; when the connection broke *during*
   EXEC, the stored ``seq`` tells whether it was applied, so no record is written twice.
 * **restart**: :meth:`Ledger.load` restores the state from that key; when the key is missing (or
-  unreadable: logged once) it rebuilds it from the trader's own records in ``fusion:trades`` (see
-  :func:`trader_svc.state.rebuild`). ``source`` says which: ``redis``, ``trades`` or ``new``.
+  unreadable: logged once, its bytes parked in the dead-letter stream) it rebuilds it from the trader's own
+  records in ``fusion:trades`` (see :func:`trader_svc.state.rebuild`). ``source`` says which: ``redis``,
+  ``trades`` or ``new``.
 * **settlement across a restart**: :func:`settle_from_streams` settles a position whose window ended (the
   market's stream has a state past the window's end) from the recorded states of its market, read from the
   tick the position was opened at: the first state that knows the resolution of the position's window (its
@@ -33,6 +34,7 @@ from typing import Any
 import msgpack
 
 from common import keys
+from common.deadletter import DeadLetters
 from common.log import log_once
 from common.schema import SchemaError, decode_state, tick_of_entry_id
 from common.store import ObjectStore
@@ -69,8 +71,10 @@ class Ledger:
                 self.seq = int(h.get(b"seq", 0))
                 return "redis"
             except (ValueError, KeyError, TypeError) as e:
+                reason = f"trader state unreadable: {type(e).__name__}: {e}"
                 log_once(log, f"badstate:{self.trader}", "trader state unreadable; rebuilding it from the trade stream",
-                         trader=self.trader, error=f"{type(e).__name__}: {e}")  # fmt: skip
+                         trader=self.trader, error=reason)  # fmt: skip
+                DeadLetters(self.r, "trader").park(self.key, h.get(b"seq", b"0"), reason, h[b"d"])
         recs = self.own_records()
         if recs and state.rebuild(eng, recs):
             return "trades"

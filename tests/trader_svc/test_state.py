@@ -184,3 +184,18 @@ def test_resolution_trimmed_from_the_stream_is_found_in_the_archive(r, redis_url
         assert st["realised"] == pytest.approx(-cost) and M1 not in t2.engine.pos
     finally:
         t2.close()
+
+
+def test_unreadable_state_key_is_parked_and_rebuilt_from_the_trade_stream(r, redis_url, store) -> None:
+    t = new_trader(redis_url, store)
+    lose_and_trip(r, t)
+    t.close()
+    r.hset(keys.trader_state_key("t-mem"), "d", b"\x93\x01garbage")
+    t2 = new_trader(redis_url, store)
+    try:
+        assert t2.status()["state_source"] == "trades" and t2.engine.killed and M1 in t2.engine.pos
+        (dl,) = r.xrange(keys.DEAD_LETTER_STREAM)
+        assert dl[1][b"stream"] == keys.trader_state_key("t-mem").encode() and dl[1][b"service"] == b"trader"
+        assert dl[1][b"payload"] == b"\x93\x01garbage"
+    finally:
+        t2.close()
