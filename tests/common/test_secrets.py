@@ -127,7 +127,9 @@ def test_stack_up_prints_and_stores_no_password(
         out = capsys.readouterr().out
         assert f"127.0.0.1:{secret_redis.port}" in out
         r = redis.Redis.from_url(secret_redis.url)
-        assert _wait(lambda: r.xlen(keys.states_stream("BTC-15M")) >= 3, 60), (d / "logs" / "observer-1.log").read_text()
+        assert _wait(lambda: r.xlen(keys.states_stream("BTC-15M")) >= 3, 60), (
+            d / "logs" / "observer-1.log"
+        ).read_text()
         assert _wait(lambda: "labeler started" in (d / "logs" / "labeler.log").read_text(), 60)
         assert stack.main(["status", "--dir", str(d), "--json"]) == 0
         out += capsys.readouterr().out

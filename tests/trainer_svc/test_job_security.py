@@ -5,6 +5,7 @@ Real redis-server (one with ``--requirepass`` where credentials matter) and real
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import signal
@@ -39,10 +40,8 @@ def _job_bytes(r: redis.Redis, job_id: str) -> bytes:
     out = []
     for k, v in h.items():
         if k == b"data":
-            try:
+            with contextlib.suppress(zlib.error):
                 v = zlib.decompress(v)
-            except zlib.error:
-                pass
         out += [k, v]
     return b"\n".join(out)
 
@@ -139,6 +138,7 @@ def test_serializer_refuses_a_pickle_with_a_clear_error() -> None:
     assert JobSerializer.loads(JobSerializer.dumps({"a": [1, 2.5, None]})) == {"a": [1, 2.5, None]}
 
 
+@pytest.mark.slow
 def test_worker_refuses_a_pickled_job_and_runs_the_next(redis_url: str, tmp_path: Path) -> None:
     """A job whose ``data`` was overwritten with a code-running pickle: not run, moved to the failed registry
     with the reason; the same worker process then runs a good job."""
@@ -169,3 +169,33 @@ def test_worker_refuses_a_pickled_job_and_runs_the_next(redis_url: str, tmp_path
     gjob = Job.fetch(good.id, connection=r, serializer=ser)
     assert gjob.is_finished, (gjob.get_status(), log[-3000:])
     assert gjob.return_value()["policy"] == "SYN"
+
+
+def test_worker_refuses_pickled_and_forged_jobs_and_keeps_going(redis_url: str, tmp_path: Path) -> None:
+    """Quick variant: a pickled job, a JSON job calling another function and a JSON job with a forged policy
+    name are all refused (no retry) by one worker process, which then exits normally at the end of its burst."""
+    r = redis.Redis.from_url(redis_url)
+    marker = tmp_path / f"pwned-{uuid.uuid4().hex[:6]}"
+    ids = [enqueue_training(r, params(tmp_path, policy=f"P{i}")).id for i in range(3)]
+    r.hset(f"rq:job:{ids[0]}", "data", zlib.compress(pickle.dumps(("x", _Touch(marker), (), {}))))
+    ser = _serializer()
+    forged = [
+        ("os.system", None, [f"touch {marker}"], {}),
+        ("trainer_svc.jobs.training_job", None, [], {"params": params(tmp_path, policy="../../etc")}),
+    ]
+    for job_id, data in zip(ids[1:], forged, strict=True):
+        r.hset(f"rq:job:{job_id}", "data", zlib.compress(ser.dumps(data)))
+    w = start_worker(redis_url, tmp_path, "--burst")
+    try:
+        assert w.wait(timeout=60) == 0, Path(w.log_path).read_text()[-3000:]
+    finally:
+        if w.poll() is None:
+            os.killpg(w.pid, signal.SIGKILL)
+    assert not marker.exists()
+    failed = FailedJobRegistry(keys.TRAINING_QUEUE, connection=r, serializer=ser)
+    assert sorted(failed.get_job_ids()) == sorted(ids)
+    reasons = [Job.fetch(i, connection=r, serializer=ser).latest_result().exc_string for i in ids]
+    assert "pickle" in reasons[0] and "'os.system'" in reasons[1] and "invalid policy name '../../etc'" in reasons[2]
+    assert all("refused" in x for x in reasons)
+    assert all(int(r.hget(f"rq:job:{i}", "retries_left")) == 0 for i in ids)
+    assert Path(w.log_path).read_text().count("training job refused") == 3
