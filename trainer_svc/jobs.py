@@ -30,7 +30,7 @@ from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
 from common import keys
-from common.log import kv
+from common.log import kv, redact_value
 from trainer_svc.jobspec import TrainingParams, fetch, queue
 
 log = logging.getLogger("trainer.jobs")
@@ -139,7 +139,7 @@ def training_job(params: dict[str, Any]) -> dict[str, Any]:
         job.meta.update(
             progress=round(float(frac), 4),
             stage=info.get("stage", ""),
-            last={k: v for k, v in info.items() if isinstance(v, int | float | str)},
+            last=redact_value({k: v for k, v in info.items() if isinstance(v, int | float | str)}),
         )
         job.save_meta()
 
@@ -149,4 +149,5 @@ def training_job(params: dict[str, Any]) -> dict[str, Any]:
     summary = run_training(p, progress, run_key=job.id if job is not None else None, redis=conn)
     if conn is not None and job is not None:
         release_lock(conn, p.policy_name, job.id)
-    return dict(orjson.loads(orjson.dumps(summary, default=str, option=orjson.OPT_SERIALIZE_NUMPY)))
+    # stored in Redis as the job's result: plain JSON, URL credentials (e.g. of the worker's own store) redacted
+    return dict(redact_value(orjson.loads(orjson.dumps(summary, default=str, option=orjson.OPT_SERIALIZE_NUMPY))))
