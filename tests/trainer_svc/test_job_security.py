@@ -199,3 +199,16 @@ def test_worker_refuses_pickled_and_forged_jobs_and_keeps_going(redis_url: str, 
     assert all("refused" in x for x in reasons)
     assert all(int(r.hget(f"rq:job:{i}", "retries_left")) == 0 for i in ids)
     assert Path(w.log_path).read_text().count("training job refused") == 3
+
+
+def test_schedule_refuses_bad_market_names(r: redis.Redis, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from trainer_svc.schedule import tick
+
+    with pytest.raises(SystemExit) as ex:
+        cli.schedule_main(["--market", "../x", "--once", "--redis-url", redis_url])
+    assert ex.value.code == 2 and GRAMMAR in capsys.readouterr().err
+    # a bad name reaching a pass of the schedule is skipped (logged once), the good one is enqueued
+    assert len(tick(r, ["../x", "SYN"], "awbc", every_h=0, after_states=0)) == 0  # first sight: clocks start
+    r.hset(keys.SCHEDULE_KEY, mapping={"../x:ts": 0, "SYN:ts": 0})
+    ids = tick(r, ["../x", "SYN"], "awbc", every_h=1, after_states=0)
+    assert len(ids) == 1 and ids[0].startswith("train-SYN-")
