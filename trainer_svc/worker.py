@@ -69,6 +69,7 @@ class TrainingWorker(Worker):
         job.ended_at = None
         self.handle_job_failure(job, queue, exc_string=f"InvalidJob: training job refused: {reason}")
         self.connection.hset(job.key, "retries_left", 0)
+        queue.intermediate_queue.remove(job.id)  # as the horse does for a job it runs: no later "stuck" cleanup
 
 
 def run_worker(

@@ -198,6 +198,8 @@ def test_worker_refuses_pickled_and_forged_jobs_and_keeps_going(redis_url: str, 
     assert "pickle" in reasons[0] and "'os.system'" in reasons[1] and "invalid policy name '../../etc'" in reasons[2]
     assert all("refused" in x for x in reasons)
     assert all(int(r.hget(f"rq:job:{i}", "retries_left")) == 0 for i in ids)
+    assert r.lrange(f"rq:queue:{keys.TRAINING_QUEUE}:intermediate", 0, -1) == []  # nothing left "stuck"
+    assert all(len(Job.fetch(i, connection=r, serializer=ser).results()) == 1 for i in ids)  # failed once
     assert Path(w.log_path).read_text().count("training job refused") == 3
 
 
