@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import keys
+from common.log import redact
 from common.markets import spec_list_arg
 from common.redisproc import RedisServer
 from common.store import ObjectStore
@@ -97,7 +98,7 @@ class Demo:
                 r.ping()
                 self.redis_url = url
                 return r
-            console.print(f"[yellow]FUSION_REDIS_URL={url} unreachable: starting a private redis-server[/]")
+            console.print(f"[yellow]FUSION_REDIS_URL={redact(url)} unreachable: starting a private redis-server[/]")
         self.redis_server = RedisServer(appendonly=True, workdir=str(self.workdir / "redis")).start()
         self.redis_url = self.redis_server.url
         return redis.Redis.from_url(self.redis_url)
@@ -149,10 +150,10 @@ class Demo:
     def poll_job(self, r: Any) -> None:
         if not self.job_id:
             return
-        from rq.job import Job
+        from trainer_svc.jobspec import fetch  # JSON jobs: never unpickled
 
         with contextlib.suppress(Exception):
-            job = Job.fetch(self.job_id, connection=r)
+            job = fetch(r, self.job_id)
             st = job.get_status()
             self.job_info = {"status": getattr(st, "value", str(st)), **(job.meta or {})}
             if job.is_finished:

@@ -15,6 +15,7 @@ from rich.live import Live
 
 from common import keys
 from common.demo import Demo, console
+from common.log import redact_value
 from common.markets import parse_market, split_markets
 from common.store import LocalStore, ObjectStore, S3Store, open_store
 
@@ -92,9 +93,11 @@ def run_demo(a: argparse.Namespace) -> int:
             d.phase = "training"
             from trainer_svc.jobs import enqueue_training
 
+            # no secret in the job: the worker uses its own Redis connection
+
             params = {"market": ",".join(markets), "algo": a.algo, "backend": "auto", "policy": "demo", "from_ms": None,
                       "to_ms": None, "synthetic": 0, "synthetic_lag_s": 0.0, "store_url": store.url,
-                      "redis_url": d.redis_url, "seed": 0, "margin": 0.0, "promote": True, "overrides": {}}  # fmt: skip
+                      "seed": 0, "margin": 0.0, "promote": True, "overrides": {}}  # fmt: skip
             d.job_id = enqueue_training(r, params).id
             wait(600, until=lambda: d.job_info.get("status") in ("finished", "failed", "stopped", "canceled"))
             # 2 cores cannot run the simulator and observers at 60x and let the trader decide on every tick
@@ -112,6 +115,7 @@ def run_demo(a: argparse.Namespace) -> int:
         sim.stop()
     report.update(_report(d, r, store))
     report["interrupted"] = interrupted
+    report = redact_value(report)  # credentials of any URL (Redis, store) never reach the report
     _print_report(report, d)
     if d.redis_server is not None:
         d.redis_server.stop()
@@ -219,5 +223,6 @@ def _print_report(rep: dict[str, Any], d: Demo) -> None:
     console.print(f"observers: {rep['observer_summaries']}")
     console.print(f"dead letters: {rep['dead_letters']}   files: {rep['workdir']} (store {rep['store']}, "
                   f"logs {d.workdir / 'logs'})")  # fmt: skip
+    rep = redact_value(rep)
     (d.workdir / "report.json").write_text(json.dumps(rep, indent=2, default=str))
     print(json.dumps({k: rep[k] for k in ("markets", "training", "events")}, indent=2, default=str))

@@ -1,6 +1,8 @@
-"""Prometheus metrics helpers: one registry per process, served on ``metrics_port`` when set."""
+"""Prometheus metrics helpers: one registry per process, served on ``metrics_host:metrics_port`` when set."""
 
 from __future__ import annotations
+
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -27,10 +29,17 @@ def histogram(name: str, doc: str, labels: tuple[str, ...] = (), buckets: tuple[
     return Histogram(name, doc, labels, registry=REGISTRY)
 
 
-def serve_metrics(port: int) -> None:
-    """Expose ``/metrics`` on ``port`` (no-op when 0)."""
-    if port:
-        start_http_server(port, registry=REGISTRY)
+def serve_metrics(port: int, host: str | None = None) -> WSGIServer | None:
+    """Expose ``/metrics`` on ``host:port`` (no-op when ``port`` is 0); ``host`` defaults to the
+    ``metrics_host`` setting, 127.0.0.1 unless configured. Returns the server (``shutdown()`` stops it)."""
+    if not port:
+        return None
+    if host is None:
+        from common.settings import get_settings
+
+        host = get_settings().metrics_host
+    server, _thread = start_http_server(port, addr=host, registry=REGISTRY)
+    return server
 
 
 def snapshot() -> dict[str, float]:

@@ -12,6 +12,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 
@@ -26,13 +27,16 @@ def free_port() -> int:
 class RedisServer:
     """Start/stop/kill a local redis-server; ``url`` points at it."""
 
-    def __init__(self, port: int | None = None, appendonly: bool = False, workdir: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, appendonly: bool = False, workdir: str | None = None, password: str | None = None
+    ) -> None:
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: install it (apt-get install redis-server)")
         self.exe = exe
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.password = password  # --requirepass: clients must AUTH (the URL carries it)
         self._own_dir = workdir is None
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="fusion-redis-"))
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +44,8 @@ class RedisServer:
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [
@@ -53,6 +58,8 @@ class RedisServer:
             "--appendfsync", "always" if self.appendonly else "everysec",
             "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url)

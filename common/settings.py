@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = False
     metrics_port: int = Field(0, description="Prometheus /metrics port; 0 disables")
+    metrics_host: str = Field(
+        "127.0.0.1", description="address /metrics binds to (0.0.0.0 only where a scraper needs it, e.g. compose)"
+    )
 
     # --- observer
     markets: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["BTC-15M"])

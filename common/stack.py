@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 from common.cli import COMMANDS
+from common.log import redact, redact_value
 from common.markets import parse_market, spec_list_arg
 from common.redisproc import free_port
 from common.settings import Settings
@@ -167,8 +168,10 @@ def _wait_port(port: int, timeout: float, popen: subprocess.Popen[bytes]) -> Non
 
 
 def _write_json(path: Path, data: Any) -> None:
+    """Atomic JSON write. ``stack.json`` holds no credential (the processes inherit ``FUSION_REDIS_URL``
+    and the store's keys from the environment of ``up``); ``status.json`` is redacted all the same."""
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
+    tmp.write_text(json.dumps(data if path.name == "stack.json" else redact_value(data), indent=1))
     os.replace(tmp, path)
 
 
@@ -230,7 +233,7 @@ def build_procs(a: argparse.Namespace, st: Settings, stack_dir: Path) -> tuple[l
         exe = shutil.which("redis-server")
         if exe is None:
             raise SystemExit(
-                f"fusion stack: {st.redis_url} does not answer and redis-server is not installed"
+                f"fusion stack: {redact(st.redis_url)} does not answer and redis-server is not installed"
             ) from None
         port = free_port()
         (stack_dir / "redis").mkdir(parents=True, exist_ok=True)
@@ -331,7 +334,7 @@ def up(a: argparse.Namespace) -> int:
     _write_json(stack_dir / "stack.json", cfg)
     pid = start_detached(stack_dir)
     print(f"fusion stack: supervisor {pid} runs {', '.join(p.name for p in procs)}; logs in {stack_dir / 'logs'}")
-    print(f"  redis: {env.get('FUSION_REDIS_URL', st.redis_url)}   store: {st.store_url}   feed: {a.feed}")
+    print(redact(f"  redis: {env.get('FUSION_REDIS_URL', st.redis_url)}   store: {st.store_url}   feed: {a.feed}"))
     return 0
 
 
@@ -364,7 +367,7 @@ def _last_line(path: str) -> str:
         f.seek(0, os.SEEK_END)
         f.seek(max(0, f.tell() - 4096))
         lines = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
-        return lines[-1][:120] if lines else ""
+        return redact(lines[-1])[:120] if lines else ""
     return ""
 
 

@@ -55,9 +55,10 @@ def worker_main(argv: list[str] | None = None) -> int:
 
 def _follow(r: Any, job_id: str, poll_s: float = 0.5) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rq.job import Job
 
-    job = Job.fetch(job_id, connection=r)
+    from trainer_svc.jobspec import fetch
+
+    job = fetch(r, job_id)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -140,23 +141,29 @@ def train_main(argv: list[str] | None = None) -> int:
         "synthetic": a.synthetic,
         "synthetic_lag_s": a.synthetic_lag,
         "store_url": a.store_url,
-        "redis_url": a.redis_url,
         "seed": a.seed,
         "margin": a.margin,
         "promote": not a.no_promote,
         "overrides": overrides,
     }
+    import redis
+
+    from trainer_svc.jobspec import InvalidJob, TrainingParams
+
+    try:  # names, numbers and overrides are checked before any data is loaded or anything is enqueued
+        spec = TrainingParams.parse(params)
+    except InvalidJob as e:
+        ap.error(str(e))
     if a.inline:
-        from trainer_svc.pipeline import JobParams, run_training
+        from trainer_svc.pipeline import run_training
 
         def prog(f: float, info: dict[str, Any]) -> None:
             if a.follow:
                 print(f"[{f * 100:5.1f}%] {json.dumps(info, default=str)}", file=sys.stderr)
 
-        print(json.dumps(run_training(JobParams.from_dict(params), prog), indent=2, default=str))
+        summary = run_training(spec.to_pipeline(), prog, redis=redis.Redis.from_url(a.redis_url))
+        print(json.dumps(summary, indent=2, default=str))
         return 0
-    import redis
-
     from trainer_svc.jobs import AlreadyRunning, enqueue_training
 
     r = redis.Redis.from_url(a.redis_url)
@@ -233,7 +240,7 @@ def schedule_main(argv: list[str] | None = None) -> int:
     s = get_settings()
     ap = argparse.ArgumentParser(prog="fusion schedule", description="enqueue training every N hours or K new labels")
     ap.add_argument("--market", action="append", type=name_arg("market"), help="repeatable (default: FUSION_MARKETS)")
-    ap.add_argument("--algo", default="awbc")
+    ap.add_argument("--algo", choices=("awbc", "supervised", "ppo"), default="awbc")
     ap.add_argument("--every-h", type=float, default=s.train_every_h)
     ap.add_argument("--after-states", type=int, default=s.train_after_states)
     ap.add_argument("--poll-s", type=float, default=30.0)
@@ -244,8 +251,15 @@ def schedule_main(argv: list[str] | None = None) -> int:
     serve_metrics(s.metrics_port)
     import redis
 
+    from common.names import InvalidName, check_name
     from trainer_svc.schedule import run_schedule
 
+    markets = a.market or s.market_names
+    try:
+        for m in markets:
+            check_name(m, "market")
+    except InvalidName as e:
+        ap.error(str(e))
     r = redis.Redis.from_url(a.redis_url)
-    run_schedule(r, a.market or s.market_names, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
+    run_schedule(r, markets, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
     return 0

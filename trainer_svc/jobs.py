@@ -7,6 +7,10 @@
   (TTL covering every retry); a second enqueue while that job is queued, scheduled or running is
   refused with :class:`AlreadyRunning`. A lock whose job has finished, failed or vanished is stale and
   is taken over atomically (WATCH). The job id is unique (``unique=True``) too.
+* Jobs are stored as JSON (``trainer_svc.jobspec.JobSerializer``: never pickle) and carry validated
+  :class:`~trainer_svc.jobspec.TrainingParams` only (names by the one grammar, bounded numbers, no Redis
+  URL or other secret): a bad job is refused here, before the lock or the queue is touched, and again
+  by the worker before it runs.
 * The job resumes from its own checkpoint (keyed by the job id) when RQ retries it after a crash,
   and releases the lock when it completes.
 
@@ -20,13 +24,14 @@ import logging
 import time
 from typing import Any
 
+import orjson
 import redis as redis_mod
-from rq import Queue, Retry, get_current_job
+from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
 from common import keys
-from common.log import kv
-from common.markets import joined_name
+from common.log import kv, redact_value
+from trainer_svc.jobspec import TrainingParams, fetch, queue
 
 log = logging.getLogger("trainer.jobs")
 JOB_TIMEOUT_S = 2 * 3600
@@ -50,7 +55,7 @@ def lock_ttl_s(job_timeout: int = JOB_TIMEOUT_S) -> int:
 def _holder_status(r: redis_mod.Redis, job_id: str) -> str | None:
     """Status of the lock holder if it is still active, else None (stale)."""
     try:
-        st = Job.fetch(job_id, connection=r).get_status(refresh=True)
+        st = fetch(r, job_id).get_status(refresh=True)
     except Exception:  # NoSuchJobError or a job hash without a status: stale
         return None
     return str(st.value if hasattr(st, "value") else st) if st in ACTIVE else None
@@ -90,22 +95,23 @@ def release_lock(r: redis_mod.Redis, policy: str, job_id: str) -> bool:
 def enqueue_training(
     r: redis_mod.Redis, params: dict[str, Any], job_timeout: int = JOB_TIMEOUT_S, retry: bool = True
 ) -> Job:
-    """Enqueue one training job (``params`` = ``pipeline.JobParams`` fields); raises AlreadyRunning."""
-    policy = params.get("policy") or joined_name(str(params["market"]))  # = pipeline.JobParams.policy_name
+    """Enqueue one training job (``params``: :class:`TrainingParams` fields); raises ``InvalidJob`` (before
+    anything is written) or AlreadyRunning."""
+    spec = TrainingParams.parse(params)
+    policy = spec.policy_name
     job_id = f"train-{policy}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{time.time_ns() % 10**6:06d}"
     acquire_lock(r, policy, job_id, lock_ttl_s(job_timeout))
     try:
-        q = Queue(keys.TRAINING_QUEUE, connection=r)
-        return q.enqueue(
+        return queue(r).enqueue(
             "trainer_svc.jobs.training_job",
-            kwargs={"params": params},
+            kwargs={"params": spec.to_job()},
             job_id=job_id,
             unique=True,
             job_timeout=job_timeout,
             result_ttl=RESULT_TTL_S,
             retry=Retry(max=3, interval=RETRY_INTERVALS) if retry else None,
             meta={"policy": policy, "progress": 0.0, "stage": "queued"},
-            description=f"train {policy} ({params.get('algo', 'awbc')})",
+            description=f"train {policy} ({spec.algo})",
         )
     except BaseException:
         release_lock(r, policy, job_id)
@@ -113,11 +119,13 @@ def enqueue_training(
 
 
 def training_job(params: dict[str, Any]) -> dict[str, Any]:
-    """The RQ job: run the pipeline with progress in ``job.meta`` and a checkpoint keyed by the job id."""
-    from trainer_svc.pipeline import JobParams, run_training
+    """The RQ job: run the pipeline with progress in ``job.meta`` and a checkpoint keyed by the job id.
+    The params are validated again here (the worker checked them before forking); the return value is
+    plain JSON."""
+    from trainer_svc.pipeline import run_training
 
     job = get_current_job()
-    p = JobParams.from_dict(params)
+    p = TrainingParams.parse(params).to_pipeline()
     conn = job.connection if job is not None else None
     last = [0.0]
 
@@ -131,7 +139,7 @@ def training_job(params: dict[str, Any]) -> dict[str, Any]:
         job.meta.update(
             progress=round(float(frac), 4),
             stage=info.get("stage", ""),
-            last={k: v for k, v in info.items() if isinstance(v, int | float | str)},
+            last=redact_value({k: v for k, v in info.items() if isinstance(v, int | float | str)}),
         )
         job.save_meta()
 
@@ -141,4 +149,5 @@ def training_job(params: dict[str, Any]) -> dict[str, Any]:
     summary = run_training(p, progress, run_key=job.id if job is not None else None, redis=conn)
     if conn is not None and job is not None:
         release_lock(conn, p.policy_name, job.id)
-    return summary
+    # stored in Redis as the job's result: plain JSON, URL credentials (e.g. of the worker's own store) redacted
+    return dict(redact_value(orjson.loads(orjson.dumps(summary, default=str, option=orjson.OPT_SERIALIZE_NUMPY))))

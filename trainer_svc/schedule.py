@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from common import keys
-from common.log import kv
+from common.log import kv, log_once
 
 log = logging.getLogger("trainer.schedule")
 
@@ -46,6 +46,7 @@ def due(r: Any, market: str, every_h: float, after_states: int, now: float | Non
 def tick(r: Any, markets: Sequence[str], algo: str, every_h: float, after_states: int) -> list[str]:
     """One scheduling pass; returns the ids of the jobs enqueued."""
     from trainer_svc.jobs import AlreadyRunning, enqueue_training
+    from trainer_svc.jobspec import InvalidJob
 
     out = []
     for m in markets:
@@ -56,6 +57,9 @@ def tick(r: Any, markets: Sequence[str], algo: str, every_h: float, after_states
             job = enqueue_training(r, {"market": m, "algo": algo})
         except AlreadyRunning as e:
             kv(log, logging.INFO, "training due but one is running", market=m, job=e.job_id)
+            continue
+        except InvalidJob as e:  # a bad market name: never enqueued, logged once
+            log_once(log, f"schedule-invalid:{m!r}", "training job refused", reason=str(e))
             continue
         r.hset(keys.SCHEDULE_KEY, mapping={f"{m}:ts": time.time(), f"{m}:labels": labels_added(r, m)})
         kv(log, logging.INFO, "training enqueued", market=m, job=job.id, reason=why)

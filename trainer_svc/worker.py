@@ -13,6 +13,13 @@ Retry intervals are run by a worker's scheduler; a killed worker's scheduler loc
 and is re-taken by another worker within RQ's 120 s fallback period, so a retry after a kill -9 can
 wait up to ~3 minutes in the worst case (workers started with ``--no-scheduler`` never hold it).
 
+Only JSON jobs run (``trainer_svc.jobspec``): the worker, its queue, its registries and its scheduler
+use :class:`~trainer_svc.jobspec.JobSerializer`, so nothing in Redis is unpickled, and before forking a
+work-horse the worker checks the job (:func:`~trainer_svc.jobspec.check_job`: the training function,
+valid parameters). A refused job (a pickle, unknown function, bad parameters) is failed at once, without
+retries, with the reason in its result and the failed registry; it is counted
+(``fusion_trainer_jobs_refused_total``) and logged, and the worker takes the next job.
+
 Shutdown: the first SIGTERM/SIGINT is RQ's warm shutdown (the current job finishes; its checkpoints
 are written every epoch anyway); a second one kills the horse (the job is then retried).
 """
@@ -28,8 +35,11 @@ from rq.job import Job
 
 from common import keys
 from common.log import kv
+from common.metrics import counter
+from trainer_svc.jobspec import InvalidJob, JobSerializer, check_job, queue
 
 log = logging.getLogger("trainer.worker")
+REFUSED = counter("fusion_trainer_jobs_refused_total", "training jobs refused before running (pickle, bad params)")
 
 
 class TrainingWorker(Worker):
@@ -41,6 +51,25 @@ class TrainingWorker(Worker):
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         ttl = int(super().get_heartbeat_ttl(job, working_time))
         return max(1, ttl - 60 + int(self.heartbeat_grace))
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        """Run ``job`` only if :func:`check_job` accepts it; otherwise fail it here, in the parent, before
+        any of its data reaches a work-horse (and without retries: a refused job is refused again)."""
+        try:
+            check_job(job)
+        except InvalidJob as e:
+            self.refuse(job, queue, str(e))
+            return
+        super().execute_job(job, queue)
+
+    def refuse(self, job: Job, queue: Queue, reason: str) -> None:
+        REFUSED.inc()
+        kv(log, logging.ERROR, "training job refused", job=job.id, reason=reason)
+        job.retries_left = 0
+        job.ended_at = None
+        self.handle_job_failure(job, queue, exc_string=f"InvalidJob: training job refused: {reason}")
+        self.connection.hset(job.key, "retries_left", 0)
+        queue.intermediate_queue.remove(job.id)  # as the horse does for a job it runs: no later "stuck" cleanup
 
 
 def run_worker(
@@ -54,10 +83,10 @@ def run_worker(
     **kwargs: Any,
 ) -> bool:
     r = redis_mod.Redis.from_url(redis_url)
-    q = Queue(keys.TRAINING_QUEUE, connection=r)
     w = TrainingWorker(
-        [q],
+        [queue(r)],
         connection=r,
+        serializer=JobSerializer,
         name=name,
         job_monitoring_interval=monitor_interval,
         maintenance_interval=maintenance_interval,

@@ -8,12 +8,12 @@ import time
 
 import pytest
 import redis
-from rq.job import Job
 
 from common import keys
 from common.store import LocalStore
 from trainer_svc import registry
 from trainer_svc.jobs import AlreadyRunning, enqueue_training
+from trainer_svc.jobspec import fetch
 
 
 def params(store_dir, n=36_000, **over):
@@ -87,7 +87,7 @@ def test_worker_runs_a_tiny_job(redis_url, tmp_path):
     finally:
         if w.poll() is None:
             os.killpg(w.pid, signal.SIGKILL)
-    job = Job.fetch(job.id, connection=r)
+    job = fetch(r, job.id)
     assert job.is_finished, job.get_status()
     res = job.return_value()
     assert res["policy"] == "SYN" and res["version"] in registry.list_versions(LocalStore(tmp_path), "SYN")
@@ -113,18 +113,18 @@ def test_sigkilled_worker_job_is_retried_and_completes(redis_url, tmp_path):
     finally:
         if victim.poll() is None:
             os.killpg(victim.pid, signal.SIGKILL)
-    assert Job.fetch(job.id, connection=r).get_status() == "started"
+    assert fetch(r, job.id).get_status() == "started"
     rescuer = start_worker(redis_url, tmp_path, *fast)
     try:
-        ok = wait(lambda: Job.fetch(job.id, connection=r).is_finished, 300, step=1)
-        assert ok, Job.fetch(job.id, connection=r).get_status()
+        ok = wait(lambda: fetch(r, job.id).is_finished, 300, step=1)
+        assert ok, fetch(r, job.id).get_status()
     finally:
         os.killpg(rescuer.pid, signal.SIGTERM)
         try:
             rescuer.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(rescuer.pid, signal.SIGKILL)
-    job = Job.fetch(job.id, connection=r)
+    job = fetch(r, job.id)
     assert job.meta["attempt"] == 2 and job.retries_left == 2  # retried once, after the abandoned execution
     assert job.return_value()["policy"] == "SYN"
     assert not store.exists(ckpt)  # cleared after completion
