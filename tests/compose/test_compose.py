@@ -52,7 +52,6 @@ def test_expected_services(compose: dict[str, Any]) -> None:
         "worker",
         "scheduler",
         "trader",
-        "rq-dashboard",
     }
     assert want <= set(compose["services"])
     apps = cc.app_services(compose)
@@ -194,7 +193,7 @@ def test_validators_catch_broken_copies(compose: dict[str, Any], raw: dict[str, 
         "container_name" in p for p in cc.check_ports_volumes(_broken(compose, "observer", container_name="obs"))
     )
     assert any(
-        "host port 9000" in p for p in cc.check_ports_volumes(_broken(compose, "rq-dashboard", ports=["9000:9181"]))
+        "host port 9000" in p for p in cc.check_ports_volumes(_broken(compose, "redis", ports=["9000:6379"]))
     )
     assert any("not declared" in p for p in cc.check_ports_volumes(_broken(compose, "worker", volumes=["nope:/x"])))
     assert any("declared but not used" in p for p in cc.check_ports_volumes(_broken(compose, "worker", volumes=None)))
