@@ -91,6 +91,19 @@ def test_future_entry_is_parked_and_the_market_keeps_flowing(r: redis.Redis, red
     assert (forged.encode(), None) in [(e, f or None) for e, f in pend]
 
 
+def test_future_last_id_without_an_entry_is_repaired(r: redis.Redis, redis_url: str) -> None:
+    """XADD far ahead then XDEL: the stream's last ID stays in the future and Redis refuses every tick."""
+
+    def inject(i: int) -> None:
+        r.xadd(S, {"d": b"forged"}, id="999999999999-0")
+        r.xdel(S, "999999999999-0")
+
+    pub = Publisher(redis_url, 3600, step_ms=500)
+    _run(pub, [_entries(range(1000, 3001, 500)), _entries(range(3500, 5001, 500))], between=inject)
+    assert [tick_of_entry_id(e) for e, _ in r.xrange(S)] == list(range(1000, 5001, 500))
+    assert pub.errors == 0 and pub.lost == 0 and pub.duplicates == 0
+
+
 def test_ticks_below_a_top_within_tolerance_are_lost_not_duplicates(r: redis.Redis, redis_url: str) -> None:
     pub = Publisher(redis_url, 3600, step_ms=500)
     _run(
