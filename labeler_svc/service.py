@@ -14,6 +14,10 @@ Guarantees:
   pending states are exactly the unlabelled ones, so the in-memory window is rebuilt from them.
 * Bad entries go to the dead-letter stream (stream, id, reason, payload) and are acked.
 * Memory per market is bounded by the longest horizon + the settlement wait + one read batch.
+* An entry above the published tick grid (``keys.published_tick_key`` + ``stream_future_tolerance_ms``: no
+  observer XADDed it, e.g. a forged future ID) is held aside, never labelled nor used as a future, until the
+  observer has repaired the stream (see :mod:`common.repair`); an entry deleted from the stream (nil fields
+  in the pending list) is acknowledged and counted. Neither stalls the market.
 
 One labeler process per Redis (the group's consumer name is fixed; pending entries of other
 consumers are claimed on start).
@@ -35,7 +39,7 @@ from common.log import kv, log_once
 from common.metrics import counter, gauge
 from common.schema import N_RAW, StateColumns
 from common.settings import Settings
-from common.streams import connect, ensure_group, scan_streams, trim_by_age
+from common.streams import connect, ensure_group, ensure_groups, scan_streams, trim_by_age
 from labeler_svc.decode import decode_states_bulk
 from labeler_svc.labels import label_rows, ready_prefix
 from labeler_svc.wire import encode_label_rows
@@ -47,6 +51,8 @@ STATES_READ = counter("fusion_labeler_states_total", "state entries read", ("mar
 LABELS_INVALID = counter("fusion_labeler_invalid_total", "invalid label horizons written", ("market", "horizon"))
 DEAD = counter("fusion_labeler_deadletter_total", "bad state entries parked", ("market",))
 ERRORS = counter("fusion_labeler_errors_total", "Redis errors (retried)", ("kind",))
+DROPPED = counter("fusion_labeler_deleted_entries_total", "pending entries deleted from the stream, acked", ("market",))
+HELD_AHEAD = gauge("fusion_labeler_held_ahead", "entries held aside: above the published tick grid", ("market",))
 BUFFERED = gauge("fusion_labeler_buffered_states", "states held waiting for their future", ("market",))
 
 
@@ -63,6 +69,7 @@ class _Market:
     cursor: bytes = b"0"  # b"0": draining our pending entries; b">": new entries
     dirty: bool = False
     last_trim: float = 0.0
+    ahead: dict[bytes, Any] = field(default_factory=dict)  # entries above the published grid: id -> fields
 
     @property
     def newest(self) -> int:
@@ -83,6 +90,7 @@ class _Market:
     def reset(self) -> None:
         self.drop(self.tick.size)
         self.cursor = b"0"
+        self.ahead.clear()
 
 
 @dataclass(slots=True)
@@ -119,6 +127,7 @@ class LabelerService:
         self.write_chunk = write_chunk
         self.horizons = tuple(int(h) for h in settings.label_horizons_s)
         self.settle_wait_ms = int(settings.label_settle_wait_s) * 1000
+        self.future_tolerance_ms = int(settings.stream_future_tolerance_ms)
         self.markets: dict[str, _Market] = {}  # by states stream key
         self.r: redis.Redis = connect(settings.redis_url)
         self._reader: redis.Redis = connect(settings.redis_url)  # XREADGROUP replies left as hiredis parsed them
@@ -194,6 +203,10 @@ class LabelerService:
             if parsed is None:
                 continue
             ensure_group(self.r, s, keys.LABELER_GROUP, "0")
+            try:  # the archiver's group on the labels stream, before the first label (so trimming waits for it)
+                ensure_groups(self.r, keys.labels_stream(parsed[0]))
+            except redis.ResponseError as e:  # not a stream: the label writes fail and are retried
+                log_once(log, f"labels-group:{parsed[0]}", "cannot create the labels stream's groups", error=str(e))
             self._claim(s)
             self.markets[s] = _Market(parsed[0], s, keys.labels_stream(parsed[0]))
             kv(log, logging.INFO, "labelling market", market=parsed[0], stream=s)
@@ -240,6 +253,9 @@ class LabelerService:
         for k in draining:
             entries = got.get(k) or []
             self.markets[k].cursor = bytes(entries[-1][0]) if entries else b">"
+        for m in self.markets.values():
+            if m.ahead:
+                self._recheck_ahead(m)
         for k, entries in got.items():
             if entries and k in self.markets:
                 self._ingest(self.markets[k], entries, st)
@@ -247,7 +263,8 @@ class LabelerService:
             if m.dirty:
                 self._emit(m, st)
             BUFFERED.labels(m.name).set(m.tick.size)
-            if now - m.last_trim > 60.0 and m.newest > 0:
+            HELD_AHEAD.labels(m.name).set(len(m.ahead))
+            if now - m.last_trim >= self.settings.stream_trim_every_s and m.newest > 0:
                 trim_by_age(self.r, [m.labels_key], m.newest, self.settings.stream_max_age_s)
                 m.last_trim = now
         self._read += st.read
@@ -277,7 +294,74 @@ class LabelerService:
         return bool(resp)
 
     # ------------------------------------------------------------------ ingest
+    def _screen(self, m: _Market, entries: list[Any]) -> list[Any]:
+        """Ack deleted entries; hold aside the suffix of the batch above the published grid (it may be forged).
+
+        A held entry is released, in ID order and with the stream's current fields, once the grid has caught up
+        with it and a later entry arrives (the observer kept it: within its tolerance); one delivered again is
+        taken from the new delivery; one deleted (the observer's repair) is acknowledged by :meth:`_recheck_ahead`.
+        """
+        if any(not f for _, f in entries):
+            gone = [e for e, f in entries if not f]
+            self._ack_gone(m, gone)
+            entries = [x for x in entries if x[1]]
+        if m.ahead:
+            for e, _ in entries:
+                m.ahead.pop(bytes(e), None)
+        if not entries:
+            return entries
+        usual = _tick(entries[-1][0]) <= max(m.newest, 0) + self.future_tolerance_ms
+        if usual and not m.ahead:
+            return entries  # the usual batch: contiguous with what we hold
+        grid = self.r.get(keys.published_tick_key(m.name))
+        if grid is None:  # no observer publishes this stream (a replay, a tool): nothing to check against
+            return entries
+        bound = int(grid) + self.future_tolerance_ms
+        release = sorted((e for e in m.ahead if _tick(e) <= bound and _tick(e) < _tick(entries[-1][0])), key=_tick)
+        if release:
+            pipe = self.r.pipeline(transaction=False)
+            for e in release:
+                pipe.xrange(m.states_key, e, e)
+            now_in = {  # as a raw reply: [field, value, ...]
+                e: [x for kv in got[0][1].items() for x in kv]
+                for e, got in zip(release, pipe.execute(), strict=True)
+                if got
+            }
+            self._ack_gone(m, [e for e in release if e not in now_in])
+            for e in release:
+                m.ahead.pop(e, None)
+            entries = sorted([*entries, *now_in.items()], key=lambda x: _tick(x[0]))
+        n = len(entries)
+        while n and _tick(entries[n - 1][0]) > bound:  # IDs ascend: the entries above the grid are a suffix
+            n -= 1
+        if n < len(entries):
+            m.ahead.update((bytes(e), f) for e, f in entries[n:])
+            log_once(log, f"ahead:{m.name}", "entries above the published tick grid held aside (forged?)",
+                     market=m.name, first=entries[n][0].decode(errors="replace"), grid=int(grid))  # fmt: skip
+        return entries[:n]
+
+    def _ack_gone(self, m: _Market, gone: list[bytes]) -> None:
+        if gone:
+            self.r.xack(m.states_key, keys.LABELER_GROUP, *gone)
+            DROPPED.labels(m.name).inc(len(gone))
+            log_once(log, f"deleted:{m.name}", "pending entries deleted from the stream acknowledged",
+                     market=m.name, first=gone[0].decode(errors="replace"))  # fmt: skip
+
+    def _recheck_ahead(self, m: _Market) -> None:
+        """Entries held aside that the observer's repair deleted: acknowledge them (the oldest 1000 per step)."""
+        ids = list(m.ahead)[:1000]
+        pipe = self.r.pipeline(transaction=False)
+        for eid in ids:
+            pipe.xrange(m.states_key, eid, eid)
+        gone = [e for e, f in zip(ids, pipe.execute(), strict=True) if not f]
+        for e in gone:
+            m.ahead.pop(e)
+        self._ack_gone(m, gone)
+
     def _ingest(self, m: _Market, entries: list[Any], st: StepStats) -> None:
+        entries = self._screen(m, entries)
+        if not entries:
+            return
         st.read += len(entries)
         STATES_READ.labels(m.name).inc(len(entries))
         ids: list[bytes] = [e[0] for e in entries]
@@ -356,6 +440,10 @@ class LabelerService:
             self.writer.put(m.name, m.labels_key, m.states_key, ids[a:b], payloads[a:b])
         st.labelled += n
         m.drop(n)
+
+
+def _tick(eid: bytes) -> int:
+    return int(eid.split(b"-", 1)[0])
 
 
 def _ids_match_ticks(ids: list[bytes], tick: np.ndarray) -> np.ndarray:
