@@ -100,3 +100,21 @@ def test_repair_when_the_forged_entry_was_deleted_but_the_last_id_stayed(r: redi
     res = repair_forged_top(r, S, T0 + 2000, 5_000, DeadLetters(r, "test"))
     assert res.deleted == 0 and res.new_top == f"{T0 + 1500}-0"
     assert publish_states(r, [(S, f"{T0 + 2000}-0", b"x")]).added == 1
+
+
+def test_streams_info_shows_the_trim_alarm(r: redis.Redis, redis_url: str, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from common.streams_cli import main
+
+    monkeypatch.setenv("FUSION_STREAM_MAX_AGE_S", "60")
+    ensure_group(r, S, keys.ARCHIVER_GROUP, "0")
+    ensure_group(r, S, keys.LABELER_GROUP, "0")
+    _publish(r, 400)  # 200 s
+    _read(r, keys.ARCHIVER_GROUP, 400, ack=400)
+    _read(r, keys.LABELER_GROUP, 100, ack=100)
+    assert main(["--redis-url", redis_url, "info", M]) == 0
+    out = capsys.readouterr().out
+    assert f"trim: HELD BACK by group labeler (oldest unacknowledged/unread {T0 + 99 * 500}-1)" in out
+    assert "keeps 140 s more than the age setting (60 s)" in out  # 200 s of states, nothing trimmed yet
+    _read(r, keys.LABELER_GROUP, 400, ack=400)
+    assert main(["--redis-url", redis_url, "info", M]) == 0
+    assert "trim: follows the age setting (60 s)" in capsys.readouterr().out
