@@ -16,8 +16,8 @@ Guarantees:
 * Memory per market is bounded by the longest horizon + the settlement wait + one read batch.
 * An entry above the published tick grid (``keys.published_tick_key`` + ``stream_future_tolerance_ms``: no
   observer XADDed it, e.g. a forged future ID) is held aside, never labelled nor used as a future, until the
-  observer has repaired the stream (see :mod:`common.repair`); an entry deleted from the stream (nil fields
-  in the pending list) is acknowledged and counted. Neither stalls the market.
+  observer has repaired the stream (:mod:`labeler_svc.ahead`, :mod:`common.repair`); an entry deleted from
+  the stream (nil fields in the pending list) is acknowledged and counted. Neither stalls the market.
 
 One labeler process per Redis (the group's consumer name is fixed; pending entries of other
 consumers are claimed on start).
@@ -40,6 +40,7 @@ from common.metrics import counter, gauge
 from common.schema import N_RAW, StateColumns
 from common.settings import Settings
 from common.streams import connect, ensure_group, ensure_groups, scan_streams, trim_by_age
+from labeler_svc import ahead
 from labeler_svc.decode import decode_states_bulk
 from labeler_svc.labels import label_rows, ready_prefix
 from labeler_svc.wire import encode_label_rows
@@ -254,8 +255,8 @@ class LabelerService:
             entries = got.get(k) or []
             self.markets[k].cursor = bytes(entries[-1][0]) if entries else b">"
         for m in self.markets.values():
-            if m.ahead:
-                self._recheck_ahead(m)
+            if m.ahead:  # held above the grid: acknowledge those the observer's repair deleted
+                self._ack_gone(m, ahead.recheck(self.r, m.states_key, m.ahead))
         for k, entries in got.items():
             if entries and k in self.markets:
                 self._ingest(self.markets[k], entries, st)
@@ -294,52 +295,6 @@ class LabelerService:
         return bool(resp)
 
     # ------------------------------------------------------------------ ingest
-    def _screen(self, m: _Market, entries: list[Any]) -> list[Any]:
-        """Ack deleted entries; hold aside the suffix of the batch above the published grid (it may be forged).
-
-        A held entry is released, in ID order and with the stream's current fields, once the grid has caught up
-        with it and a later entry arrives (the observer kept it: within its tolerance); one delivered again is
-        taken from the new delivery; one deleted (the observer's repair) is acknowledged by :meth:`_recheck_ahead`.
-        """
-        if any(not f for _, f in entries):
-            gone = [e for e, f in entries if not f]
-            self._ack_gone(m, gone)
-            entries = [x for x in entries if x[1]]
-        if m.ahead:
-            for e, _ in entries:
-                m.ahead.pop(bytes(e), None)
-        if not entries:
-            return entries
-        usual = _tick(entries[-1][0]) <= max(m.newest, 0) + self.future_tolerance_ms
-        if usual and not m.ahead:
-            return entries  # the usual batch: contiguous with what we hold
-        grid = self.r.get(keys.published_tick_key(m.name))
-        if grid is None:  # no observer publishes this stream (a replay, a tool): nothing to check against
-            return entries
-        bound = int(grid) + self.future_tolerance_ms
-        release = sorted((e for e in m.ahead if _tick(e) <= bound and _tick(e) < _tick(entries[-1][0])), key=_tick)
-        if release:
-            pipe = self.r.pipeline(transaction=False)
-            for e in release:
-                pipe.xrange(m.states_key, e, e)
-            now_in = {  # as a raw reply: [field, value, ...]
-                e: [x for kv in got[0][1].items() for x in kv]
-                for e, got in zip(release, pipe.execute(), strict=True)
-                if got
-            }
-            self._ack_gone(m, [e for e in release if e not in now_in])
-            for e in release:
-                m.ahead.pop(e, None)
-            entries = sorted([*entries, *now_in.items()], key=lambda x: _tick(x[0]))
-        n = len(entries)
-        while n and _tick(entries[n - 1][0]) > bound:  # IDs ascend: the entries above the grid are a suffix
-            n -= 1
-        if n < len(entries):
-            m.ahead.update((bytes(e), f) for e, f in entries[n:])
-            log_once(log, f"ahead:{m.name}", "entries above the published tick grid held aside (forged?)",
-                     market=m.name, first=entries[n][0].decode(errors="replace"), grid=int(grid))  # fmt: skip
-        return entries[:n]
-
     def _ack_gone(self, m: _Market, gone: list[bytes]) -> None:
         if gone:
             self.r.xack(m.states_key, keys.LABELER_GROUP, *gone)
@@ -347,19 +302,9 @@ class LabelerService:
             log_once(log, f"deleted:{m.name}", "pending entries deleted from the stream acknowledged",
                      market=m.name, first=gone[0].decode(errors="replace"))  # fmt: skip
 
-    def _recheck_ahead(self, m: _Market) -> None:
-        """Entries held aside that the observer's repair deleted: acknowledge them (the oldest 1000 per step)."""
-        ids = list(m.ahead)[:1000]
-        pipe = self.r.pipeline(transaction=False)
-        for eid in ids:
-            pipe.xrange(m.states_key, eid, eid)
-        gone = [e for e, f in zip(ids, pipe.execute(), strict=True) if not f]
-        for e in gone:
-            m.ahead.pop(e)
-        self._ack_gone(m, gone)
-
     def _ingest(self, m: _Market, entries: list[Any], st: StepStats) -> None:
-        entries = self._screen(m, entries)
+        entries, gone = ahead.screen(self.r, m.name, m.states_key, m.newest, m.ahead, entries, self.future_tolerance_ms)
+        self._ack_gone(m, gone)
         if not entries:
             return
         st.read += len(entries)
@@ -440,10 +385,6 @@ class LabelerService:
             self.writer.put(m.name, m.labels_key, m.states_key, ids[a:b], payloads[a:b])
         st.labelled += n
         m.drop(n)
-
-
-def _tick(eid: bytes) -> int:
-    return int(eid.split(b"-", 1)[0])
 
 
 def _ids_match_ticks(ids: list[bytes], tick: np.ndarray) -> np.ndarray:
