@@ -416,8 +416,10 @@ class Archiver:
                     got = self._ingest(s, entries)
                     n += got
                     self.stats.claimed += got
-                if len(res) > 2 and res[2]:
-                    log_once(log, f"claim-deleted:{s}", "pending entries were trimmed before archiving", stream=s)
+                if len(res) > 2 and res[2]:  # deleted entries: XAUTOCLAIM dropped them from the pending list
+                    DELETED.labels(self.streams[s][1]).inc(len(res[2]))
+                    log_once(log, f"claim-deleted:{s}", "pending entries deleted from the stream (an entry removed by "
+                             "the observer's repair, or an XDEL) dropped", stream=s, first=_s(res[2][0]))  # fmt: skip
                 if nxt in (b"0-0", "0-0"):
                     break
                 start = nxt
