@@ -184,6 +184,8 @@ def test_archiver_and_labeler_killed_with_redis_restart(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- issue 10: trimming and forged IDs
 OUTAGE_S = 66.0
+
+
 def _start_pipeline(tmp_path: Path, extra: dict[str, str], seed: int) -> tuple[RedisServer, Procs, redis.Redis, Any]:
     srv = RedisServer(appendonly=True, workdir=str(tmp_path / "redis")).start()
     (tmp_path / "logs").mkdir()
