@@ -11,9 +11,10 @@ from datetime import UTC, datetime
 import redis
 
 from archiver_svc.reader import as_store, iter_objects
-from archiver_svc.windows import ArchiveError
+from archiver_svc.windows import ArchiveError, market_prefix
 from common import keys
 from common.log import setup_logging
+from common.names import name_arg
 from common.settings import get_settings
 from common.store import ObjectStore
 from common.streams import connect, publish_states
@@ -38,13 +39,13 @@ def sync_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusion sync", description="pull new archive objects into the local cache")
     ap.add_argument("--store", default=st.store_url, help="source store URL (default FUSION_STORE_URL)")
     ap.add_argument("--cache-dir", default=st.cache_dir, help="local cache (default FUSION_CACHE_DIR)")
-    ap.add_argument("--market", action="append", help="only these markets (repeatable)")
+    ap.add_argument("--market", action="append", type=name_arg("market"), help="only these markets (repeatable)")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     setup_logging(st.log_level, st.log_json)
     prefixes = None
     if a.market:
-        prefixes = [f"{p}/{m}/" for m in a.market for p in ("market-data", "labels")]
+        prefixes = [market_prefix(kind, m) for m in a.market for kind in ("states", "labels")]
     res = sync(as_store(a.store), a.cache_dir, prefixes, progress=not a.no_progress)
     print(
         json.dumps(
@@ -107,7 +108,7 @@ def replay(
 def replay_main(argv: list[str] | None = None) -> int:
     st = get_settings()
     ap = argparse.ArgumentParser(prog="fusion replay", description="push archived windows back into a stream")
-    ap.add_argument("--market", required=True)
+    ap.add_argument("--market", required=True, type=name_arg("market"))
     ap.add_argument("--from", dest="start", help="ISO time or epoch ms (inclusive)")
     ap.add_argument("--to", dest="end", help="ISO time or epoch ms (exclusive)")
     ap.add_argument("--kind", choices=("states", "labels"), default="states")

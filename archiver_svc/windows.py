@@ -29,6 +29,8 @@ import numpy as np
 import numpy.typing as npt
 from isal import isal_zlib
 
+from common.names import check_name, is_valid_name
+
 OBJECT_VERSION = 1
 GZIP_LEVEL = 1  # fixed: part of the byte-exact format (ISA-L level 1: ~5x faster than zlib's 1, same size)
 KINDS = ("states", "labels")
@@ -101,23 +103,26 @@ def utc_date(ms: int) -> str:
 
 
 def object_key(kind: str, market: str, window_start_ms: int) -> str:
+    """Key of a window's object; ``market`` must follow the name grammar (:class:`InvalidName` otherwise)."""
     if kind not in PREFIXES:
         raise ValueError(f"unknown kind {kind!r}")
-    return f"{PREFIXES[kind]}/{market}/{utc_date(window_start_ms)}/{window_start_ms}{SUFFIX}"
+    return f"{PREFIXES[kind]}/{check_name(market)}/{utc_date(window_start_ms)}/{window_start_ms}{SUFFIX}"
 
 
 def market_prefix(kind: str, market: str) -> str:
-    return f"{PREFIXES[kind]}/{market}/"
+    """Folder of a market's objects; ``market`` must follow the name grammar (:class:`InvalidName` otherwise)."""
+    return f"{PREFIXES[kind]}/{check_name(market)}/"
 
 
 def parse_key(key: str) -> tuple[str, str, int] | None:
-    """``(kind, market, window_start_ms)`` of an archive key; None for other keys."""
+    """``(kind, market, window_start_ms)`` of an archive key; None for other keys (and for a market name
+    outside the grammar)."""
     parts = key.split("/")
     if len(parts) != 4 or not parts[3].endswith(SUFFIX):
         return None
     kind = next((k for k, p in PREFIXES.items() if p == parts[0]), None)
     stem = parts[3][: -len(SUFFIX)]
-    if kind is None or not stem.isdigit():
+    if kind is None or not stem.isdigit() or not is_valid_name(parts[1]):
         return None
     return kind, parts[1], int(stem)
 

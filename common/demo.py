@@ -33,6 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import keys
+from common.markets import spec_list_arg
 from common.redisproc import RedisServer
 from common.store import ObjectStore
 
@@ -181,7 +182,12 @@ def _trader_status(r: Any, trader: str) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusion demo", description=__doc__)
-    ap.add_argument("--markets", default="BTC-5M,ETH-5M", help="5-minute series: many windows per minute of demo")
+    ap.add_argument(
+        "--markets",
+        default="BTC-5M,ETH-5M",
+        type=spec_list_arg,
+        help="5-minute series: many windows per minute of demo",
+    )
     ap.add_argument("--collect", type=float, default=360.0, help="seconds of wall time to collect before training")
     ap.add_argument("--after", type=float, default=60.0, help="seconds of paper trading after the model swap")
     ap.add_argument(

@@ -1,10 +1,14 @@
 """Every Redis key, stream, group and queue name of the system, in one place.
 
 Per-market keys carry a hash tag (``{MARKET}``) so a Redis Cluster shards by market and
-all of one market's keys live in one slot.
+all of one market's keys live in one slot. Every builder that takes a name checks it against
+:mod:`common.names`' grammar (raises :class:`common.names.InvalidName`), and :func:`market_of_stream`
+never returns a name outside it, so no key built here can alias another market's.
 """
 
 from __future__ import annotations
+
+from common.names import check_name, is_valid_name
 
 PREFIX = "fusion"
 
@@ -38,12 +42,12 @@ TRADER_STATUS_PREFIX = f"{PREFIX}:trader"
 
 def states_stream(market: str) -> str:
     """Stream of fused market states, entry ID = tick time ``<tick_ms>-0``."""
-    return f"{PREFIX}:{{{market}}}:states"
+    return f"{PREFIX}:{{{check_name(market)}}}:states"
 
 
 def labels_stream(market: str) -> str:
     """Stream of hindsight labels, entry ID = the labelled state's ID."""
-    return f"{PREFIX}:{{{market}}}:labels"
+    return f"{PREFIX}:{{{check_name(market)}}}:labels"
 
 
 def published_tick_key(market: str) -> str:
@@ -64,20 +68,21 @@ def archive_lock_key(stream: str, window_start_ms: int) -> str:
 
 def lease_key(market: str, slot: int) -> str:
     """Lease of replica slot ``slot`` of ``market`` (value: observer id, with a TTL)."""
-    return f"{LEASE_PREFIX}:{{{market}}}:{slot}"
+    return f"{LEASE_PREFIX}:{{{check_name(market)}}}:{slot}"
 
 
 def trader_status_key(trader: str) -> str:
-    return f"{TRADER_STATUS_PREFIX}:{trader}:status"
+    return f"{TRADER_STATUS_PREFIX}:{check_name(trader, 'trader')}:status"
 
 
 def training_lock_key(policy: str) -> str:
-    return f"{TRAINING_LOCK_PREFIX}:{policy}"
+    return f"{TRAINING_LOCK_PREFIX}:{check_name(policy, 'policy')}"
 
 
 def market_of_stream(stream: str | bytes) -> tuple[str, str] | None:
-    """Parse ``fusion:{M}:states`` / ``fusion:{M}:labels`` into ``(M, kind)``; None otherwise."""
-    s = stream.decode() if isinstance(stream, bytes) else stream
+    """Parse ``fusion:{M}:states`` / ``fusion:{M}:labels`` into ``(M, kind)``; None otherwise, and None
+    when ``M`` is outside the name grammar (e.g. ``fusion:{BTC-5M/.}:states``: never another market's)."""
+    s = stream.decode(errors="replace") if isinstance(stream, bytes) else stream
     head = f"{PREFIX}:{{"
     if not s.startswith(head):
         return None
@@ -87,4 +92,5 @@ def market_of_stream(stream: str | bytes) -> tuple[str, str] | None:
     kind = s[close + 2 :]
     if kind not in ("states", "labels"):
         return None
-    return s[len(head) : close], kind
+    market = s[len(head) : close]
+    return (market, kind) if is_valid_name(market) else None

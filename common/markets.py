@@ -11,10 +11,11 @@ Spec syntax (``--market`` / ``FUSION_MARKETS``):
 
 from __future__ import annotations
 
+import argparse
 import re
 from dataclasses import dataclass
 
-from common.names import InvalidName, check_name
+from common.names import GRAMMAR, InvalidName, check_name
 
 INTERVALS_S: dict[str, int] = {"5M": 300, "15M": 900, "1H": 3600, "4H": 14400}
 _SERIES_RE = re.compile(r"^([A-Z0-9]{2,10})-(5M|15M|1H|4H)$")
@@ -80,6 +81,7 @@ def parse_market(spec: str) -> MarketSpec:
         )
     raise MarketSpecError(
         f"cannot parse market {spec[:80]!r}: expected e.g. BTC-15M or NAME=slug:SLUG@BTCUSDT or NAME=cid:0x..@BTCUSDT"
+        f" (NAME: {GRAMMAR})"
     )
 
 
@@ -99,3 +101,23 @@ def split_markets(specs: str) -> list[str]:
 def joined_name(specs: str) -> str:
     """One name for a comma-separated market list (a pooled training job's default policy name)."""
     return "_".join(split_markets(specs))
+
+
+def spec_arg(text: str) -> str:
+    """An argparse ``type=`` for one market spec: the text unchanged, or a usage error (exit 2) saying why."""
+    try:
+        parse_market(text)
+    except MarketSpecError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def spec_list_arg(text: str) -> str:
+    """An argparse ``type=`` for comma-separated market specs (at least one): the text unchanged, or a usage
+    error (exit 2) saying why."""
+    specs = split_markets(text)
+    if not specs:
+        raise argparse.ArgumentTypeError(f"no market in {text[:80]!r}: expected e.g. BTC-15M (NAME: {GRAMMAR})")
+    for spec in specs:
+        spec_arg(spec)
+    return text

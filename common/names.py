@@ -12,7 +12,9 @@ Every entry point (CLI flags, settings, stream discovery, job parameters, events
 
 from __future__ import annotations
 
+import argparse
 import re
+from collections.abc import Callable
 from typing import Literal
 
 NameKind = Literal["market", "policy", "trader", "version"]
@@ -20,6 +22,7 @@ NameKind = Literal["market", "policy", "trader", "version"]
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
 _NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
 MAX_NAME_LEN = 128
+GRAMMAR = f"1-{MAX_NAME_LEN} characters from A-Z a-z 0-9 _ -, starting with a letter or digit"
 
 
 class InvalidName(ValueError):
@@ -29,10 +32,7 @@ class InvalidName(ValueError):
         shown = repr(name)
         if len(shown) > 80:
             shown = shown[:77] + "..."
-        super().__init__(
-            f"invalid {kind} name {shown}: use 1-{MAX_NAME_LEN} characters from A-Z a-z 0-9 _ -, "
-            "starting with a letter or digit"
-        )
+        super().__init__(f"invalid {kind} name {shown}: use {GRAMMAR}")
         self.kind = kind
 
 
@@ -53,3 +53,35 @@ def safe_for_log(text: object, limit: int = 200) -> str:
     """``text`` as a single log-safe token: ``repr`` (escapes newlines and control characters), capped."""
     s = repr(text)
     return s if len(s) <= limit else s[: limit - 3] + "..."
+
+
+def name_arg(kind: NameKind) -> Callable[[str], str]:
+    """An argparse ``type=`` for one name: the text unchanged, or a usage error (exit 2) stating the grammar."""
+
+    def parse(text: str) -> str:
+        try:
+            return check_name(text, kind)
+        except InvalidName as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    parse.__name__ = f"{kind} name"
+    return parse
+
+
+def name_list_arg(kind: NameKind) -> Callable[[str], str]:
+    """An argparse ``type=`` for comma-separated names (blanks dropped, at least one): the text unchanged
+    once every name follows the grammar; a usage error (exit 2) stating the grammar otherwise."""
+
+    def parse(text: str) -> str:
+        names = [n.strip() for n in text.split(",") if n.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError(f"no {kind} name in {safe_for_log(text, 80)}: use {GRAMMAR}")
+        for n in names:
+            try:
+                check_name(n, kind)
+            except InvalidName as e:
+                raise argparse.ArgumentTypeError(str(e)) from None
+        return text
+
+    parse.__name__ = f"{kind} names"
+    return parse

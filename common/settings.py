@@ -1,6 +1,8 @@
 """Settings of every service: environment variables with prefix ``FUSION_`` (and a ``.env`` file).
 
-Lists accept JSON (``["a","b"]``) or comma-separated text (``a,b``). The venue endpoints are
+Lists accept JSON (``["a","b"]``) or comma-separated text (``a,b``). Names follow :mod:`common.names`'
+grammar (``markets``: the spec syntax of :mod:`common.markets`; ``trader_markets``, ``policy``,
+``trader_id``: plain names), else the settings are refused with the rule. The venue endpoints are
 plain URL settings: ``feed=sim`` / ``feed=replay`` only point them at the local simulator, so
 the live code path is the tested code path.
 """
@@ -12,6 +14,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from common.markets import parse_market
+from common.names import check_name
 
 Feed = Literal["live", "sim", "replay"]
 Clock = Literal["auto", "wall", "event"]
@@ -43,6 +48,9 @@ class Settings(BaseSettings):
     clock: Clock = Field("auto", description="wall: tick on the wall-clock grid; event: on event time")
     tick_ms: int = Field(500, ge=50, le=60_000)
     sim_url: str = Field("http://127.0.0.1:8765", description="base URL of `fusion sim` / `fusion replay`")
+    shared_data: str = Field(
+        "", description="opt-in folder of full recordings for bigger runs (benchmarks); default: the repo's excerpts"
+    )
     binance_kind: Literal["futures", "spot"] = "futures"
     binance_ws_url: str = "wss://fstream.binance.com"
     binance_rest_url: str = "https://fapi.binance.com"
@@ -107,6 +115,28 @@ class Settings(BaseSettings):
     def _lists(cls, v: Any) -> Any:
         return _split_list(v)
 
+    @field_validator("markets")
+    @classmethod
+    def _market_specs(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            parse_market(spec)  # MarketSpecError (a ValueError) names the grammar
+        return v
+
+    @field_validator("trader_markets")
+    @classmethod
+    def _market_names(cls, v: list[str]) -> list[str]:
+        return [check_name(m, "market") for m in v]
+
+    @field_validator("policy")
+    @classmethod
+    def _policy_name(cls, v: str) -> str:
+        return check_name(v, "policy")
+
+    @field_validator("trader_id")
+    @classmethod
+    def _trader_name(cls, v: str) -> str:
+        return check_name(v, "trader")
+
     @field_validator("label_horizons_s", mode="before")
     @classmethod
     def _int_lists(cls, v: Any) -> Any:
@@ -114,6 +144,11 @@ class Settings(BaseSettings):
         return [int(x) for x in v] if isinstance(v, list) else v
 
     # ---------------------------------------------------------------- derived
+    @property
+    def market_names(self) -> list[str]:
+        """The names of ``markets`` (a spec ``NAME=slug:..@SYM`` -> ``NAME``; ``btc-15m`` -> ``BTC-15M``)."""
+        return [parse_market(m).name for m in self.markets]
+
     @property
     def event_clock(self) -> bool:
         """Tick on event time (replays are deterministic) or on the wall clock (live)."""

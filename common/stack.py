@@ -30,6 +30,7 @@ from typing import Any
 import redis
 
 from common.cli import COMMANDS
+from common.markets import parse_market, spec_list_arg
 from common.redisproc import free_port
 from common.settings import Settings
 
@@ -244,6 +245,7 @@ def build_procs(a: argparse.Namespace, st: Settings, stack_dir: Path) -> tuple[l
         )
         procs.append(ProcSpec("sim", sim, tier=0, wait_port=port))
         env["FUSION_SIM_URL"] = f"http://127.0.0.1:{port}"
+    names = [parse_market(m).name for m in markets]  # specs (NAME=slug:..@SYM) -> the names keys are built from
     apps: list[tuple[str, list[str], dict[str, str]]] = [
         (
             f"observer-{i + 1}",
@@ -256,8 +258,8 @@ def build_procs(a: argparse.Namespace, st: Settings, stack_dir: Path) -> tuple[l
         ("archiver", ["archive"], {"FUSION_ARCHIVER_ID": "stack-archiver"}),
         ("labeler", ["label", "--consumer", "stack-labeler"], {}),
         ("worker", ["worker"], {}),
-        ("scheduler", ["schedule", *[x for m in markets for x in ("--market", m)]], {}),
-        ("trader", ["trade", "--market", markets[0], "--policy", markets[0]], {}),
+        ("scheduler", ["schedule", *[x for m in names for x in ("--market", m)]], {}),
+        ("trader", ["trade", "--market", names[0], "--policy", names[0]], {}),
     ]
     port = a.metrics_base
     for name, args, extra in apps:
@@ -405,7 +407,10 @@ def main(argv: list[str] | None = None) -> int:
     p_up = sub.add_parser("up", help="start the stack in the background")
     p_up.add_argument("--feed", choices=("live", "sim"), default="live")
     p_up.add_argument(
-        "--markets", action="append", help="market specs, comma-separated or repeated (default: settings)"
+        "--markets",
+        action="append",
+        type=spec_list_arg,
+        help="market specs, comma-separated or repeated (default: settings)",
     )
     p_up.add_argument("--observers", type=int, default=2, help="observer processes (leases)")
     p_up.add_argument("--replicas", type=int, default=2, help="observers per market")

@@ -86,7 +86,6 @@ def check_key(key: str) -> str:
     return key
 
 
-
 class LocalStore(ObjectStore):
     """A directory; keys map to relative paths."""
 

@@ -8,6 +8,8 @@
 * :func:`ensure_group` creates a consumer group (and the stream) idempotently; :func:`ensure_groups`
   creates every group a stream's consumers use (:func:`groups_of`), at ID 0, before its first entry.
 * :func:`repair_forged_top` (:mod:`common.repair`) parks and removes entries XADDed ahead of the tick grid.
+* :func:`scan_streams` never returns a stream whose market name is outside :mod:`common.names`' grammar
+  (e.g. ``fusion:{BTC-5M/.}:states``): such a stream is counted and logged once (name quoted), then ignored.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import redis
 
 from common import metrics
 from common.keys import LABELS_GROUPS, PAYLOAD_FIELD, STATES_GROUPS, market_of_stream
-from common.log import kv
+from common.log import kv, log_once
 from common.repair import RepairResult, repair_forged_top
 
 __all__ = [
@@ -37,6 +39,9 @@ __all__ = [
     "scan_streams",
     "trim_by_age",
 ]
+
+log = logging.getLogger("fusion.streams")
+IGNORED = metrics.counter("fusion_streams_ignored_total", "streams ignored: market name outside the grammar", ("kind",))
 
 
 def connect(url: str, socket_timeout: float = 30.0) -> redis.Redis:
@@ -103,15 +108,20 @@ def ensure_groups(r: redis.Redis, stream: str) -> None:
 
 
 def scan_streams(r: redis.Redis, kind: str) -> list[str]:
-    """Every ``fusion:{M}:<kind>`` stream that exists (kind = states | labels)."""
+    """Every ``fusion:{M}:<kind>`` stream that exists (kind = states | labels) whose ``M`` follows the name
+    grammar; any other is ignored, counted (``fusion_streams_ignored_total``, once per stream and process)
+    and logged once (the log formatters quote control characters)."""
     out = []
     for k in r.scan_iter(match=f"fusion:{{*}}:{kind}", count=1000, _type="stream"):
-        out.append(k.decode() if isinstance(k, bytes) else k)
+        s = k.decode(errors="replace") if isinstance(k, bytes) else k
+        if market_of_stream(s) is not None:
+            out.append(s)
+        elif log_once(log, f"badstream:{s}", "stream ignored: market name outside the grammar", stream=s[:200]):
+            IGNORED.labels(kind).inc()
     return sorted(out)
 
 
 # ---------------------------------------------------------------------------------------------- trimming
-log = logging.getLogger("streams")
 
 TRIM_HELD_S = metrics.gauge(
     "fusion_stream_trim_held_back_seconds",

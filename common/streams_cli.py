@@ -15,6 +15,7 @@ import redis
 
 from common import keys
 from common.features import MARKET_FEATURES
+from common.names import name_arg
 from common.schema import ACTIONS, SchemaError, decode_label, decode_state, flag_names
 from common.settings import Settings
 from common.streams import connect, scan_streams, trim_by_age
@@ -71,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("ls", help="markets with states/labels streams")
     p_info = sub.add_parser("info", help="XINFO of a market's streams and groups")
-    p_info.add_argument("market")
+    p_info.add_argument("market", type=name_arg("market"))
     p_tail = sub.add_parser("tail", help="decode the newest entries")
-    p_tail.add_argument("market")
+    p_tail.add_argument("market", type=name_arg("market"))
     p_tail.add_argument("-n", type=int, default=5)
     p_tail.add_argument("--labels", action="store_true", help="the labels stream instead of states")
     p_tail.add_argument("--full", action="store_true", help="every raw field")

@@ -9,7 +9,7 @@ import signal
 import socket
 
 from common.log import setup_logging
-from common.markets import parse_market
+from common.markets import parse_market, spec_list_arg
 from common.metrics import serve_metrics
 from common.settings import Settings
 
@@ -34,7 +34,9 @@ def build_settings(a: argparse.Namespace) -> Settings:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusion observe", description=__doc__)
-    ap.add_argument("--market", action="append", help="market spec, repeatable (BTC-15M, NAME=slug:S@SYMBOL)")
+    ap.add_argument(
+        "--market", action="append", type=spec_list_arg, help="market spec, repeatable (BTC-15M, NAME=slug:S@SYMBOL)"
+    )
     ap.add_argument("--feed", choices=["live", "sim", "replay"])
     ap.add_argument("--tick", type=float, help="tick interval in seconds (default 0.5)")
     ap.add_argument("--sim-url", help="base URL of `fusion sim` (feed sim|replay)")

@@ -13,7 +13,8 @@ import redis
 from common.redisproc import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("FUSION_SHARED_DATA", ROOT.parent / "shared" / "data" / "real"))
+#: licensed recordings shipped in the repository (tests/fixtures/real/README.md); the suite needs nothing else
+RECORDED_DATA = ROOT / "tests" / "fixtures" / "real"
 
 
 @pytest.fixture(scope="session")
@@ -49,10 +50,17 @@ def private_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.exists():
-        pytest.fail(f"shared real data not found at {SHARED_DATA} (set FUSION_SHARED_DATA)")
-    return SHARED_DATA
+def recorded_data() -> Path:
+    """The recorded excerpts in the repository (never a folder outside it)."""
+    return RECORDED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_poly_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SYNTHETIC Polymarket 1 Hz top-of-book CSV (3 BTC 15-minute windows), in the recorded layout."""
+    from tests.fixtures.synthetic_polymarket import write_csv
+
+    return write_csv(tmp_path_factory.mktemp("poly") / "market_data_synthetic.csv")
 
 
 def python_exe() -> str:

@@ -10,6 +10,7 @@ from types import FrameType
 
 from common.log import kv, setup_logging
 from common.metrics import serve_metrics
+from common.names import name_arg
 from common.settings import Settings
 from common.store import open_store
 from trader_svc.paper import PaperConfig
@@ -24,7 +25,7 @@ def build(settings: Settings, markets: list[str] | None = None, policy: str | No
     cfg = TraderConfig(
         trader_id=trader_id or settings.trader_id,
         policy=policy or settings.policy,
-        markets=list(markets or settings.trader_markets or settings.markets),
+        markets=list(markets or settings.trader_markets or settings.market_names),
         paper=PaperConfig(
             position_usd=settings.position_usd,
             max_daily_loss_usd=settings.max_daily_loss_usd,
@@ -40,9 +41,15 @@ def build(settings: Settings, markets: list[str] | None = None, policy: str | No
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusion trade", description=__doc__)
-    ap.add_argument("--market", action="append", dest="markets", help="market to trade (repeat; default: settings)")
-    ap.add_argument("--policy", help="policy name in the registry (default: FUSION_POLICY)")
-    ap.add_argument("--trader", help="trader id (default: FUSION_TRADER_ID)")
+    ap.add_argument(
+        "--market",
+        action="append",
+        dest="markets",
+        type=name_arg("market"),
+        help="market to trade (repeat; default: settings)",
+    )
+    ap.add_argument("--policy", type=name_arg("policy"), help="policy name in the registry (default: FUSION_POLICY)")
+    ap.add_argument("--trader", type=name_arg("trader"), help="trader id (default: FUSION_TRADER_ID)")
     ap.add_argument("--latency-ms", type=int, help="paper fill latency (default: FUSION_TRADER_LATENCY_MS)")
     ap.add_argument("--duration", type=float, help="stop after this many seconds")
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)

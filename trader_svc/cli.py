@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from common import keys
+from common.names import name_arg
 from common.settings import Settings
 from common.streams import connect
 
@@ -49,7 +50,7 @@ def trader_main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="fusion trader", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("status", help="show a trader's (or every trader's) status")
-    sp.add_argument("--trader", help="trader id (default: every trader with a status)")
+    sp.add_argument("--trader", type=name_arg("trader"), help="trader id (default: every trader with a status)")
     sp.add_argument("--json", action="store_true", help="print the raw JSON")
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
     r = connect(Settings().redis_url)

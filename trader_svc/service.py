@@ -36,9 +36,11 @@ import msgpack
 import numpy as np
 
 from common import keys
+from common.deadletter import DeadLetters
 from common.features import FEATURE_SET, N_MARKET_FEATURES, agent_features, market_features, observation
 from common.log import kv, log_once
 from common.metrics import counter, gauge, histogram
+from common.names import InvalidName, is_valid_name
 from common.schema import SchemaError, State, decode_state, tick_of_entry_id
 from common.store import ObjectStore
 from common.streams import connect
@@ -331,10 +333,10 @@ class Trader:
             for _stream, entries in resp or []:
                 for eid, fields in entries:
                     last_id = eid
-                    self._on_event(fields.get(keys.PAYLOAD_FIELD, b""))
+                    self._on_event(fields.get(keys.PAYLOAD_FIELD, b""), eid)
         r.close()
 
-    def _on_event(self, payload: bytes) -> None:
+    def _on_event(self, payload: bytes, eid: bytes = b"") -> None:
         try:
             msg = msgpack.unpackb(payload, raw=False)
             if not isinstance(msg, dict):
@@ -344,7 +346,16 @@ class Trader:
             return
         if msg.get("type") != "model-updated" or msg.get("policy") != self.cfg.policy:
             return
-        version = str(msg.get("version", ""))
+        if not is_valid_name(msg.get("version")):  # never a store key nor re-broadcast: counted, logged, parked
+            reason = f"model-updated refused: {InvalidName('version', msg.get('version'))}"
+            log_once(log, "badevent:version", "event refused", reason=reason)
+            REJECTED.labels(self.lab).inc()
+            try:
+                DeadLetters(self.r, "trader").park(keys.EVENTS_STREAM, eid, reason, payload)
+            except Exception as e:  # redis down: the event is refused all the same
+                log_once(log, f"park:{type(e).__name__}", "could not park a refused event", error=str(e))
+            return
+        version = str(msg["version"])
         known = [m.version for m in self._incoming] + ([self.model.version] if self.model else [])
         if version in known:
             return  # already serving / queued (e.g. the champion we started from)

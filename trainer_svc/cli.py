@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from common.log import setup_logging
+from common.markets import joined_name
 from common.metrics import serve_metrics
+from common.names import InvalidName, check_name, name_arg, name_list_arg
 from common.settings import get_settings
 
 
@@ -89,9 +91,16 @@ def _follow(r: Any, job_id: str, poll_s: float = 0.5) -> int:
 def train_main(argv: list[str] | None = None) -> int:
     s = get_settings()
     ap = argparse.ArgumentParser(prog="fusion train", description="enqueue (or run inline) a training job")
-    ap.add_argument("--market", required=True, help="a market, or several comma-separated (pooled into one dataset)")
+    ap.add_argument(
+        "--market",
+        required=True,
+        type=name_list_arg("market"),
+        help="a market, or several comma-separated (pooled into one dataset)",
+    )
     ap.add_argument("--algo", choices=("awbc", "supervised", "ppo"), default="awbc")
-    ap.add_argument("--policy", help="registry name (default: the market; several joined with _)")
+    ap.add_argument(
+        "--policy", type=name_arg("policy"), help="registry name (default: the market; several joined with _)"
+    )
     ap.add_argument("--from", dest="from_", help="start (epoch ms or ISO time)")
     ap.add_argument("--to", help="end (epoch ms or ISO time)")
     ap.add_argument("--backend", choices=("mlx", "torch", "auto"), default=s.train_backend)
@@ -107,6 +116,10 @@ def train_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-url", default=s.redis_url)
     ap.add_argument("--store-url", default=s.store_url)
     a = ap.parse_args(argv)
+    try:  # the default policy name (markets joined with _) must follow the grammar too, before any work
+        check_name(a.policy or joined_name(a.market), "policy")
+    except InvalidName as e:
+        ap.error(f"{e}; give --policy")
     setup_logging(s.log_level, s.log_json)
     overrides: dict[str, Any] = {}
     for kvs in a.set:
@@ -163,15 +176,15 @@ def models_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--redis-url", default=s.redis_url)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p_ls = sub.add_parser("ls", help="policies, or the versions of one policy")
-    p_ls.add_argument("policy", nargs="?")
+    p_ls.add_argument("policy", nargs="?", type=name_arg("policy"))
     p_show = sub.add_parser("show", help="meta.json of a version (default: the champion)")
-    p_show.add_argument("policy")
-    p_show.add_argument("version", nargs="?")
+    p_show.add_argument("policy", type=name_arg("policy"))
+    p_show.add_argument("version", nargs="?", type=name_arg("version"))
     p_pr = sub.add_parser("promote", help="make a version the champion (publishes model-updated)")
-    p_pr.add_argument("policy")
-    p_pr.add_argument("version")
+    p_pr.add_argument("policy", type=name_arg("policy"))
+    p_pr.add_argument("version", type=name_arg("version"))
     p_rb = sub.add_parser("rollback", help="re-promote the previous champion")
-    p_rb.add_argument("policy")
+    p_rb.add_argument("policy", type=name_arg("policy"))
     a = ap.parse_args(argv)
     from common.store import open_store
     from trainer_svc import registry
@@ -219,7 +232,7 @@ def models_main(argv: list[str] | None = None) -> int:
 def schedule_main(argv: list[str] | None = None) -> int:
     s = get_settings()
     ap = argparse.ArgumentParser(prog="fusion schedule", description="enqueue training every N hours or K new labels")
-    ap.add_argument("--market", action="append", help="repeatable (default: FUSION_MARKETS)")
+    ap.add_argument("--market", action="append", type=name_arg("market"), help="repeatable (default: FUSION_MARKETS)")
     ap.add_argument("--algo", default="awbc")
     ap.add_argument("--every-h", type=float, default=s.train_every_h)
     ap.add_argument("--after-states", type=int, default=s.train_after_states)
@@ -234,5 +247,5 @@ def schedule_main(argv: list[str] | None = None) -> int:
     from trainer_svc.schedule import run_schedule
 
     r = redis.Redis.from_url(a.redis_url)
-    run_schedule(r, a.market or s.markets, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
+    run_schedule(r, a.market or s.market_names, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
     return 0

@@ -22,6 +22,7 @@ from safetensors.numpy import save as st_save
 
 from common.log import kv
 from common.markets import joined_name, split_markets
+from common.names import check_name
 from common.policy import architecture, meta_features
 from common.schema import LabelColumns
 from common.settings import get_settings
@@ -171,7 +172,10 @@ def run_training(
     run_key: str | None = None,
     redis: Any = None,
 ) -> dict[str, Any]:
-    """Train, evaluate, save, maybe promote; returns a JSON-able summary."""
+    """Train, evaluate, save, maybe promote; returns a JSON-able summary. Names are checked before any work."""
+    for m in markets_of(p):
+        check_name(m, "market")
+    registry._check_name("policy", p.policy_name)
     t0 = time.perf_counter()
     prog = progress or (lambda f, i: None)
     s = get_settings()

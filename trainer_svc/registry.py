@@ -9,13 +9,15 @@ Guarantees: a version's files are written once (``put_if_absent``; the weights b
 a listed version is complete); :func:`load_model` verifies the sha256 (and the expected one, if
 given) and the architecture before returning weights, else raises :class:`ModelError`; the
 ``model-updated`` event is published only by :func:`promote` / :func:`rollback`. No pickle.
+Policies and versions follow :mod:`common.names`' grammar (versions made here: ``YYYYmmddTHHMMSSZ-xxxxxx``):
+every key is built by :func:`model_prefix`, which raises :class:`ModelError` for any other name, and
+listings skip folders whose names are outside it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,11 +30,11 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from common import keys
+from common.names import InvalidName, NameKind, check_name, is_valid_name
 from common.policy import WeightsError, check_weights
 from common.store import ObjectStore
 
 F32 = npt.NDArray[np.float32]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 EVENT_VERSION = 1
 
 
@@ -48,15 +50,18 @@ class ModelRef:
     sha256: str
 
 
-def _check_name(kind: str, v: str) -> str:
-    if not _NAME.match(v):
-        raise ModelError(f"invalid {kind} {v!r}")
-    return v
+def _check_name(kind: NameKind, v: object) -> str:
+    """``v`` when it follows the name grammar; :class:`ModelError` (with the rule) otherwise."""
+    try:
+        return check_name(v, kind)
+    except InvalidName as e:
+        raise ModelError(str(e)) from None
 
 
 def model_prefix(policy: str, version: str | None = None) -> str:
+    """``models/{policy}/`` or ``models/{policy}/{version}/``; :class:`ModelError` for a name outside the grammar."""
     p = f"models/{_check_name('policy', policy)}/"
-    return p + f"{_check_name('version', version)}/" if version else p
+    return p + f"{_check_name('version', version)}/" if version is not None else p
 
 
 def uri_of(store: ObjectStore, key: str) -> str:
@@ -157,13 +162,14 @@ def list_versions(store: ObjectStore, policy: str) -> list[str]:
     out = set()
     for info in store.list(model_prefix(policy)):
         parts = info.key.split("/")
-        if len(parts) == 4 and parts[3] == "meta.json":
+        if len(parts) == 4 and parts[3] == "meta.json" and is_valid_name(parts[2]):
             out.add(parts[2])
     return sorted(out)
 
 
 def list_policies(store: ObjectStore) -> list[str]:
-    return sorted({i.key.split("/")[1] for i in store.list("models/") if i.key.count("/") >= 2})
+    names = {i.key.split("/")[1] for i in store.list("models/") if i.key.count("/") >= 2}
+    return sorted(n for n in names if is_valid_name(n))
 
 
 def champion(store: ObjectStore, policy: str) -> dict[str, Any] | None:
@@ -218,8 +224,8 @@ def publish_model_updated(redis: Any, policy: str, ptr: Mapping[str, Any]) -> by
     msg = {
         "v": EVENT_VERSION,
         "type": "model-updated",
-        "policy": policy,
-        "version": ptr["version"],
+        "policy": _check_name("policy", policy),
+        "version": _check_name("version", ptr["version"]),
         "uri": ptr["uri"],
         "sha256": ptr["sha256"],
         "ts": int(time.time() * 1000),

@@ -3,8 +3,11 @@
 Examples::
 
     fusion sim synthetic --port 8765 --speed 20 --seed 1 --markets BTC-15M,ETH-15M [--no-lead-lag] [--lag-s 5]
-    fusion sim recorded --port 8765 --binance ../shared/data/real/binance_raw_ws_spot__hftbacktest/spot \\
-        --polymarket ../shared/data/real/polymarket_btc15m_1hz_top_of_book__Borisz42/market_data_20260101.csv --speed 0
+    fusion sim recorded --port 8765 --binance tests/fixtures/real/binance_raw_ws_spot__hftbacktest/spot \\
+        --polymarket poly.csv --speed 0
+
+(the Binance capture excerpt ships in the repository; ``python -m tests.fixtures.synthetic_polymarket
+poly.csv`` writes a synthetic Polymarket CSV in the recorded layout)
 
 Then: ``FUSION_FEED=sim FUSION_SIM_URL=http://127.0.0.1:8765 fusion observe ...``.
 """
@@ -18,7 +21,7 @@ import signal
 import sys
 
 from common.log import setup_logging
-from common.markets import MarketSpecError, parse_market
+from common.markets import MarketSpecError, parse_market, spec_arg, spec_list_arg
 from observer_svc.sim.core import Driver
 from observer_svc.sim.server import SimServer
 
@@ -34,7 +37,7 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.choices["synthetic"]
     s.add_argument("--speed", type=float, default=1.0, help="sim seconds per wall second (0 = as fast as clients read)")
     s.add_argument("--seed", type=int, default=1)
-    s.add_argument("--markets", default="BTC-15M", help="comma-separated market specs")
+    s.add_argument("--markets", default="BTC-15M", type=spec_list_arg, help="comma-separated market specs")
     s.add_argument("--no-lead-lag", action="store_true", help="Polymarket independent of Binance (pure noise)")
     s.add_argument("--lag-s", type=float, default=5.0)
     s.add_argument("--epoch-ms", type=int, default=None, help="sim start (default: now floored to the window)")
@@ -42,11 +45,11 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.choices["recorded"]
     r.add_argument("--binance", default=None, help="hftbacktest spot dir or one .gz file")
     r.add_argument("--symbols", default="", help="only these symbols, e.g. btcusdt")
-    r.add_argument("--polymarket", action="append", default=[], help="Borisz42 CSV (repeatable)")
+    r.add_argument("--polymarket", action="append", default=[], help="Polymarket 1 Hz top-of-book CSV (repeatable)")
     r.add_argument("--speed", type=float, default=0.0, help="0 = as fast as the clients take it")
     r.add_argument("--no-align", action="store_true", help="keep Polymarket at its recorded times")
     r.add_argument("--no-wait", action="store_true", help="start replaying before clients subscribe")
-    r.add_argument("--market", default="BTC-15M")
+    r.add_argument("--market", default="BTC-15M", type=spec_arg)
     return ap
 
 

@@ -1,7 +1,7 @@
 """Outgoing wire shapes of the simulated venues (Binance, Polymarket CLOB/Gamma). Pure functions.
 
 Guarantees: every builder returns exactly the field names, key order and JSON types the venue
-uses (documented in shared/data/real/SOURCES.md §10): Binance ids/times are ints and
+uses (summarised in docs/design.md, "Wire formats"): Binance ids/times are ints and
 prices/quantities decimal strings; Polymarket prices, sizes and ms timestamps are strings;
 Gamma's ``outcomes``/``clobTokenIds``/``outcomePrices`` are JSON-encoded strings. Ids derived
 from a slug (token ids, condition id) are deterministic.

@@ -145,7 +145,13 @@ def _spawn(url: str) -> subprocess.Popen[bytes]:
 def _wait_until_reading(r: redis.Redis, since: float, timeout: float = 30.0) -> None:
     """Until the labeler's consumer has talked to the states stream after ``since`` (monotonic)."""
     while time.monotonic() - since < timeout:
-        for c in r.xinfo_consumers(STATES, keys.LABELER_GROUP):
+        try:
+            consumers = r.xinfo_consumers(STATES, keys.LABELER_GROUP)
+        except redis.ResponseError as e:  # NOGROUP: a labeler killed during start-up never created it
+            if "NOGROUP" not in str(e):
+                raise
+            consumers = []
+        for c in consumers:
             if c["idle"] < (time.monotonic() - since) * 1000 - 50:
                 return
         time.sleep(0.05)

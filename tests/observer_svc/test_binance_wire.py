@@ -28,54 +28,57 @@ from observer_svc.binance_wire import (
 )
 
 
-def hft_frames(shared_data: Path, sym: str, day: str) -> list[bytes]:
-    path = shared_data / "binance_raw_ws_spot__hftbacktest" / "spot" / f"{sym}_{day}.gz"
+def hft_frames(recorded_data: Path, sym: str, day: str) -> list[bytes]:
+    path = recorded_data / "binance_raw_ws_spot__hftbacktest" / "spot" / f"{sym}_{day}.gz"
     with gzip.open(path, "rb") as f:
         return [ln.rstrip(b"\n").partition(b" ")[2] for ln in f if ln.strip()]
 
 
-def cryptofeed_frames(shared_data: Path, name: str) -> list[bytes]:
-    lines = (shared_data / "binance_raw_ws_misc_symbols__cryptofeed" / name).read_bytes().splitlines()
+def cryptofeed_frames(recorded_data: Path, name: str) -> list[bytes]:
+    lines = (recorded_data / "binance_raw_ws_misc_symbols__cryptofeed" / name).read_bytes().splitlines()
     return [ln.partition(b": ")[2] for ln in lines[1:] if b": {" in ln]
 
 
 @pytest.mark.parametrize(
-    "sym,expected",
+    "sym,expected",  # the excerpt's frame counts (tests/fixtures/real/README.md)
     [
-        ("btcusdt", {DepthUpdate: 3451 + 3044, BookTicker: 28040 + 45134, AggTrade: 9757 + 10147, DepthSnapshot: 1}),
-        ("ethusdt", {DepthUpdate: 3434 + 3036, BookTicker: 24077 + 34681, AggTrade: 6106 + 8409, DepthSnapshot: 1}),
+        ("btcusdt", {DepthUpdate: 599, BookTicker: 5360, AggTrade: 1381, DepthSnapshot: 1}),
+        ("ethusdt", {DepthUpdate: 447, BookTicker: 3583, AggTrade: 729, DepthSnapshot: 1}),
     ],
 )
-def test_hftbacktest_spot_frames_all_parse(shared_data: Path, sym: str, expected: dict[type, int]) -> None:
+def test_hftbacktest_spot_frames_all_parse(recorded_data: Path, sym: str, expected: dict[type, int]) -> None:
     counts: Counter[type] = Counter()
-    for day in ("20240808", "20240809"):
-        for raw in hft_frames(shared_data, sym, day):
-            ev = parse_frame(raw)
-            counts[type(ev)] += 1
-            if type(ev) is AggTrade:
-                assert ev.symbol == sym.upper() and ev.price > 0 and ev.qty > 0
-                assert ev.event_time_ms >= ev.trade_time_ms > 1_723_000_000_000
-            elif type(ev) is BookTicker:
-                assert ev.event_time_ms is None  # spot bookTicker carries no E
-                assert ev.bid < ev.ask
-            elif type(ev) is DepthUpdate:
-                assert ev.prev_final_id is None and ev.first_id <= ev.final_id
+    frames = hft_frames(recorded_data, sym, "20240808")
+    for raw in frames:
+        ev = parse_frame(raw)
+        counts[type(ev)] += 1
+        if type(ev) is AggTrade:
+            assert ev.symbol == sym.upper() and ev.price > 0 and ev.qty > 0
+            assert ev.event_time_ms >= ev.trade_time_ms > 1_723_000_000_000
+        elif type(ev) is BookTicker:
+            assert ev.event_time_ms is None  # spot bookTicker carries no E
+            assert ev.bid < ev.ask
+        elif type(ev) is DepthUpdate:
+            assert ev.prev_final_id is None and ev.first_id <= ev.final_id
     assert dict(counts) == expected
+    by_stream = Counter(f.split(b'"', 4)[3].split(b"@", 1)[1] for f in frames if f.startswith(b'{"stream"'))
+    assert by_stream == {b"depth@100ms": expected[DepthUpdate], b"bookTicker": expected[BookTicker],
+                         b"trade": expected[AggTrade]}  # fmt: skip
 
 
-def test_spot_trade_fields_exact(shared_data: Path) -> None:
-    raw = next(f for f in hft_frames(shared_data, "btcusdt", "20240808") if b"@trade" in f)
+def test_spot_trade_fields_exact(recorded_data: Path) -> None:
+    raw = next(f for f in hft_frames(recorded_data, "btcusdt", "20240808") if b"@trade" in f)
     ev = parse_frame(raw)
     assert ev == AggTrade("BTCUSDT", 61837.63, 0.02, True, 1723161255342, 1723161255343)
-    snap = next(f for f in hft_frames(shared_data, "btcusdt", "20240808") if f.startswith(b'{"lastUpdateId"'))
+    snap = next(f for f in hft_frames(recorded_data, "btcusdt", "20240808") if f.startswith(b'{"lastUpdateId"'))
     s = parse_depth_snapshot(snap, "BTCUSDT")
     assert s.last_update_id == 50093239218 and s.symbol == "BTCUSDT"
     assert s.bids[0] == (61837.63, 3.78826) and len(s.bids) == len(s.asks) > 100
 
 
-def test_cryptofeed_futures_shapes(shared_data: Path) -> None:
+def test_cryptofeed_futures_shapes(recorded_data: Path) -> None:
     counts: Counter[type] = Counter()
-    for raw in cryptofeed_frames(shared_data, "BINANCE_FUTURES.ws.1.0"):
+    for raw in cryptofeed_frames(recorded_data, "BINANCE_FUTURES.ws.1.0"):
         ev = parse_frame(raw)
         counts[type(ev)] += 1
         if type(ev) is BookTicker:
@@ -84,14 +87,14 @@ def test_cryptofeed_futures_shapes(shared_data: Path) -> None:
             assert ev.prev_final_id is not None  # futures carry pu
         if type(ev) is Kline:
             assert ev.close_ms == ev.open_ms + 59_999 and ev.low <= ev.close <= ev.high
-    assert counts == {BookTicker: 613, DepthUpdate: 764, Kline: 67, AggTrade: 91}
-    raw = next(f for f in cryptofeed_frames(shared_data, "BINANCE_FUTURES.ws.1.0") if b"ctkusdt@kline" in f)
+    assert counts == {BookTicker: 123, DepthUpdate: 235, Kline: 17, AggTrade: 24}  # the first 400 lines
+    raw = next(f for f in cryptofeed_frames(recorded_data, "BINANCE_FUTURES.ws.1.0") if b"ctkusdt@kline" in f)
     k = parse_frame(raw)
     assert k == Kline("CTKUSDT", 1626992700000, 1626992759999, 1.01, 1.011, 1.01, 1.011, 3917.0, False, 1626992741424)
 
 
-def test_cryptofeed_spot_shapes(shared_data: Path) -> None:
-    counts = Counter(type(parse_frame(raw)) for raw in cryptofeed_frames(shared_data, "BINANCE.ws.1.0"))
+def test_cryptofeed_spot_shapes(recorded_data: Path) -> None:
+    counts = Counter(type(parse_frame(raw)) for raw in cryptofeed_frames(recorded_data, "BINANCE.ws.1.0"))
     assert counts == {DepthUpdate: 177, BookTicker: 84, AggTrade: 2, Kline: 2}
 
 

@@ -29,8 +29,8 @@ UP = "71321045679252212594626385532706912750332728571942532289631379312455583992
 DN = "52114319501245915516055106046884209969926127482827954674443846427813813222426"
 
 
-def test_real_fixtures_parse(shared_data) -> None:
-    d = shared_data / FIX
+def test_real_fixtures_parse(recorded_data) -> None:
+    d = recorded_data / FIX
     (bba,) = parse_frame((d / "ws_market_best_bid_ask_msg.json").read_bytes())
     assert isinstance(bba, BestBidAsk)
     assert (bba.best_bid, bba.best_ask, bba.timestamp) == (0.73, 0.77, 1766789469958)
