@@ -75,6 +75,12 @@ def trader_status_key(trader: str) -> str:
     return f"{TRADER_STATUS_PREFIX}:{check_name(trader, 'trader')}:status"
 
 
+def trader_state_key(trader: str) -> str:
+    """Hash ``{seq, d}``: the trader's positions, cash, PnL, day and kill switch (msgpack under ``d``), written in
+    the same MULTI as its records on ``TRADES_STREAM`` (see trader_svc.recovery)."""
+    return f"{TRADER_STATUS_PREFIX}:{trader}:state"
+
+
 def training_lock_key(policy: str) -> str:
     return f"{TRAINING_LOCK_PREFIX}:{check_name(policy, 'policy')}"
 

@@ -107,7 +107,10 @@ class Settings(BaseSettings):
     trader_id: str = "paper-1"
     trader_markets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     position_usd: float = 100.0
-    max_daily_loss_usd: float = 500.0
+    max_daily_loss_usd: float = Field(500.0, description="kill switch: the day's loss over all the trader's markets")
+    max_exposure_usd: float = Field(0.0, ge=0, description="cost of all open positions, every market; 0: no limit")
+    max_trades_per_day: int = Field(0, ge=0, description="opens per UTC day, every market; 0: no limit")
+    max_model_bytes: int = Field(64 << 20, ge=1, description="a model file above this is refused before reading")
     trader_latency_ms: int = 0
 
     @field_validator("markets", "binance_streams", "trader_markets", mode="before")

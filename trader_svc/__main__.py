@@ -32,8 +32,11 @@ def build(settings: Settings, markets: list[str] | None = None, policy: str | No
             latency_ms=settings.trader_latency_ms if latency_ms is None else latency_ms,
             fee_rate=settings.taker_fee_rate,
             fee_exponent=settings.taker_fee_exponent,
+            max_exposure_usd=settings.max_exposure_usd,
+            max_trades_per_day=settings.max_trades_per_day,
         ),
         tick_ms=settings.tick_ms,
+        max_model_bytes=settings.max_model_bytes,
     )
     store = open_store(settings.store_url, settings.s3_endpoint_url, settings.s3_region)
     return Trader(cfg, settings.redis_url, store)

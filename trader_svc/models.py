@@ -3,6 +3,9 @@
 Guarantees: :func:`load_version` returns a ready :class:`LoadedModel` or raises
 :class:`ModelRejected` whose ``kind`` names the failed check and ``reason`` says why:
 
+* ``pointer``      ``champion.json`` is unreadable (not JSON, not a pointer): :func:`load_champion` only;
+* ``size``         the weights file is larger than ``max_bytes`` (by the store's object size or meta's
+                   ``size_bytes``, checked *before* the bytes are read), or meta.json above ``MAX_META_BYTES``;
 * ``missing``      meta.json or the weights file is absent, or meta.json is not JSON;
 * ``sha256``       the weights' sha256 differs from meta.json's or from the one the event announced;
 * ``features``     meta's ``feature_set`` / ``features`` (names *and order*) / ``actions`` differ from
@@ -32,7 +35,10 @@ from common.policy import ARCH_TYPE, INPUT_DIM, LN_EPS, N_ACTIONS, WeightsError
 from common.schema import ACTIONS
 from common.store import ObjectStore
 from trader_svc.policy_torch import TorchPolicy
-from trainer_svc.registry import champion, model_prefix
+from trainer_svc.registry import ChampionError, champion, model_prefix
+
+MAX_MODEL_BYTES = 64 << 20  # default of ``FUSION_MAX_MODEL_BYTES``
+MAX_META_BYTES = 1 << 20
 
 
 class ModelRejected(ValueError):
@@ -96,6 +102,7 @@ def load_version(
     version: str,
     expect_sha256: str | None = None,
     uri: str | None = None,
+    max_bytes: int = MAX_MODEL_BYTES,
 ) -> LoadedModel:
     """Download, verify and build ``policy/version`` (see the module docstring for the checks)."""
     t0 = time.perf_counter()
@@ -107,8 +114,16 @@ def load_version(
     if uri is not None and not uri.endswith(wkey):
         raise ModelRejected("missing", f"uri {uri!r} does not name {wkey!r}")
     try:
+        sizes = {i.key: i.size for i in store.list(prefix)}  # object sizes, no bytes read
+        _check_size("model.safetensors", sizes.get(wkey, 0), max_bytes, "in the store")
+        _check_size("meta.json", sizes.get(prefix + "meta.json", 0), MAX_META_BYTES, "in the store")
         meta = json.loads(store.get(prefix + "meta.json"))
+        if isinstance(meta, dict) and isinstance(meta.get("size_bytes"), int):
+            _check_size("model.safetensors", meta["size_bytes"], max_bytes, "declared by meta.json")
         data = store.get(wkey)
+        _check_size("model.safetensors", len(data), max_bytes, "read")  # replaced since it was listed
+    except ModelRejected:
+        raise
     except KeyError as e:
         raise ModelRejected("missing", f"{e.args[0]} not in the store") from None
     except ValueError as e:
@@ -138,10 +153,19 @@ def load_version(
     return LoadedModel(policy, version, sha, meta, net, timings)
 
 
-def load_champion(store: ObjectStore, policy: str) -> LoadedModel | None:
+def _check_size(name: str, size: int, limit: int, how: str) -> None:
+    if size > limit:
+        raise ModelRejected("size", f"{name} is {size} bytes ({how}) > limit {limit} (FUSION_MAX_MODEL_BYTES)")
+
+
+def load_champion(store: ObjectStore, policy: str, max_bytes: int = MAX_MODEL_BYTES) -> LoadedModel | None:
     """The current champion of ``policy`` (verified against its pointer's sha256), None when there is none.
-    Raises :class:`ModelRejected` when the champion itself fails verification."""
-    ptr = champion(store, policy)
+    Raises :class:`ModelRejected` when the champion itself fails verification (kind ``pointer`` when
+    ``champion.json`` cannot be read)."""
+    try:
+        ptr = champion(store, policy)
+    except ChampionError as e:
+        raise ModelRejected("pointer", str(e)) from e
     if ptr is None:
         return None
-    return load_version(store, policy, str(ptr["version"]), expect_sha256=ptr.get("sha256"))
+    return load_version(store, policy, str(ptr["version"]), expect_sha256=ptr.get("sha256"), max_bytes=max_bytes)

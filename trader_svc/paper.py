@@ -21,9 +21,15 @@ Guarantees:
   no fee) on the first state that knows the resolution of the window it was opened in: its own
   ``pm_settle_up`` or, after the rollover, ``pm_prev_settle_up`` with ``pm_prev_end_s`` equal to the
   position's window end. Until then it cannot be traded against the next window's book.
-* **risk**: an open never spends more than ``position_usd``; day PnL = equity now - equity at the
-  first state of the UTC day; when it reaches ``-max_daily_loss_usd`` the kill switch trips for the
-  rest of that UTC day: opens are refused, closes and settlements still happen.
+* **risk** (all limits span every market of the trader): an open never spends more than ``position_usd``,
+  nor more than what keeps the cost of all open positions within ``max_exposure_usd`` (0: no limit; the
+  open is cut to fit, refused below ``MIN_OPEN_USD``); at most ``max_trades_per_day`` opens per UTC day
+  (0: no limit). Day PnL = equity now - equity at the first state of the UTC day; when it reaches
+  ``-max_daily_loss_usd`` the kill switch trips for the rest of that UTC day: opens are refused, closes
+  and settlements still happen. So a day's loss stays within ``max_daily_loss_usd`` plus what was open
+  when it tripped (at most ``max_exposure_usd``). Risk transitions are records too (``day``: a new UTC day
+  and its start equity; ``kill``: the switch tripped), so :mod:`trader_svc.state` can rebuild the engine
+  from the trade stream alone.
 * **marks**: an open position is marked at its token's best bid net of the fee per share (as the
   replay env does); unrealised = mark - cost; the ``position_pnl`` feature is unrealised / cost.
 """
@@ -38,21 +44,15 @@ import numpy as np
 import numpy.typing as npt
 
 from common.policy import BUY_DOWN, BUY_UP, FLAT, HOLD, SIDE_DOWN, SIDE_UP
-from common.schema import BOOK_LEVELS, NO_PM_MARKET, PM_RESOLVED, POLY_BOOK_EMPTY, RAW_INDEX, STALE_POLY
+from common.schema import NO_PM_MARKET, PM_RESOLVED, POLY_BOOK_EMPTY, RAW_INDEX, STALE_POLY
+from trader_svc.book import EPS, Walk, _book, scalar_fee, walk_buy, walk_sell
 
 F64 = npt.NDArray[np.float64]
 DAY_MS = 86_400_000
 OPEN_BAD_FLAGS = STALE_POLY | POLY_BOOK_EMPTY | NO_PM_MARKET | PM_RESOLVED
-EPS = 1e-9
+MIN_OPEN_USD = 1.0  # an open cut below this by the exposure limit is refused instead
 SIDE_NAME = {SIDE_UP: "up", SIDE_DOWN: "down", FLAT: "flat"}
 ACTION_NAME = {HOLD: "hold", BUY_UP: "buy_up", BUY_DOWN: "buy_down"}
-
-
-def scalar_fee(shares: float, price: float, rate: float, exponent: float) -> float:
-    """:func:`common.fees.taker_fee` for one scalar trade (same formula, no numpy overhead on the tick path;
-    tests pin the equality)."""
-    p = min(max(price, 0.0), 1.0)
-    return float(shares * rate * (p * (1.0 - p)) ** exponent)
 
 
 def intent(side: int, action: int) -> str:
@@ -64,14 +64,6 @@ def intent(side: int, action: int) -> str:
     return "close" if (side == SIDE_UP) == (action == BUY_DOWN) else "none"
 
 
-def _levels(token: str, side: str) -> tuple[list[int], list[int]]:
-    return (
-        [RAW_INDEX[f"{token}_{side}_px_{i}"] for i in range(BOOK_LEVELS)],
-        [RAW_INDEX[f"{token}_{side}_sz_{i}"] for i in range(BOOK_LEVELS)],
-    )
-
-
-_BOOK = {(tok, s): _levels(tok, s) for tok in ("up", "dn") for s in ("bid", "ask")}
 _TOKEN = {SIDE_UP: "up", SIDE_DOWN: "dn"}
 _END, _SETTLE = RAW_INDEX["pm_end_s"], RAW_INDEX["pm_settle_up"]
 _PREV_END, _PREV_SETTLE = RAW_INDEX["pm_prev_end_s"], RAW_INDEX["pm_prev_settle_up"]
@@ -84,58 +76,8 @@ class PaperConfig:
     latency_ms: int = 0
     fee_rate: float = 0.07
     fee_exponent: float = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class Walk:
-    """Result of walking book levels: shares filled, notional (sum px * shares), fee, levels touched."""
-
-    shares: float
-    notional: float
-    fee: float
-    levels: int
-
-    @property
-    def avg_px(self) -> float:
-        return self.notional / self.shares if self.shares > 0 else math.nan
-
-
-def _book(raw: F64, token: str, side: str) -> list[tuple[float, float]]:
-    pxi, szi = _BOOK[(token, side)]
-    lv = [(float(raw[p]), float(raw[s])) for p, s in zip(pxi, szi, strict=True)]
-    lv = [(p, s) for p, s in lv if math.isfinite(p) and math.isfinite(s) and 0.0 < p <= 1.0 and s > 0.0]
-    lv.sort(key=lambda x: x[0], reverse=side == "bid")  # best first
-    return lv
-
-
-def walk_buy(levels: list[tuple[float, float]], budget_usd: float, rate: float, exponent: float) -> Walk:
-    """Spend up to ``budget_usd`` (fee excluded) at the asks, best first."""
-    left, shares, notional, fee, used = budget_usd, 0.0, 0.0, 0.0, 0
-    for px, sz in levels:
-        if left <= EPS:
-            break
-        take = min(sz, left / px)
-        shares += take
-        notional += take * px
-        fee += scalar_fee(take, px, rate, exponent)
-        left -= take * px
-        used += 1
-    return Walk(shares, notional, fee, used)
-
-
-def walk_sell(levels: list[tuple[float, float]], shares: float, rate: float, exponent: float) -> Walk:
-    """Sell up to ``shares`` at the bids, best first."""
-    left, filled, notional, fee, used = shares, 0.0, 0.0, 0.0, 0
-    for px, sz in levels:
-        if left <= EPS:
-            break
-        take = min(sz, left)
-        filled += take
-        notional += take * px
-        fee += scalar_fee(take, px, rate, exponent)
-        left -= take
-        used += 1
-    return Walk(filled, notional, fee, used)
+    max_exposure_usd: float = 0.0  # cost of all open positions, every market; 0: no limit
+    max_trades_per_day: int = 0  # opens per UTC day, every market; 0: no limit
 
 
 @dataclass(slots=True)
@@ -182,7 +124,13 @@ class PaperEngine:
         self.day_start_equity = 0.0
         self.killed = False
         self.kill_trips = 0
+        self.trades_today = 0  # opens filled this UTC day
         self.markets = list(markets)
+        self._risk: list[dict[str, Any]] = []  # day / kill records not yet returned
+
+    def exposure(self) -> float:
+        """Cost (fees included) of every open position."""
+        return sum(p.cost for p in self.pos.values())
 
     # ------------------------------------------------------------------ accounting
     def unrealised(self) -> float:
@@ -200,11 +148,20 @@ class PaperEngine:
             self.day = d
             self.day_start_equity = self.equity()
             self.killed = False
+            self.trades_today = 0
+            self._risk.append({"type": "day", "day": d, "tick": tick_ms, "start_equity": self.day_start_equity})
 
     def _check_risk(self) -> None:
         if not self.killed and self.day_pnl() <= -self.cfg.max_daily_loss_usd:
             self.killed = True
             self.kill_trips += 1
+            self._risk.append({"type": "kill", "day": self.day, "day_pnl": self.day_pnl()})
+
+    def _drain(self, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self._risk:
+            out = self._risk + out if self._risk[0]["type"] == "day" else out + self._risk
+            self._risk = []
+        return out
 
     # ------------------------------------------------------------------ per state
     def on_state(self, market: str, tick_ms: int, raw: F64, flags: int = 0) -> list[dict[str, Any]]:
@@ -222,7 +179,7 @@ class PaperEngine:
             out += self._execute(order, tick_ms, raw, flags)
         self._mark(market, raw)
         self._check_risk()
-        return out
+        return self._drain(out)
 
     def _mark(self, market: str, raw: F64) -> None:
         """Mark an open position at its token's best bid net of the fee (kept when there is no bid)."""
@@ -263,7 +220,7 @@ class PaperEngine:
         if self.cfg.latency_ms <= 0:
             out = self._execute(order, tick_ms, raw, flags)
             self._check_risk()
-            return out
+            return self._drain(out)
         self.orders[market] = order
         return []
 
@@ -340,18 +297,41 @@ class PaperEngine:
             return [self._refuse(o, tick_ms, f"state flags {flags} forbid opening")]
         if not math.isfinite(end) or tick_ms >= end * 1000.0:
             return [self._refuse(o, tick_ms, "no open Polymarket window")]
+        if c.max_trades_per_day > 0 and self.trades_today >= c.max_trades_per_day:
+            return [self._refuse(o, tick_ms, f"max trades per day reached ({c.max_trades_per_day})")]
+        budget = c.position_usd
+        if c.max_exposure_usd > 0:  # fee <= rate x notional: this budget keeps the cost within the limit
+            budget = min(budget, (c.max_exposure_usd - self.exposure()) / (1.0 + c.fee_rate))
+            if budget < MIN_OPEN_USD:
+                return [self._refuse(o, tick_ms, f"max exposure reached ({c.max_exposure_usd} USD)")]
         new_side = SIDE_UP if o.action == BUY_UP else SIDE_DOWN
         asks = _book(raw, _TOKEN[new_side], "ask")
-        w = walk_buy(asks, c.position_usd, c.fee_rate, c.fee_exponent)
+        w = walk_buy(asks, budget, c.fee_rate, c.fee_exponent)
         if w.shares <= EPS:
             return [self._refuse(o, tick_ms, "no ask")]
         cost = w.notional + w.fee
         partial = w.notional < c.position_usd - 1e-9
         rec = self._record(o, o.market, "open", new_side, tick_ms, w, c.position_usd, partial, -cost, 0.0, o.version)
+        rec["window_end_s"] = end
+        self.trades_today += 1
         self.totals.fees += w.fee
         self.pos[o.market] = Position(new_side, w.shares, cost, end, tick_ms, cost)  # marked at cost until a bid
         self._mark(o.market, raw)
         return [rec]
+
+    def settle_recorded(self, market: str, tick_ms: int, raw: F64) -> list[dict[str, Any]]:
+        """Settle ``market``'s position from a recorded state (one read back after a restart) when that state
+        knows the resolution of the position's window (the rule of :meth:`on_state`), at that state's tick:
+        the day rolls and the kill switch trips as they would have live. Returns [] when it does not know."""
+        pos = self.pos.get(market)
+        s = self._settlement(pos, raw) if pos is not None else None
+        if pos is None or s is None:
+            return []
+        self._roll_day(tick_ms)
+        rec = self._settle(market, pos, s, tick_ms)
+        rec["recovered"] = True
+        self._check_risk()
+        return self._drain([rec])
 
     def _settle(self, market: str, pos: Position, s: float, tick_ms: int) -> dict[str, Any]:
         px = s if pos.side == SIDE_UP else 1.0 - s
@@ -383,6 +363,8 @@ class PaperEngine:
             "day_pnl_usd": self.day_pnl(),
             "kill_switch": self.killed,
             "kill_trips": self.kill_trips,
+            "exposure_usd": self.exposure(),
+            "trades_today": self.trades_today,
             "positions": {
                 m: {**asdict(p), "side": SIDE_NAME[p.side], "unrealised_usd": p.mark - p.cost}
                 for m, p in sorted(self.pos.items())

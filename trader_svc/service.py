@@ -19,45 +19,51 @@ Guarantees:
   ``fusion:trades``; status JSON at ``trader_status_key(trader)`` every ``status_every_s``; a metrics
   JSON file ``live-metrics/{trader}/{YYYY-MM-DD}/{ts}.json`` every ``metrics_every_s`` and at stop.
 * A bad state entry is parked in the dead-letter stream with its reason (logged once), never fatal.
+* **memory** (:mod:`trader_svc.recovery`): positions, cash, PnL, the day's loss and the kill switch are written
+  with every batch of records, in the same MULTI; a restart continues from them (or from ``fusion:trades``),
+  first settling the positions whose window ended while it was down.
+* **faults**: Redis unreachable -> the trader waits with backoff (logged once per outage, counted), keeps its
+  state in memory and writes what is pending when Redis is back; a stream whose top moves below the
+  trader's cursor is read again from its real top; an unreadable ``champion.json`` is reported (log once,
+  ``champion_error`` in the status, ``fusion_trader_champion_unreadable``) while the trader serves the model it
+  has (or holds) and keeps watching events and the pointer.
 """
 
 from __future__ import annotations
 
 import collections
 import gc
-import json
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import numpy as np
+import redis
 
 from common import keys
-from common.deadletter import DeadLetters
 from common.features import FEATURE_SET, N_MARKET_FEATURES, agent_features, market_features, observation
 from common.log import kv, log_once
-from common.metrics import counter, gauge, histogram
-from common.names import InvalidName, is_valid_name
+from common.metrics import counter, histogram
 from common.schema import SchemaError, State, decode_state, tick_of_entry_id
 from common.store import ObjectStore
 from common.streams import connect
-from trader_svc.models import LoadedModel, ModelRejected, load_champion, load_version
+from trader_svc.models import LoadedModel
 from trader_svc.paper import ACTION_NAME, SIDE_NAME, PaperConfig, PaperEngine
+from trader_svc.recovery import Ledger, SettleScan, cursors_above_top, settle_from_streams
+from trader_svc.status import StatusReport
+from trader_svc.swap import ModelSwap
 
 log = logging.getLogger("trader")
-EVENT_VERSION = 1
 DECISIONS = counter("fusion_trader_decisions_total", "decisions taken", ("trader",))
 MISSED = counter("fusion_trader_missed_ticks_total", "state ticks never decided on", ("trader",))
-SWAPS = counter("fusion_trader_swaps_total", "models swapped in", ("trader",))
-REJECTED = counter("fusion_trader_models_rejected_total", "models refused", ("trader",))
 FEAT_MISMATCH = counter("fusion_trader_feature_mismatch_total", "state features != recomputed", ("trader",))
 FILLS = counter("fusion_trader_fills_total", "paper fills (opens, closes, settlements)", ("trader",))
 DEAD = counter("fusion_trader_deadletter_total", "bad state entries parked", ("trader",))
-EQUITY = gauge("fusion_trader_equity_usd", "realised + unrealised PnL", ("trader",))
-KILLED = gauge("fusion_trader_kill_switch", "1 when the daily-loss kill switch is on", ("trader",))
+OUTAGES = counter("fusion_trader_redis_outages_total", "times Redis became unreachable", ("trader",))
+CURSOR_RESETS = counter("fusion_trader_cursor_resets_total", "stream tops found below the read cursor", ("trader",))
+REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
 TICK_S = histogram("fusion_trader_tick_seconds", "read-to-recorded time of one batch", ("trader",),
                    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25))  # fmt: skip
 
@@ -75,6 +81,11 @@ class TraderConfig:
     status_every_s: float = 1.0
     metrics_every_s: float = 60.0
     swap_max_wait_s: float = 1.0
+    cursor_check_s: float = 1.0  # how often the streams' tops are compared with the read cursors
+    settle_check_s: float = 2.0  # how often ended positions are looked up in the recorded states
+    settle_grace_s: float = 900.0  # ... once their window ended this long ago (before: the tick path settles)
+    champion_retry_s: float = 1.0  # how often an unreadable champion.json is read again
+    max_model_bytes: int = 64 << 20
 
 
 @dataclass(slots=True)
@@ -89,9 +100,11 @@ class Stats:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     loads: list[dict[str, Any]] = field(default_factory=list)  # timings of verified loads
     tick_s: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=10_000))
+    cursor_resets: int = 0
+    redis_outages: int = 0
 
 
-class Trader:
+class Trader(ModelSwap, StatusReport):
     """One paper trader process: call :meth:`run` (blocking) and :meth:`stop` from anywhere."""
 
     def __init__(self, cfg: TraderConfig, redis_url: str, store: ObjectStore) -> None:
@@ -113,21 +126,18 @@ class Trader:
         self.lab = cfg.trader_id
         self._m_decisions, self._m_fills = DECISIONS.labels(self.lab), FILLS.labels(self.lab)
         self._m_tick = TICK_S.labels(self.lab)
+        self.ledger = Ledger(self.r, cfg.trader_id, cfg.trades_maxlen)
+        self.state_source = "new"
+        self._scan = SettleScan()
+        self._next_check = {"cursor": 0.0, "settle": 0.0}
+        self.champion_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
-        """Stream positions, champion, then the listener and housekeeping threads."""
-        ev = self.r.xrevrange(keys.EVENTS_STREAM, count=1)
-        events_from = ev[0][0] if ev else b"0-0"  # taken *before* the champion: no update falls between
-        pipe = self.r.pipeline(transaction=False)
-        for s in self._streams:
-            pipe.xrevrange(s, count=1)
-        for s, top in zip(self._streams, pipe.execute(), strict=True):
-            self._last_ids[s] = top[0][0] if top else b"0-0"
-        try:
-            self.model = load_champion(self.store, self.cfg.policy)
-        except ModelRejected as e:
-            self._rejected(str(self.cfg.policy), "champion", e.reason)
+        """State (restored, ended positions settled), stream positions, champion, then the listener and
+        housekeeping threads. Waits for Redis while it is unreachable."""
+        events_from = self._redis_retry(self._recover)
+        self._load_champion(at_start=True)
         kv(log, logging.INFO, "trader started", trader=self.lab, policy=self.cfg.policy,
            model=self.model.version if self.model else None, markets=",".join(self.cfg.markets))  # fmt: skip
         for name, fn, arg in (("listener", self._listen, events_from), ("housekeeping", self._housekeep, None)):
@@ -137,12 +147,59 @@ class Trader:
         gc.freeze()  # long-lived objects (torch, modules) out of the collector's scans: fewer tick-path pauses
         self.ready.set()
 
+    def _recover(self) -> bytes:
+        ev = self.r.xrevrange(keys.EVENTS_STREAM, count=1)
+        events_from: bytes = ev[0][0] if ev else b"0-0"  # taken *before* the champion: no update falls between
+        pipe = self.r.pipeline(transaction=False)
+        for s in self._streams:
+            pipe.xrevrange(s, count=1)
+        for s, top in zip(self._streams, pipe.execute(), strict=True):
+            self._last_ids[s] = top[0][0] if top else b"0-0"
+        with self._lock:
+            if self.ledger.seq == 0 and not self.ledger.dirty:
+                self.state_source = self.ledger.load(self.engine)
+            recs = settle_from_streams(self.r, self.engine, self._scan, budget=10**9, store=self.store)
+        self.ledger.commit(self.engine, recs)  # the key exists from now on (a rebuilt state is stored)
+        kv(log, logging.INFO, "trader state", trader=self.lab, source=self.state_source, seq=self.ledger.seq,
+           positions=len(self.engine.pos), settled=len(recs), killed=self.engine.killed)  # fmt: skip
+        return events_from
+
+    def _redis_retry(self, fn: Any) -> Any:
+        """``fn()`` once Redis answers: backoff 0.2 s -> 5 s, one log line per outage (and one when back)."""
+        backoff, down_since = 0.2, None
+        while True:
+            try:
+                out = fn()
+            except REDIS_ERRORS as e:
+                if self._stop.is_set():
+                    raise
+                if down_since is None:
+                    down_since = time.monotonic()
+                    self.stats.redis_outages += 1
+                    OUTAGES.labels(self.lab).inc()
+                    kv(log, logging.WARNING, "redis unavailable; waiting", trader=self.lab, error=str(e))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            if down_since is not None:
+                kv(log, logging.INFO, "redis back", trader=self.lab, outage_s=round(time.monotonic() - down_since, 1),
+                   pending=len(self.ledger.pending))  # fmt: skip
+            return out
+
+    def _poll_safe(self) -> int:
+        if self.ledger.dirty:
+            self.ledger.flush(self.engine)  # what was decided during an outage, before anything new
+        return self.poll_once()
+
     def run(self, duration_s: float | None = None) -> int:
         self.start()
         deadline = time.monotonic() + duration_s if duration_s else None
         try:
             while not self._stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                self.poll_once()
+                try:
+                    self._redis_retry(self._poll_safe)
+                except REDIS_ERRORS:
+                    break  # stopping while Redis is down: the state is in Redis up to the last commit
         finally:
             self.stop()
             for t in self._threads:
@@ -166,6 +223,7 @@ class Trader:
         """One blocking XREAD (up to ``block_ms``), one non-blocking XREAD to collect the rest of the
         same publish (Redis wakes a reader after the first XADD of a pipeline), one decision batch on
         the newest state per market. Returns the number of states decided."""
+        self._periodic()
         resp = self.r.xread(self._last_ids, count=self.cfg.read_count, block=self.cfg.block_ms)
         if not resp:
             if self._incoming:  # idle: a tick boundary by definition
@@ -211,6 +269,33 @@ class Trader:
             DEAD.labels(self.lab).inc()
             return None
 
+    def _periodic(self) -> None:
+        """Cursor check and settlement lookup, each every few seconds (cheap: one pipelined XINFO per stream)."""
+        now = time.monotonic()
+        if now >= self._next_check["cursor"]:
+            self._next_check["cursor"] = now + self.cfg.cursor_check_s
+            for stream, top in cursors_above_top(self.r, self._last_ids).items():
+                market = self._streams[stream]
+                log_once(log, f"cursor:{stream}:{self._last_ids[stream]!r}", "stream top below the trader's cursor; "
+                         "resuming from the top", market=market, cursor=self._last_ids[stream].decode(),
+                         top=top.decode())  # fmt: skip
+                self._last_ids[stream] = top
+                self.stats.cursor_resets += 1
+                CURSOR_RESETS.labels(self.lab).inc()
+                tick = tick_of_entry_id(top)
+                if self.stats.last_tick.get(market, -1) > tick:
+                    self.stats.last_tick[market] = tick
+                self._max_tick = max(self.stats.last_tick.values(), default=-1)
+        if self.engine.pos and now >= self._next_check["settle"]:
+            self._next_check["settle"] = now + self.cfg.settle_check_s
+            with self._lock:
+                recs = settle_from_streams(
+                    self.r, self.engine, self._scan, grace_ms=int(self.cfg.settle_grace_s * 1000), store=self.store
+                )
+            if recs:
+                self._xadd_trades(recs)
+                self._m_fills.inc(len(recs))
+
     def _count_missed(self, market: str, n: int) -> None:
         if n > 0 and market in self.stats.last_tick:  # before the first decision nothing is "missed"
             self.stats.missed[market] += n
@@ -226,32 +311,6 @@ class Trader:
         self._count_missed(market, max(0, (tick_of_entry_id(top[0][0]) - prev) // max(1, self.cfg.tick_ms)))
         s = self._decode(market, top[0])
         return [s] if s is not None else []
-
-    def _adopt(self, min_tick: int | None) -> None:
-        """Swap in the verified models at a tick boundary: before the batch whose oldest tick is
-        ``min_tick`` (None: between reads, idle). Pointer swap, timed; recorded with ``after_tick``, the
-        newest tick decided by the old model."""
-        if not self._incoming:
-            return
-        if min_tick is None:  # idle: a boundary once every market has decided the newest tick
-            boundary = all(self.stats.last_tick.get(m, self._max_tick) == self._max_tick for m in self.cfg.markets)
-        else:
-            boundary = min_tick > self._max_tick
-        if not boundary and time.monotonic() - self._incoming_since < self.cfg.swap_max_wait_s:
-            return
-        while self._incoming:
-            new = self._incoming.popleft()
-            old = self.model
-            t0 = time.perf_counter_ns()
-            self.model = new
-            swap_ns = time.perf_counter_ns() - t0
-            rec = {"type": "swap", "from": old.version if old else None, "to": new.version, "tick": min_tick,
-                   "after_tick": self._max_tick, "swap_ns": swap_ns, "load_s": new.timings_s.get("total_s", 0.0),
-                   "ts": int(time.time() * 1000)}  # fmt: skip
-            self.stats.swaps.append(rec)
-            SWAPS.labels(self.lab).inc()
-            self._xadd_trades([rec])
-            kv(log, logging.INFO, "model swapped", trader=self.lab, old=rec["from"], new=new.version, tick=min_tick)
 
     def _decide(self, batch: list[State], t_read: float) -> None:
         ticks = np.fromiter((s.tick_ms for s in batch), dtype=np.int64, count=len(batch))
@@ -309,129 +368,6 @@ class Trader:
             FEAT_MISMATCH.labels(self.lab).inc(len(bad))
 
     def _xadd_trades(self, recs: list[dict[str, Any]]) -> None:
-        if not recs:
-            return
-        pipe = self.r.pipeline(transaction=False)
-        for rec in recs:
-            rec["v"], rec["trader"] = EVENT_VERSION, self.lab
-            payload = msgpack.packb(rec, use_bin_type=True)
-            pipe.xadd(
-                keys.TRADES_STREAM, {keys.PAYLOAD_FIELD: payload}, maxlen=self.cfg.trades_maxlen, approximate=True
-            )
-        pipe.execute()
-
-    # ------------------------------------------------------------------ hot swap (listener thread)
-    def _listen(self, last_id: bytes) -> None:
-        r: Any = connect(self.redis_url)
-        while not self._stop.is_set():
-            try:
-                resp = r.xread({keys.EVENTS_STREAM: last_id}, count=100, block=250)
-            except Exception as e:  # redis down: keep trying, the tick loop reports the outage
-                log_once(log, f"events:{type(e).__name__}", "events read failed", error=str(e))
-                self._stop.wait(0.5)
-                continue
-            for _stream, entries in resp or []:
-                for eid, fields in entries:
-                    last_id = eid
-                    self._on_event(fields.get(keys.PAYLOAD_FIELD, b""), eid)
-        r.close()
-
-    def _on_event(self, payload: bytes, eid: bytes = b"") -> None:
-        try:
-            msg = msgpack.unpackb(payload, raw=False)
-            if not isinstance(msg, dict):
-                raise ValueError("event is not a map")
-        except Exception as e:
-            log_once(log, f"badevent:{type(e).__name__}", "undecodable event ignored", error=str(e))
-            return
-        if msg.get("type") != "model-updated" or msg.get("policy") != self.cfg.policy:
-            return
-        if not is_valid_name(msg.get("version")):  # never a store key nor re-broadcast: counted, logged, parked
-            reason = f"model-updated refused: {InvalidName('version', msg.get('version'))}"
-            log_once(log, "badevent:version", "event refused", reason=reason)
-            REJECTED.labels(self.lab).inc()
-            try:
-                DeadLetters(self.r, "trader").park(keys.EVENTS_STREAM, eid, reason, payload)
-            except Exception as e:  # redis down: the event is refused all the same
-                log_once(log, f"park:{type(e).__name__}", "could not park a refused event", error=str(e))
-            return
-        version = str(msg["version"])
-        known = [m.version for m in self._incoming] + ([self.model.version] if self.model else [])
-        if version in known:
-            return  # already serving / queued (e.g. the champion we started from)
-        try:
-            new = load_version(self.store, self.cfg.policy, version, msg.get("sha256"), msg.get("uri"))
-        except ModelRejected as e:
-            self._rejected(version, "model-updated", e.reason)
-            return
-        except Exception as e:  # store unreachable etc.: same outcome, the old model stays
-            self._rejected(version, "model-updated", f"error: {type(e).__name__}: {e}")
-            return
-        self.stats.loads.append({"version": version, **new.timings_s})
-        if not self._incoming:
-            self._incoming_since = time.monotonic()
-        self._incoming.append(new)  # adopted by the tick loop at the next tick boundary
-
-    def _rejected(self, version: str, source: str, reason: str) -> None:
-        msg = {"v": EVENT_VERSION, "type": "model-rejected", "policy": self.cfg.policy, "version": version,
-               "reason": reason, "trader": self.lab, "source": source, "ts": int(time.time() * 1000)}  # fmt: skip
-        self.stats.rejected.append(msg)
-        REJECTED.labels(self.lab).inc()
-        kv(log, logging.WARNING, "model rejected", trader=self.lab, version=version, reason=reason)
-        try:
-            self.r.xadd(keys.EVENTS_STREAM, {keys.PAYLOAD_FIELD: msgpack.packb(msg, use_bin_type=True)})
-        except Exception as e:
-            log_once(log, "rejectevent", "could not publish model-rejected", error=str(e))
-
-    # ------------------------------------------------------------------ status and metrics
-    def status(self) -> dict[str, Any]:
-        with self._lock:
-            pnl = self.engine.snapshot()
-            st = self.stats
-            lat = np.asarray(st.tick_s, dtype=np.float64)
-            return {
-                "trader": self.lab, "policy": self.cfg.policy, "markets": self.cfg.markets,
-                "model": self.model.version if self.model else None,
-                "model_sha256": self.model.sha256 if self.model else None,
-                "started": self.started, "updated": time.time(), "running": not self._stop.is_set(),
-                "ticks": st.ticks, "decisions": st.decisions, "missed_ticks": sum(st.missed.values()),
-                "missed_by_market": dict(st.missed), "last_tick": dict(st.last_tick),
-                "feature_mismatches": st.feature_mismatches, "dead_letters": st.dead,
-                "swaps": len(st.swaps), "swap_log": st.swaps[-10:], "rejected": len(st.rejected),
-                "rejected_log": st.rejected[-10:], "loads": st.loads[-10:],
-                "tick_p50_ms": float(np.percentile(lat, 50) * 1e3) if lat.size else None,
-                "tick_p99_ms": float(np.percentile(lat, 99) * 1e3) if lat.size else None,
-                "latency_ms": self.cfg.paper.latency_ms, "position_usd": self.cfg.paper.position_usd,
-                "max_daily_loss_usd": self.cfg.paper.max_daily_loss_usd, "pnl": pnl,
-            }  # fmt: skip
-
-    def _publish_status(self, final: bool = False) -> dict[str, Any]:
-        st = self.status()
-        if final:
-            st["running"] = False
-        EQUITY.labels(self.lab).set(st["pnl"]["equity_usd"])
-        KILLED.labels(self.lab).set(1.0 if st["pnl"]["kill_switch"] else 0.0)
-        try:
-            self.r.set(keys.trader_status_key(self.lab), json.dumps(st, default=str))
-        except Exception as e:
-            log_once(log, "status", "status write failed", error=str(e))
-        return st
-
-    def _write_metrics(self) -> str | None:
-        st = self.status()
-        now = time.time()
-        key = f"live-metrics/{self.lab}/{time.strftime('%Y-%m-%d', time.gmtime(now))}/{int(now * 1000)}.json"
-        try:
-            self.store.put(key, json.dumps(st, default=str, indent=1).encode())
-        except Exception as e:
-            log_once(log, "metrics", "metrics file write failed", error=str(e))
-            return None
-        return key
-
-    def _housekeep(self) -> None:
-        next_metrics = time.monotonic() + self.cfg.metrics_every_s
-        while not self._stop.wait(self.cfg.status_every_s):
-            self._publish_status()
-            if time.monotonic() >= next_metrics:
-                self._write_metrics()
-                next_metrics = time.monotonic() + self.cfg.metrics_every_s
+        """Records + the engine's state, one MULTI (:meth:`trader_svc.recovery.Ledger.commit`)."""
+        if recs:
+            self.ledger.commit(self.engine, recs)

@@ -156,14 +156,24 @@ def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[s
     return states, labels, info
 
 
-def _champion_backtest(store: ObjectStore, policy: str, batch: Any, env_kwargs: dict[str, Any]) -> Backtest | None:
+def _champion_backtest(
+    store: ObjectStore, policy: str, batch: Any, env_kwargs: dict[str, Any]
+) -> tuple[Backtest | None, str | None]:
+    """(the champion's hold-out backtest or None, why its pointer is unreadable or None)."""
     try:
-        w, _ = registry.load_model(store, policy)
+        ptr = registry.champion(store, policy)
+    except registry.ChampionError as e:
+        kv(log, logging.WARNING, "champion pointer unreadable; the new version is saved, not promoted",
+           policy=policy, error=str(e))  # fmt: skip
+        return None, str(e)
+    if ptr is None:
+        return None, None
+    try:
+        w, _ = registry.load_model(store, policy, ptr["version"], ptr["sha256"])
     except registry.ModelError as e:
-        if registry.champion(store, policy) is not None:
-            kv(log, logging.WARNING, "champion unusable; comparing against baselines only", error=str(e))
-        return None
-    return run_policy(batch, weights_policy(w), "champion", env_kwargs)
+        kv(log, logging.WARNING, "champion unusable; comparing against baselines only", error=str(e))
+        return None, None
+    return run_policy(batch, weights_policy(w), "champion", env_kwargs), None
 
 
 def run_training(
@@ -212,7 +222,7 @@ def run_training(
     env_kwargs = cfg.env_kwargs()
     cand = run_policy(hold, weights_policy(res.weights), "candidate", env_kwargs)
     base = baselines(hold, labels, horizon_index(labels, cfg.horizon_s), env_kwargs, seed=p.seed)
-    champ = _champion_backtest(store, p.policy_name, hold, env_kwargs)
+    champ, champ_error = _champion_backtest(store, p.policy_name, hold, env_kwargs)
     decision = promote_decision(cand, champ, base, margin=p.margin, seed=p.seed)
     timings["evaluate_s"] = round(time.perf_counter() - t2, 3)
     holdout = {"candidate": cand.metrics, **({"champion": champ.metrics} if champ else {})}
@@ -227,7 +237,12 @@ def run_training(
         "holdout_metrics": cand.metrics,
         "champion_metrics": champ.metrics if champ else None,
         "baselines_metrics": {k: v.metrics for k, v in base.items()},
-        "decision": {"promote": decision.promote, "reason": decision.reason, "comparisons": decision.comparisons},
+        "decision": {
+            "promote": decision.promote,
+            "reason": decision.reason,
+            "comparisons": decision.comparisons,
+            "champion_error": champ_error,
+        },  # fmt: skip
         "training": {
             "history": res.history,
             "best_epoch": res.best_epoch,
@@ -248,11 +263,12 @@ def run_training(
         "market": p.market,
         "holdout": {**holdout, **{k: v.metrics for k, v in base.items()}},
         "decision": {"promote": decision.promote, "reason": decision.reason},
+        "champion_error": champ_error,
     }
     html = render(summary, res.history, equity)
     ref = registry.save_model(store, p.policy_name, res.weights, meta, version=version, report_html=html)
     promoted = None
-    if decision.promote and p.promote:
+    if decision.promote and p.promote and champ_error is None:  # never over a pointer nobody can read
         if redis is None and p.redis_url:
             import redis as redis_mod
 

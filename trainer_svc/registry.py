@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +41,10 @@ EVENT_VERSION = 1
 
 class ModelError(ValueError):
     """A model that is missing, fails its checksum or does not match the architecture."""
+
+
+class ChampionError(ModelError):
+    """``champion.json`` exists but is not a pointer (not JSON, not an object, bad version or sha256)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +102,8 @@ def save_model(
     wkey = prefix + "model.safetensors"
     if not store.put_if_absent(wkey, data):
         raise ModelError(f"version {policy}/{version} already exists")
-    full = {**meta, "policy": policy, "version": version, "sha256": sha, "uri": uri_of(store, wkey)}
+    full = {**meta, "policy": policy, "version": version, "sha256": sha, "uri": uri_of(store, wkey),
+            "size_bytes": len(data)}  # fmt: skip
     full.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     if report_html is not None:
         store.put(prefix + "report.html", report_html.encode())
@@ -172,12 +178,28 @@ def list_policies(store: ObjectStore) -> list[str]:
     return sorted(n for n in names if is_valid_name(n))
 
 
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
 def champion(store: ObjectStore, policy: str) -> dict[str, Any] | None:
+    """The champion pointer ``{version, uri, sha256, promoted_at}``; None when there is none. Raises
+    :class:`ChampionError` when ``champion.json`` exists but cannot be read as a pointer."""
+    key = model_prefix(policy) + "champion.json"
     try:
-        d: dict[str, Any] = json.loads(store.get(model_prefix(policy) + "champion.json"))
-        return d
+        raw = store.get(key)
     except KeyError:
         return None
+    try:
+        d = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ChampionError(f"{key} is not JSON ({len(raw)} bytes): {e}") from None
+    if not isinstance(d, dict):
+        raise ChampionError(f"{key} is not an object")
+    if not isinstance(d.get("version"), str) or not d["version"]:
+        raise ChampionError(f"{key} has no version")
+    if not isinstance(d.get("sha256"), str) or not _SHA256.match(d["sha256"]):
+        raise ChampionError(f"{key} has no valid sha256")
+    return d
 
 
 def _history(store: ObjectStore, policy: str) -> list[dict[str, Any]]:
@@ -199,6 +221,11 @@ def _set_champion(
         "sha256": meta["sha256"],
         "promoted_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
+    try:
+        champion(store, policy)
+    except ChampionError:  # an explicit promotion replaces an unreadable pointer: keep its bytes for inspection
+        key = model_prefix(policy) + "champion.json"
+        store.put(f"quarantine/{key}.{int(time.time() * 1000)}", store.get(key))
     store.put(model_prefix(policy) + "champion-history.json", json.dumps(history + [ptr], indent=1).encode())
     store.put(model_prefix(policy) + "champion.json", json.dumps(ptr, indent=2).encode())
     if redis is not None:

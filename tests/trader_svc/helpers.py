@@ -69,8 +69,8 @@ def synth_raw(rng: np.random.Generator, tick_ms: int) -> np.ndarray:
 
 def make_state(market: str, tick_ms: int, raw: np.ndarray) -> State:
     f = market_features(raw[None, :], np.array([tick_ms]))[0]
-    start = int(raw[RAW_INDEX["pm_start_s"]] * 1000)
-    pm = PolymarketWindow(f"btc-updown-15m-{start // 1000}", "0xc", "1", "2", start, start + WINDOW_MS)
+    start, end = int(raw[RAW_INDEX["pm_start_s"]] * 1000), int(raw[RAW_INDEX["pm_end_s"]] * 1000)
+    pm = PolymarketWindow(f"btc-updown-15m-{start // 1000}", "0xc", "1", "2", start, end)
     return State(market, tick_ms, raw, f, FEATURE_SET, 0, pm)
 
 
@@ -98,3 +98,32 @@ def save_raw(store: ObjectStore, policy: str, version: str, weights: dict[str, n
             "sha256": sha or real, "uri": uri}  # fmt: skip
     store.put(prefix + "meta.json", json.dumps(full).encode())
     return {"version": version, "uri": uri, "sha256": sha or real}
+
+
+def save_always(store: ObjectStore, policy: str, version: str, action: int) -> ModelRef:
+    """A valid model that picks ``action`` whatever it sees (output weights zero, bias one-hot)."""
+    w = init_weights(0)
+    w["actor.out.weight"] = np.zeros_like(w["actor.out.weight"])
+    bias = np.zeros_like(w["actor.out.bias"])
+    bias[action] = 10.0
+    w["actor.out.bias"] = bias
+    return save_model(store, policy, w, good_meta(), version=version)
+
+
+def window_raw(tick_ms: int, window_ms: int, up_ask: float | None = 0.5, up_bid: float | None = 0.45,
+               prev_settle: float | None = None, t0: int = T0) -> np.ndarray:  # fmt: skip
+    """A state of the window (of ``window_ms``, counted from ``t0``) containing ``tick_ms``; books of depth
+    1,000 at the given prices (None: empty); ``prev_settle`` names the previous window's resolution."""
+    start = t0 + (tick_ms - t0) // window_ms * window_ms
+    extra = {}
+    if prev_settle is not None:
+        extra = {"pm_prev_end_s": start / 1000, "pm_prev_settle_up": prev_settle}
+    return raw_book(
+        up_asks=[(up_ask, 1000.0)] if up_ask is not None else [],
+        up_bids=[(up_bid, 1000.0)] if up_bid is not None else [],
+        dn_asks=[(1 - up_bid + 0.01, 1000.0)] if up_bid is not None else [],
+        dn_bids=[(1 - up_ask - 0.01, 1000.0)] if up_ask is not None else [],
+        start_s=start / 1000,
+        end_s=(start + window_ms) / 1000,
+        **extra,
+    )

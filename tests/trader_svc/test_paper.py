@@ -16,6 +16,11 @@ END = T0 / 1000 + 900
 M = "BTC-15M"
 
 
+def trading(recs):
+    """Fills and refusals (without the engine's ``day`` / ``kill`` risk records)."""
+    return [r for r in recs if r["type"] not in ("day", "kill")]
+
+
 def fills(recs, kind=None):
     return [r for r in recs if r["type"] == "fill" and (kind is None or r["kind"] == kind)]
 
@@ -41,7 +46,7 @@ def test_open_spends_position_usd_fee_on_top_then_close() -> None:
     eng = PaperEngine(PaperConfig(position_usd=100.0))
     raw = raw_book(up_asks=[(0.50, 100), (0.52, 100), (0.55, 1000)], up_bids=[(0.48, 500)], dn_asks=[(0.53, 500)])
     t = T0 + 60_000
-    assert eng.on_state(M, t, raw) == []
+    assert trading(eng.on_state(M, t, raw)) == []
     (op,) = fills(eng.decide(M, t, BUY_UP, raw))
     fee = taker_fee(100.0, 0.50) + taker_fee(50 / 0.52, 0.52)
     assert op["kind"] == "open" and op["side"] == "up" and not op["partial"]
@@ -97,7 +102,7 @@ def test_refusals_empty_book_and_ended_window() -> None:
 def test_latency_fills_against_the_later_state() -> None:
     eng = PaperEngine(PaperConfig(position_usd=10.0, latency_ms=1000))
     assert eng.decide(M, T0, BUY_UP, raw_book(up_asks=[(0.40, 1000)])) == []
-    assert eng.on_state(M, T0 + 500, raw_book(up_asks=[(0.45, 1000)])) == []  # not due yet
+    assert trading(eng.on_state(M, T0 + 500, raw_book(up_asks=[(0.45, 1000)]))) == []  # not due yet
     # a second order while one is in flight is refused
     (rf,) = eng.decide(M, T0 + 500, BUY_DOWN, raw_book(dn_asks=[(0.5, 1000)]))
     assert rf["reason"] == "order in flight"
@@ -160,3 +165,26 @@ def test_scalar_helpers_match_the_shared_contract() -> None:
     for sh, px in ((1.0, 0.5), (123.4, 0.01), (7.0, 0.99), (3.0, 1.2), (2.0, -0.1)):
         for rate, ex in ((0.07, 1.0), (0.02, 2.0)):
             assert scalar_fee(sh, px, rate, ex) == pytest.approx(taker_fee(sh, px, rate, ex), rel=1e-15, abs=0)
+
+
+def test_total_exposure_across_markets_and_trades_per_day_limits() -> None:
+    eng = PaperEngine(PaperConfig(position_usd=40.0, max_exposure_usd=100.0))
+    raw = raw_book(up_asks=[(0.5, 1000)])
+    for m in ("A-5M", "B-5M", "C-5M"):
+        assert fills(eng.decide(m, T0, BUY_UP, raw), "open")
+    exposure = sum(p.cost for p in eng.pos.values())
+    assert exposure <= 100.0 and eng.pos["C-5M"].cost < eng.pos["A-5M"].cost  # the third one was cut to fit
+    (rf,) = eng.decide("D-5M", T0, BUY_UP, raw)
+    assert rf["type"] == "refused" and "exposure" in rf["reason"]
+    assert eng.snapshot()["exposure_usd"] == pytest.approx(exposure)
+
+    eng = PaperEngine(PaperConfig(position_usd=10.0, max_trades_per_day=2))
+    eng.on_state("A-5M", T0, raw)
+    assert fills(eng.decide("A-5M", T0, BUY_UP, raw), "open") and fills(eng.decide("B-5M", T0, BUY_UP, raw), "open")
+    (rf,) = eng.decide("C-5M", T0, BUY_UP, raw)
+    assert rf["type"] == "refused" and "trades per day" in rf["reason"]
+    assert fills(eng.decide("A-5M", T0, BUY_DOWN, raw_book(up_bids=[(0.5, 1000)])), "close")  # closes always allowed
+    nxt = T0 + 86_400_000
+    raw2 = raw_book(up_asks=[(0.5, 1000)], start_s=nxt / 1000, end_s=nxt / 1000 + 900)
+    eng.on_state("C-5M", nxt, raw2)
+    assert fills(eng.decide("C-5M", nxt, BUY_UP, raw2), "open") and eng.snapshot()["trades_today"] == 1

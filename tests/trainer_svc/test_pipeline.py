@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from common.store import LocalStore
 from trainer_svc.pipeline import JobParams, run_training
 
@@ -22,3 +24,18 @@ def test_pooled_markets_train_evaluate_and_save(tmp_path):
     meta = json.loads(store.get(f"models/AAA-5M_BBB-5M/{out['version']}/meta.json"))
     assert meta["data"]["market"] == "AAA-5M,BBB-5M" and meta["splits"]["holdout"]["windows"] == out["holdout"][
         "candidate"]["windows"]  # fmt: skip
+
+
+@pytest.mark.slow  # ~16 s: one real training run
+def test_corrupt_champion_pointer_saves_the_model_reports_and_does_not_promote(tmp_path):
+    from trainer_svc import registry
+
+    store = LocalStore(tmp_path / "store")
+    store.put("models/AAA-5M/champion.json", b"\x00garbage{")
+    p = JobParams(market="AAA-5M", synthetic=28_800, store_url=store.url, overrides={"epochs": 1})
+    out = run_training(p)  # used to fail here, after training, on the unreadable pointer
+    assert out["version"] in registry.list_versions(store, "AAA-5M")
+    assert not out["promoted"] and "champion.json" in out["champion_error"]
+    assert store.get("models/AAA-5M/champion.json") == b"\x00garbage{"  # not overwritten blindly
+    meta = json.loads(store.get(f"models/AAA-5M/{out['version']}/meta.json"))
+    assert "champion.json" in meta["decision"]["champion_error"]

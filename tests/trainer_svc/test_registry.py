@@ -60,3 +60,16 @@ def test_sha_mismatch_and_bad_shapes_rejected(tmp_path):
     with pytest.raises(registry.ModelError, match="exists"):
         registry.save_model(store, "pol", init_weights(0), {}, version=ref.version)
     assert json.loads(store.get(f"models/pol/{ref.version}/meta.json"))["version"] == ref.version
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"\xff\xfe", b"[1, 2]", b'{"version": "v1"}', b'{"sha256": "ab"}'])
+def test_unreadable_champion_pointer_is_reported_and_an_explicit_promotion_quarantines_it(tmp_path, body):
+    store = LocalStore(tmp_path)
+    ref = registry.save_model(store, "pol", init_weights(0), {})
+    store.put("models/pol/champion.json", body)
+    with pytest.raises(registry.ChampionError, match="champion.json"):
+        registry.champion(store, "pol")
+    assert registry.promote(store, "pol", ref.version)["version"] == ref.version  # the operator's explicit choice
+    assert registry.champion(store, "pol")["sha256"] == ref.sha256
+    (q,) = [i.key for i in store.list("quarantine/models/pol/")]
+    assert store.get(q) == body
