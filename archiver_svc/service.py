@@ -16,6 +16,10 @@ Guarantees:
   replaced by a superset (merge under a lock), so an entry is in the archive exactly once.
 * Redis errors (restart, failover) are retried with backoff; nothing is lost or acked early.
 * An unfinished window is never written unless ``final=True`` (``--final``).
+* An entry deleted from the stream while pending (the observer's repair of a forged future entry, which
+  parks it first) is acknowledged and counted; buffered entries above the group's cursor (delivered before
+  the cursor was set back) are forgotten and acknowledged, so a forged entry never holds a window open
+  nor reaches the archive (those that still exist are delivered again).
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ ENTRIES = counter("fusion_archiver_entries_archived_total", "entries stored and 
 OBJECTS = counter("fusion_archiver_objects_written_total", "window objects written", ("kind", "result"))
 DEAD = counter("fusion_archiver_dead_lettered_total", "entries moved to the dead-letter stream", ("kind",))
 LAG = gauge("fusion_archiver_lag_entries", "entries of a stream not yet archived (undelivered + pending)", ("stream",))
+DELETED = counter("fusion_archiver_deleted_entries_total", "pending entries deleted from the stream, acked", ("kind",))
 WRITE_ERRORS = counter("fusion_archiver_write_errors_total", "failed object writes (retried)", ("kind",))
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
@@ -119,6 +124,7 @@ class Archiver:
         self.validators: dict[str, Validator] = {}
         self.buffers: dict[str, dict[int, dict[str, bytes]]] = {}
         self.delivered_ms: dict[str, int] = {}
+        self.buffered_top_ms: dict[str, int] = {}  # newest buffered entry per stream (never above the group cursor)
         self.need_pending: set[str] = set()
         self.inflight: list[tuple[Job, Future[Job]]] = []
         self.to_ack: list[Job] = []
@@ -254,6 +260,8 @@ class Archiver:
         pf = keys.PAYLOAD_FIELD
         if any(e is None or e[0] is None for e in entries):
             entries = [e for e in entries if e is not None and e[0] is not None]
+        if any(not e[1] for e in entries):
+            entries = self._ack_deleted(stream, kind, entries)
         n = len(entries)
         if not n:
             return 0
@@ -295,6 +303,7 @@ class Archiver:
         parsed = parse_ids(sids)
         w = self.window_ms
         ws = parsed[:, 0] - parsed[:, 0] % w
+        self.buffered_top_ms[stream] = max(self.buffered_top_ms.get(stream, -1), int(parsed[:, 0].max()))
         cuts = np.flatnonzero(ws[1:] != ws[:-1]) + 1
         bounds = [0, *cuts.tolist(), len(sids)]
         for a, b in itertools.pairwise(bounds):
@@ -303,6 +312,36 @@ class Archiver:
             if win is None:
                 win = buf[start] = {}
             win.update(zip(sids[a:b], payloads[a:b], strict=True))
+
+    def _ack_deleted(self, stream: str, kind: str, entries: list[Any]) -> list[Any]:
+        """Acknowledge pending entries deleted from the stream (nil fields); returns the others."""
+        gone = [e[0] for e in entries if not e[1]]
+        self.r.xack(stream, keys.ARCHIVER_GROUP, *gone)
+        DELETED.labels(kind).inc(len(gone))
+        log_once(log, f"deleted:{stream}", "pending entries deleted from the stream acknowledged", stream=stream,
+                 first=_s(gone[0]))  # fmt: skip
+        return [e for e in entries if e[1]]
+
+    def _forget_above(self, stream: str, cursor_ms: int) -> None:
+        """Forget and ack buffered entries above the group's cursor: it was set back (the observer's repair of a
+        forged future entry, or an operator's XGROUP SETID); those that still exist are delivered again."""
+        wins = self.buffers.get(stream, {})
+        gone: list[str] = []
+        for ws in [w for w in wins if w + self.window_ms > cursor_ms]:
+            win = wins[ws]
+            above = [e for e in win if int(e.partition("-")[0]) > cursor_ms]
+            for e in above:
+                del win[e]
+            gone += above
+            if not win:
+                del wins[ws]
+        self.buffered_top_ms[stream] = max((max(int(e.partition("-")[0]) for e in w) for w in wins.values() if w),
+                                           default=-1)  # fmt: skip
+        if gone:
+            self.r.xack(stream, keys.ARCHIVER_GROUP, *gone)
+            DELETED.labels(self.streams[stream][1]).inc(len(gone))
+            kv(log, logging.WARNING, "group cursor set back: buffered entries above it forgotten", stream=stream,
+               cursor_ms=cursor_ms, entries=len(gone), first=gone[0])  # fmt: skip
 
     def _dead_letter(self, stream: str, kind: str, dead: list[tuple[bytes, str, bytes]]) -> None:
         pipe = self.r.pipeline(transaction=False)
@@ -377,8 +416,10 @@ class Archiver:
                     got = self._ingest(s, entries)
                     n += got
                     self.stats.claimed += got
-                if len(res) > 2 and res[2]:
-                    log_once(log, f"claim-deleted:{s}", "pending entries were trimmed before archiving", stream=s)
+                if len(res) > 2 and res[2]:  # deleted entries: XAUTOCLAIM dropped them from the pending list
+                    DELETED.labels(self.streams[s][1]).inc(len(res[2]))
+                    log_once(log, f"claim-deleted:{s}", "pending entries deleted from the stream (an entry removed by "
+                             "the observer's repair, or an XDEL) dropped", stream=s, first=_s(res[2][0]))  # fmt: skip
                 if nxt in (b"0-0", "0-0"):
                     break
                 start = nxt
@@ -416,6 +457,8 @@ class Archiver:
                     continue
                 last = _s(g.get("last-delivered-id") or "0-0")
                 self.delivered_ms[s] = int(last.partition("-")[0])
+                if self.buffered_top_ms.get(s, -1) > self.delivered_ms[s]:
+                    self._forget_above(s, self.delivered_ms[s])
                 lag = g.get("lag")
                 LAG.labels(s).set((lag if isinstance(lag, int) else 0) + int(g.get("pending") or 0))
 

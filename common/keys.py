@@ -21,9 +21,11 @@ DEAD_LETTER_BYTES = f"{PREFIX}:deadletter:bytes"  # payload bytes held in the de
 DEAD_LETTER_SEEN_PREFIX = f"{PREFIX}:deadletter:seen"  # one marker per parked (stream, entry id)
 MARKETS_SET = f"{PREFIX}:markets"  # every market name that ever published a state
 
-# Consumer groups
+# Consumer groups (created with the stream at ID 0 by its producer, so trimming waits for them from the first entry)
 ARCHIVER_GROUP = "archiver"
 LABELER_GROUP = "labeler"
+STATES_GROUPS = (ARCHIVER_GROUP, LABELER_GROUP)
+LABELS_GROUPS = (ARCHIVER_GROUP,)
 
 # Observer leases (market -> holders), see observer_svc.leases
 LEASE_PREFIX = f"{PREFIX}:lease"
@@ -46,6 +48,12 @@ def states_stream(market: str) -> str:
 def labels_stream(market: str) -> str:
     """Stream of hindsight labels, entry ID = the labelled state's ID."""
     return f"{PREFIX}:{{{check_name(market)}}}:labels"
+
+
+def published_tick_key(market: str) -> str:
+    """Newest tick (ms) an observer published on ``states_stream(market)``: the authority on the tick grid
+    (an entry above it + a tolerance was not XADDed by an observer, see common.streams.repair_forged_top)."""
+    return f"{PREFIX}:{{{market}}}:published"
 
 
 def dead_letter_seen_key(stream: str, entry_id: str) -> str:

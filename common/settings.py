@@ -74,7 +74,13 @@ class Settings(BaseSettings):
     max_frame_bytes: int = 1 << 20
     reconnect_base_s: float = 0.5
     reconnect_max_s: float = 30.0
-    stream_max_age_s: int = Field(2 * 86400, description="streams are trimmed to this age (MINID)")
+    stream_max_age_s: int = Field(
+        2 * 86400, ge=0, description="streams are trimmed to this age (MINID), never below what a consumer group needs"
+    )
+    stream_trim_every_s: float = Field(60.0, gt=0, description="how often producers trim their streams")
+    stream_future_tolerance_ms: int = Field(
+        5_000, ge=0, description="a stream top this far above the published tick grid is a forged entry (repaired)"
+    )
     replicas: int = Field(1, ge=1, description="observer replicas per market (leases)")
     lease_ttl_s: float = 5.0
     observer_id: str = ""

@@ -18,7 +18,7 @@ from common.features import MARKET_FEATURES
 from common.names import name_arg
 from common.schema import ACTIONS, SchemaError, decode_label, decode_state, flag_names
 from common.settings import Settings
-from common.streams import connect, scan_streams
+from common.streams import connect, scan_streams, trim_by_age
 
 
 def _iso(ms: int) -> str:
@@ -90,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{stream}\tlen={info['length']}\tlast={last.decode() if isinstance(last, bytes) else last}")
         return 0
     if a.cmd == "info":
+        max_age_s = Settings().stream_max_age_s
         for stream in (keys.states_stream(a.market), keys.labels_stream(a.market)):
             try:
                 info = r.xinfo_stream(stream)
@@ -106,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
                     f"  group {g['name'].decode()}: consumers={g['consumers']} pending={g['pending']} "
                     f"lag={g.get('lag')} last-delivered={g['last-delivered-id'].decode()}"
                 )
+            print("  " + _trim_line(r, stream, info, max_age_s))
+        grid = r.get(keys.published_tick_key(a.market))
+        print(f"published tick grid: {_iso(int(grid)) if grid else '-'}")
         return 0
     kind = "labels" if a.labels else "states"
     stream = keys.labels_stream(a.market) if a.labels else keys.states_stream(a.market)
@@ -121,6 +125,20 @@ def main(argv: list[str] | None = None) -> int:
                     _print_entry(eid, fields, kind, a.full)
                     last = eid
     return 0
+
+
+def _trim_line(r: Any, stream: str, info: dict[Any, Any], max_age_s: int) -> str:
+    """Whether trimming follows the age setting or a consumer group holds it back (an alarm)."""
+    last = info.get("last-entry")
+    if not last:
+        return "trim: empty stream"
+    (st,) = trim_by_age(r, [stream], int(_id(last).split("-")[0]), max_age_s, dry=True)
+    if st.held_by is None:
+        return f"trim: follows the age setting ({max_age_s} s)"
+    return (
+        f"trim: HELD BACK by group {st.held_by} (oldest unacknowledged/unread {st.min_id}): the stream keeps "
+        f"{st.held_back_s:.0f} s more than the age setting ({max_age_s} s); start or fix that consumer"
+    )
 
 
 def _id(entry: Any) -> str:

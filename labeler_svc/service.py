@@ -14,6 +14,10 @@ Guarantees:
   pending states are exactly the unlabelled ones, so the in-memory window is rebuilt from them.
 * Bad entries go to the dead-letter stream (stream, id, reason, payload) and are acked.
 * Memory per market is bounded by the longest horizon + the settlement wait + one read batch.
+* An entry above the published tick grid (``keys.published_tick_key`` + ``stream_future_tolerance_ms``: no
+  observer XADDed it, e.g. a forged future ID) is held aside, never labelled nor used as a future, until the
+  observer has repaired the stream (:mod:`labeler_svc.ahead`, :mod:`common.repair`); an entry deleted from
+  the stream (nil fields in the pending list) is acknowledged and counted. Neither stalls the market.
 
 One labeler process per Redis (the group's consumer name is fixed; pending entries of other
 consumers are claimed on start).
@@ -35,7 +39,8 @@ from common.log import kv, log_once
 from common.metrics import counter, gauge
 from common.schema import N_RAW, StateColumns
 from common.settings import Settings
-from common.streams import connect, ensure_group, scan_streams, trim_by_age
+from common.streams import connect, ensure_group, ensure_groups, scan_streams, trim_by_age
+from labeler_svc import ahead
 from labeler_svc.decode import decode_states_bulk
 from labeler_svc.labels import label_rows, ready_prefix
 from labeler_svc.wire import encode_label_rows
@@ -47,6 +52,8 @@ STATES_READ = counter("fusion_labeler_states_total", "state entries read", ("mar
 LABELS_INVALID = counter("fusion_labeler_invalid_total", "invalid label horizons written", ("market", "horizon"))
 DEAD = counter("fusion_labeler_deadletter_total", "bad state entries parked", ("market",))
 ERRORS = counter("fusion_labeler_errors_total", "Redis errors (retried)", ("kind",))
+DROPPED = counter("fusion_labeler_deleted_entries_total", "pending entries deleted from the stream, acked", ("market",))
+HELD_AHEAD = gauge("fusion_labeler_held_ahead", "entries held aside: above the published tick grid", ("market",))
 BUFFERED = gauge("fusion_labeler_buffered_states", "states held waiting for their future", ("market",))
 
 
@@ -63,6 +70,7 @@ class _Market:
     cursor: bytes = b"0"  # b"0": draining our pending entries; b">": new entries
     dirty: bool = False
     last_trim: float = 0.0
+    ahead: dict[bytes, Any] = field(default_factory=dict)  # entries above the published grid: id -> fields
 
     @property
     def newest(self) -> int:
@@ -83,6 +91,7 @@ class _Market:
     def reset(self) -> None:
         self.drop(self.tick.size)
         self.cursor = b"0"
+        self.ahead.clear()
 
 
 @dataclass(slots=True)
@@ -119,6 +128,7 @@ class LabelerService:
         self.write_chunk = write_chunk
         self.horizons = tuple(int(h) for h in settings.label_horizons_s)
         self.settle_wait_ms = int(settings.label_settle_wait_s) * 1000
+        self.future_tolerance_ms = int(settings.stream_future_tolerance_ms)
         self.markets: dict[str, _Market] = {}  # by states stream key
         self.r: redis.Redis = connect(settings.redis_url)
         self._reader: redis.Redis = connect(settings.redis_url)  # XREADGROUP replies left as hiredis parsed them
@@ -194,6 +204,10 @@ class LabelerService:
             if parsed is None:
                 continue
             ensure_group(self.r, s, keys.LABELER_GROUP, "0")
+            try:  # the archiver's group on the labels stream, before the first label (so trimming waits for it)
+                ensure_groups(self.r, keys.labels_stream(parsed[0]))
+            except redis.ResponseError as e:  # not a stream: the label writes fail and are retried
+                log_once(log, f"labels-group:{parsed[0]}", "cannot create the labels stream's groups", error=str(e))
             self._claim(s)
             self.markets[s] = _Market(parsed[0], s, keys.labels_stream(parsed[0]))
             kv(log, logging.INFO, "labelling market", market=parsed[0], stream=s)
@@ -240,6 +254,9 @@ class LabelerService:
         for k in draining:
             entries = got.get(k) or []
             self.markets[k].cursor = bytes(entries[-1][0]) if entries else b">"
+        for m in self.markets.values():
+            if m.ahead:  # held above the grid: acknowledge those the observer's repair deleted
+                self._ack_gone(m, ahead.recheck(self.r, m.states_key, m.ahead))
         for k, entries in got.items():
             if entries and k in self.markets:
                 self._ingest(self.markets[k], entries, st)
@@ -247,7 +264,8 @@ class LabelerService:
             if m.dirty:
                 self._emit(m, st)
             BUFFERED.labels(m.name).set(m.tick.size)
-            if now - m.last_trim > 60.0 and m.newest > 0:
+            HELD_AHEAD.labels(m.name).set(len(m.ahead))
+            if now - m.last_trim >= self.settings.stream_trim_every_s and m.newest > 0:
                 trim_by_age(self.r, [m.labels_key], m.newest, self.settings.stream_max_age_s)
                 m.last_trim = now
         self._read += st.read
@@ -277,7 +295,18 @@ class LabelerService:
         return bool(resp)
 
     # ------------------------------------------------------------------ ingest
+    def _ack_gone(self, m: _Market, gone: list[bytes]) -> None:
+        if gone:
+            self.r.xack(m.states_key, keys.LABELER_GROUP, *gone)
+            DROPPED.labels(m.name).inc(len(gone))
+            log_once(log, f"deleted:{m.name}", "pending entries deleted from the stream acknowledged",
+                     market=m.name, first=gone[0].decode(errors="replace"))  # fmt: skip
+
     def _ingest(self, m: _Market, entries: list[Any], st: StepStats) -> None:
+        entries, gone = ahead.screen(self.r, m.name, m.states_key, m.newest, m.ahead, entries, self.future_tolerance_ms)
+        self._ack_gone(m, gone)
+        if not entries:
+            return
         st.read += len(entries)
         STATES_READ.labels(m.name).inc(len(entries))
         ids: list[bytes] = [e[0] for e in entries]

@@ -63,7 +63,13 @@ class Observer:
         self.poly = PolymarketClient(settings, now_ms=self.gate.now_ms, gate=self.gate, on_end=self._venue_ended)
         for s in specs:
             self.poly.add_market(s)
-        self.publisher = Publisher(settings.redis_url, settings.stream_max_age_s, step_ms=settings.tick_ms)
+        self.publisher = Publisher(
+            settings.redis_url,
+            settings.stream_max_age_s,
+            step_ms=settings.tick_ms,
+            future_tolerance_ms=settings.stream_future_tolerance_ms,
+            trim_every_s=settings.stream_trim_every_s,
+        )
         self.active: set[str] = set(self.specs) if not use_leases else set()
         self._rebuild()
         self.started = time.monotonic()
