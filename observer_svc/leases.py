@@ -6,7 +6,9 @@ the same rendezvous-hash assignment as every other live observer (each market to
 ``replicas`` highest-scoring observers), renews the slots it holds (compare-and-expire),
 releases a market no longer assigned to it once enough other live observers hold it (so coverage
 never dips while observers come and go) and takes a free slot of each market assigned to it,
-never two slots of one market. A dead observer drops out of the live list after ttl and its
+never two slots of one market. When the regular slots of a market are all held by observers it is no
+longer assigned to, its new owner takes the market's one extra handover slot (``replicas``), and they
+release once it holds it. A dead observer drops out of the live list after ttl and its
 slots expire after ttl, so its markets move within seconds; since replicas publish
 identical tick IDs, the stream stays free of gaps and duplicates meanwhile.
 """
@@ -83,12 +85,14 @@ class LeaseManager:
         for market in sorted(set(self.held) - wanted):
             # hand a market over only once enough *other* live observers hold it: coverage never dips
             # while observers come and go (a new one may still be connecting, a dead one still listed)
-            holders = self.r.mget([keys.lease_key(market, k) for k in range(self.replicas)])
+            holders = self.r.mget([keys.lease_key(market, k) for k in range(self.replicas + 1)])
             others = {h.decode() for h in holders if h is not None and h.decode() != self.me} & set(live)
             if len(others) >= min(self.replicas, len(live) - 1):
                 self._release(keys=[keys.lease_key(market, self.held.pop(market))], args=[self.me])
         for market in sorted(wanted - set(self.held)):
-            for slot in range(self.replicas):
+            # slots 0..replicas-1, then the one handover slot: with every slot held by observers the
+            # assignment no longer wants, the newcomer takes it and they release (else nobody moves)
+            for slot in range(self.replicas + 1):
                 if self.r.set(keys.lease_key(market, slot), self.me, nx=True, px=self.ttl_ms):
                     self.held[market] = slot
                     break

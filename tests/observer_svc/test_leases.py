@@ -54,3 +54,21 @@ def test_release_all(r: redis.Redis) -> None:
     lm.release_all()
     other = LeaseManager(r, "other", MARKETS, replicas=1)
     assert other.renew() == set(MARKETS)
+
+
+def test_late_observer_gets_its_share_with_one_replica(r: redis.Redis) -> None:
+    """The demo's case: one observer starts first and takes every market; the second must then get
+    the markets the assignment gives it (a full slot set must not freeze the first one's leases)."""
+    from observer_svc.leases import assign
+
+    first = LeaseManager(r, "obs-a", MARKETS, replicas=1, ttl_ms=1000)
+    assert first.renew(10_000) == set(MARKETS)
+    second = LeaseManager(r, "obs-b", MARKETS, replicas=1, ttl_ms=1000)
+    for k in range(4):
+        second.renew(10_100 + k)
+        first.renew(10_100 + k)
+    plan = assign(MARKETS, ["obs-a", "obs-b"], 1)
+    assert set(first.held) == {m for m, o in plan.items() if o == ["obs-a"]}
+    assert set(second.held) == {m for m, o in plan.items() if o == ["obs-b"]}
+    assert set(second.held) and set(first.held)
+    assert _coverage([first, second]) == Counter(MARKETS)
