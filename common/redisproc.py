@@ -26,7 +26,11 @@ def free_port() -> int:
 class RedisServer:
     """Start/stop/kill a local redis-server; ``url`` points at it."""
 
-    def __init__(self, port: int | None = None, appendonly: bool = False, workdir: str | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, appendonly: bool = False, workdir: str | None = None, detach: bool = False
+    ) -> None:
+        """``detach``: run the server in its own session, so a Ctrl-C in the terminal (SIGINT to the
+        foreground process group) does not stop it before the caller has stopped its clients."""
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: install it (apt-get install redis-server)")
@@ -37,6 +41,7 @@ class RedisServer:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="fusion-redis-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.detach = detach
 
     @property
     def url(self) -> str:
@@ -53,7 +58,9 @@ class RedisServer:
             "--appendfsync", "always" if self.appendonly else "everysec",
             "--logfile", str(self.dir / "redis.log"),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=self.detach
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url)
         while True:
