@@ -114,3 +114,19 @@ def test_what_the_demo_made_is_reusable_after_it_ended(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
     assert "demo" in out.stdout and "BTC-5M" in out.stdout, out.stdout
     assert (work / "fusion.env").read_text().count("FUSION_") == 3
+
+
+def test_live_view_shows_quality_and_warnings(r: redis.Redis, tmp_path: Path) -> None:
+    import io
+
+    from rich.console import Console
+
+    t0 = 1_700_000_000_000
+    _publish(r, "BTC-5M", [t0 + 500 * k for k in range(20)], [NO_PM_MARKET] * 5 + [0] * 15)
+    d = Demo(argparse.Namespace(), tmp_path, ["BTC-5M"], quality=StreamQuality(["BTC-5M"]))
+    d.phase = "collecting"
+    buf = io.StringIO()
+    Console(file=buf, width=200).print(d.table(r, LocalStore(tmp_path / "store")))
+    text = buf.getvalue()
+    assert "25.0%" in text and "warning: BTC-5M: 25% of 20 states had no Polymarket market" in text, text
+    assert "model=none (holds)" in text
