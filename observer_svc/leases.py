@@ -42,12 +42,25 @@ def _score(market: str, observer: str) -> int:
 
 
 def assign(markets: Sequence[str], observers: Sequence[str], replicas: int) -> dict[str, list[str]]:
-    """Rendezvous hashing: each market goes to its ``replicas`` highest-scoring observers.
-
-    Every observer computes the same answer from the same live list, and a change of the list
-    moves only the markets of the observers that came or went."""
+    """Rendezvous hashing with bounded load: each market goes to its ``replicas`` highest-scoring
+    observers that hold fewer than ``ceil(markets * replicas / observers)`` markets so far (markets
+    taken in sorted order), so the markets are spread evenly (plain rendezvous hashing gave both markets
+    of the demo to one of its two observers). Every observer computes the same answer from the same
+    live list, and a change of the list moves few markets besides those of the observers that came or went."""
     r = min(replicas, len(observers))
-    return {m: sorted(observers, key=lambda o: _score(m, o), reverse=True)[:r] for m in markets}
+    if r == 0:
+        return {m: [] for m in markets}
+    cap = -(-len(markets) * r // len(observers))
+    load = dict.fromkeys(observers, 0)
+    out: dict[str, list[str]] = {}
+    for m in sorted(markets):
+        ranked = sorted(observers, key=lambda o: _score(m, o), reverse=True)
+        chosen = [o for o in ranked if load[o] < cap][:r]
+        chosen += [o for o in ranked if o not in chosen][: r - len(chosen)]
+        for o in chosen:
+            load[o] += 1
+        out[m] = chosen
+    return out
 
 
 class LeaseManager:

@@ -72,3 +72,14 @@ def test_late_observer_gets_its_share_with_one_replica(r: redis.Redis) -> None:
     assert set(second.held) == {m for m, o in plan.items() if o == ["obs-b"]}
     assert set(second.held) and set(first.held)
     assert _coverage([first, second]) == Counter(MARKETS)
+
+
+def test_two_observers_share_two_markets() -> None:
+    """Plain rendezvous hashing gave both of the demo's markets to observer-2; the load bound splits them."""
+    from observer_svc.leases import assign
+
+    plan = assign(["BTC-5M", "ETH-5M"], ["observer-1", "observer-2"], 1)
+    assert sorted(o for owners in plan.values() for o in owners) == ["observer-1", "observer-2"]
+    many = assign(MARKETS, ["a", "b", "c", "d"], 2)
+    assert all(len(set(o)) == 2 for o in many.values())
+    assert max(Counter(o for owners in many.values() for o in owners).values()) == 3  # ceil(6 * 2 / 4)
