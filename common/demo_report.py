@@ -29,13 +29,14 @@ def _cell(q: dict[str, Any], name: str) -> str:
 
 def collected_table(rep: dict[str, Any]) -> Table:
     t = Table(title="collected, archived, labelled — and the data quality", title_justify="left")
-    for c in ("market", "states", "archived", "labels archived", "exactly once", "no market", "stale PM",
+    for c in ("market", "windows", "states", "archived", "labels archived", "exactly once", "no market", "stale PM",
               "stale Binance", "missing ticks", "discovery failures"):  # fmt: skip
         t.add_column(c, justify="right")
     for m, x in rep["markets"].items():
         q = x.get("quality", {})
-        t.add_row(m, f"{x['states_in_stream']:,}", f"{x['archived_states']:,}", f"{x['archived_labels']:,}",
-                  "yes" if x["archive_exactly_once"] else "[red]no[/]", _cell(q, "no_market"), _cell(q, "stale_poly"),
+        once = "yes" if x["archive_exactly_once"] else "[red]no[/]"
+        t.add_row(m, str(x.get("windows", "-")), f"{x['states_in_stream']:,}", f"{x['archived_states']:,}",
+                  f"{x['archived_labels']:,}", once, _cell(q, "no_market"), _cell(q, "stale_poly"),
                   _cell(q, "stale_binance"), f"{q.get('gaps', 0):,}", str(q.get("discovery_errors", "-")))  # fmt: skip
     return t
 
@@ -122,6 +123,12 @@ def print_summary(console: Console, rep: dict[str, Any], position_usd: float, si
     head = "interrupted" if rep.get("interrupted") else "finished"
     title = f"fusion demo {head} in {rep.get('wall_s', 0) / 60:.1f} min"
     parts: list[Any] = [collected_table(rep)]
+    sim_s = max((x.get("simulated_s", 0.0) for x in rep["markets"].values()), default=0.0)
+    if sim_s and rep.get("observed_wall_s"):
+        wall = float(rep["observed_wall_s"])
+        parts.append(Text(f"observed {sim_s / 3600:.1f} simulated hours in {wall / 60:.1f} min of wall time (collect, "
+                          f"training and trading): the simulator ran at about {sim_s / wall:.0f}x on average (slower "
+                          "than asked when the machine is busy)", style="dim"))  # fmt: skip
     for w in rep.get("warnings", []):
         parts.append(Text("warning: " + w, style="yellow"))
     parts += training_lines(rep.get("training") or {}, rep.get("comparisons") or {})

@@ -62,6 +62,7 @@ def run_demo(a: argparse.Namespace) -> int:
     d.env = _env(d, sim.url, store)
     reuse = write_settings(d, store)
     d.quality = StreamQuality(markets, step_ms=int(d.env.get("FUSION_TICK_MS", "500")))
+    t_observe = time.monotonic()
     interrupted = False
     report: dict[str, Any] = {}
     try:
@@ -117,6 +118,7 @@ def run_demo(a: argparse.Namespace) -> int:
     finally:
         d.phase = "stopping"
         d.update_quality(r, every_s=0.0)  # the last discovery failures, while the observers still answer
+        report["observed_wall_s"] = round(time.monotonic() - t_observe, 1)
         _stop_all(d)
         sim.stop()
     report.update(_report(d, r, store))
@@ -228,6 +230,8 @@ def _report(d: Demo, r: Any, store: ObjectStore) -> dict[str, Any]:
             "archive_problems": md.problems[:3],
             "gap_free": q.gaps == 0,
             "quality": q.as_dict(),
+            "windows": len({x for x in md.states.slugs if x}),
+            "simulated_s": round(float(archived.max() - archived.min()) / 1000, 1) if len(archived) else 0.0,
         }
     out["warnings"] = warnings
     events = [(e.decode(), f) for e, f in r.xrange(keys.EVENTS_STREAM)]

@@ -130,3 +130,34 @@ def test_live_view_shows_quality_and_warnings(r: redis.Redis, tmp_path: Path) ->
     text = buf.getvalue()
     assert "25.0%" in text and "warning: BTC-5M: 25% of 20 states had no Polymarket market" in text, text
     assert "model=none (holds)" in text
+
+
+def test_summary_is_one_human_report() -> None:
+    import io
+
+    from rich.console import Console
+
+    from common.demo_report import print_summary
+
+    ci = {"pnl_per_window": 0.01, "pnl_per_window_ci95": [-0.01, 0.03], "trades": 12, "windows": 26}
+    rep = {
+        "markets": {"BTC-5M": {"states_in_stream": 9000, "archived_states": 9000, "archived_labels": 8800,
+                               "archive_exactly_once": True, "windows": 30, "simulated_s": 9000.0,
+                               "quality": {"no_market_fraction": 0.2, "gaps": 0, "discovery_errors": 2}}},
+        "warnings": ["BTC-5M: 20% of 9,000 states had no Polymarket market"],
+        "observed_wall_s": 450.0, "wall_s": 540.0,
+        "training": {"algorithm": "ppo", "backend": "torch", "policy": "demo", "version": "v1", "promoted": False,
+                     "holdout": {"candidate": ci, "hold": {**ci, "trades": 0}}, "decision": {"reason": "r"}},
+        "comparisons": {"hold": {"mean_diff": 0.01, "ci_lo": -0.02, "ci_hi": 0.04, "beats": 0.0}},
+        "pnl_before_swap": {"model": None, "ticks": 10, "pnl": {"equity_usd": 0.0}},
+        "pnl_after_swap": {"model": None, "ticks": 100, "decisions": 100, "pnl": {"fills": 0}},
+        "files": {"report_json": "/x/report.json", "logs": "/x/logs", "store": "file:///x/store",
+                  "training_report": "file:///x/store/models/demo/v1/report.html", "reuse": ["set -a; . x; set +a"]},
+    }  # fmt: skip
+    buf = io.StringIO()
+    print_summary(Console(file=buf, width=240), rep, 100.0, 20.0)
+    text = " ".join(buf.getvalue().split())
+    for want in ("NOT PROMOTED", "[-0.0200, +0.0400] includes zero", "warning: BTC-5M: 20%", "report.html",
+                 "model none (holds)", "at most $100", "about 20x", "set -a; . x; set +a"):  # fmt: skip
+        assert want in text, (want, text)
+    assert "{" not in text  # no dict dumped
