@@ -47,15 +47,23 @@ def _env(d: Demo, sim_url: str, store: ObjectStore) -> dict[str, str]:
 
 
 def run_demo(a: argparse.Namespace) -> int:
-    from observer_svc.sim.synthetic import SyntheticDriver
-    from observer_svc.sim.thread import SimServerThread
-
     workdir = Path(a.dir).resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "logs").mkdir(parents=True)
     markets = [parse_market(m).name for m in split_markets(a.markets)]
     d = Demo(a, workdir, markets)
     r = d.start_redis()
+    try:
+        return _run(a, d, r, markets, workdir)
+    finally:  # the private Redis runs in its own session: stop it whatever happened
+        if d.redis_server is not None:
+            d.redis_server.stop()
+
+
+def _run(a: argparse.Namespace, d: Demo, r: Any, markets: list[str], workdir: Path) -> int:
+    from observer_svc.sim.synthetic import SyntheticDriver
+    from observer_svc.sim.thread import SimServerThread
+
     r.delete(*[k for m in markets for k in (keys.states_stream(m), keys.labels_stream(m))], keys.EVENTS_STREAM)
     store = _open_store(workdir)
     sim = SimServerThread(SyntheticDriver(markets, seed=a.seed, speed=a.speed, lead_lag=True, lag_s=a.lag_s)).start()
@@ -125,8 +133,6 @@ def run_demo(a: argparse.Namespace) -> int:
     report["interrupted"] = interrupted
     report["files"]["reuse"] = reuse
     _print_report(report, d)
-    if d.redis_server is not None:
-        d.redis_server.stop()
     return 0 if not interrupted else 130
 
 
