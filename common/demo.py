@@ -234,12 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--markets", default="BTC-5M,ETH-5M", help="5-minute series: many windows per minute of demo")
     ap.add_argument("--collect", type=float, default=360.0, help="seconds of wall time to collect before training")
-    ap.add_argument("--after", type=float, default=60.0, help="seconds of paper trading after the model swap")
+    ap.add_argument("--after", type=float, default=120.0, help="seconds of paper trading after the model swap")
     ap.add_argument(
         "--trade-speed",
         type=float,
-        default=20.0,
-        help="simulator speed while trading after the swap (slower: the trader decides on every tick)",
+        default=5.0,
+        help="simulator speed while trading after the swap (slow enough for the trader to decide on every tick "
+        "of a busy 2-core machine; the report says how many it missed)",
     )
     ap.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
     ap.add_argument("--seed", type=int, default=7, help="the simulator's seed")

@@ -88,22 +88,33 @@ def verdict(tr: dict[str, Any], comparisons: dict[str, dict[str, float]]) -> str
             + ". The trader keeps holding; `fusion models promote demo VERSION` deploys it by hand.")  # fmt: skip
 
 
+def _trader_line(label: str, st: dict[str, Any], since: dict[str, Any] | None = None) -> Text:
+    """What the trader did in a phase (``since``: the status at the phase's start, for deltas)."""
+    b = since or {}
+    bp = b.get("pnl") or {}
+    p = st.get("pnl") or {}
+
+    def delta(key: str, src: dict[str, Any], base: dict[str, Any]) -> float:
+        return float(src.get(key) or 0) - float(base.get(key) or 0)
+
+    ticks, dec, missed = (delta(k, st, b) for k in ("ticks", "decisions", "missed_ticks"))
+    n_m = max(1, len(st.get("markets") or []))
+    share = f" (decided on {dec / (dec + missed):.0%} of the market ticks)" if dec + missed else ""
+    return Text(f"trader {label}: model {st.get('model') or 'none (holds)'}; {ticks:,.0f} ticks of {n_m} markets, "
+                f"{dec:,.0f} decisions, {missed:,.0f} ticks missed{share}; {delta('fills', p, bp):.0f} fills, "
+                f"realised ${delta('realised_usd', p, bp):+.2f}, equity ${delta('equity_usd', p, bp):+.2f}",
+                )  # fmt: skip
+
+
 def trader_lines(rep: dict[str, Any], position_usd: float, sim_minutes_after: float) -> list[Text]:
-    out = []
-    for label, key in (("before the swap", "pnl_before_swap"), ("after the swap", "pnl_after_swap")):
-        st = rep.get(key) or {}
-        if not st:
-            out.append(Text(f"trader {label}: no status"))
-            continue
-        p = st.get("pnl") or {}
-        out.append(Text(f"trader {label}: model {st.get('model') or 'none (holds)'}, {st.get('ticks', 0):,} ticks, "
-                        f"{st.get('decisions', 0):,} decisions, {st.get('missed_ticks', 0):,} missed, "
-                        f"{p.get('fills', 0)} fills, realised ${p.get('realised_usd', 0):+.2f}, "
-                        f"equity ${p.get('equity_usd', 0):+.2f}"))  # fmt: skip
+    before, at_swap, after = (rep.get(k) or {} for k in ("pnl_before_swap", "trader_at_swap", "pnl_after_swap"))
+    out = [_trader_line("while collecting", before) if before else Text("trader: no status (interrupted early)")]
+    if after:
+        out.append(_trader_line(f"trading phase ({sim_minutes_after:.0f} simulated minutes)", after, at_swap or before))
     out.append(Text(f"scale: paper money; each position spends at most ${position_usd:g} on shares, so $1 of PnL is "
-                    f"1 % of one position; the phase after the swap covered about {sim_minutes_after:.0f} simulated "
-                    "minutes (a few windows): a handful of trades, far too few to judge the policy by.",
-                    style="dim"))  # fmt: skip
+                    f"1 % of one position; the trading phase covered about {sim_minutes_after:.0f} simulated minutes: "
+                    "a handful of trades on a simulator whose Polymarket lags Binance by design, far too few to "
+                    "judge a policy by (the hold-out above is the test).", style="dim"))  # fmt: skip
     return out
 
 

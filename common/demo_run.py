@@ -116,6 +116,7 @@ def _run(a: argparse.Namespace, d: Demo, r: Any, markets: list[str], workdir: Pa
             wait(600, until=lambda: d.job_info.get("status") in ("finished", "failed", "stopped", "canceled"))
             # 2 cores cannot run the simulator and observers at 60x and let the trader decide on every tick
             # too: trade at a slower pace, so the new model's decisions are the ones it would make live
+            report["trader_at_swap"] = _trader(r)  # the trading phase is measured from here
             sim.driver.speed = a.trade_speed
             d.phase = _trading_phase(d.job_info, a.trade_speed)
             wait(a.after)
@@ -286,4 +287,6 @@ def _print_report(rep: dict[str, Any], d: Demo) -> None:
 
     (d.workdir / "report.json").write_text(json.dumps(rep, indent=2, default=str))
     position_usd = Settings().position_usd
+    if not console.is_terminal:  # a log file or a pipe: wide enough for the tables
+        console.width = max(console.width, 140)
     print_summary(console, rep, position_usd, d.args.after * d.args.trade_speed / 60.0)

@@ -150,7 +150,9 @@ def test_summary_is_one_human_report() -> None:
                      "holdout": {"candidate": ci, "hold": {**ci, "trades": 0}}, "decision": {"reason": "r"}},
         "comparisons": {"hold": {"mean_diff": 0.01, "ci_lo": -0.02, "ci_hi": 0.04, "beats": 0.0}},
         "pnl_before_swap": {"model": None, "ticks": 10, "pnl": {"equity_usd": 0.0}},
-        "pnl_after_swap": {"model": None, "ticks": 100, "decisions": 100, "pnl": {"fills": 0}},
+        "trader_at_swap": {"model": "v1", "ticks": 50, "decisions": 80, "missed_ticks": 20, "pnl": {"fills": 2}},
+        "pnl_after_swap": {"model": "v1", "markets": ["BTC-5M", "ETH-5M"], "ticks": 150, "decisions": 275,
+                           "missed_ticks": 25, "pnl": {"fills": 6, "realised_usd": 3.5}},
         "files": {"report_json": "/x/report.json", "logs": "/x/logs", "store": "file:///x/store",
                   "training_report": "file:///x/store/models/demo/v1/report.html", "reuse": ["set -a; . x; set +a"]},
     }  # fmt: skip
@@ -158,6 +160,8 @@ def test_summary_is_one_human_report() -> None:
     print_summary(Console(file=buf, width=240), rep, 100.0, 20.0)
     text = " ".join(buf.getvalue().split())
     for want in ("NOT PROMOTED", "[-0.0200, +0.0400] includes zero", "warning: BTC-5M: 20%", "report.html",
-                 "model none (holds)", "at most $100", "about 20x", "set -a; . x; set +a"):  # fmt: skip
+                 "model none (holds)", "at most $100", "about 20x",
+                 "100 ticks of 2 markets, 195 decisions, 5 ticks missed (decided on 98% of the market ticks)",
+                 "set -a; . x; set +a"):  # fmt: skip
         assert want in text, (want, text)
     assert "{" not in text  # no dict dumped
