@@ -1,17 +1,19 @@
 """``fusion demo``: the whole loop on one machine, no Docker, no internet, then a report.
 
 Stages (each a real process talking over real sockets, as in production):
-Redis (``FUSION_REDIS_URL`` if reachable, else a private ``redis-server`` with AOF) -> the venue
-simulator with a real lead-lag (``fusion sim synthetic``, sped up) -> two observers sharing the
-markets through leases (2 replicas each: Redis refuses the duplicate tick IDs) -> archiver ->
-labeler -> RQ training worker -> paper trader. After the collection phase it enqueues one training
-job on every market's archived, labelled data pooled (``ppo`` warm-started from ``awbc`` by
-default), which evaluates on a walk-forward hold-out and promotes the model only if it beats the
-champion and the baselines; the ``model-updated`` event makes the trader swap weights between
-ticks, and the simulator slows down (``--trade-speed``) so the trader decides on every tick of its
-trading phase. Then every process is stopped gracefully (the archiver flushes its open windows)
-and the report says what each stage produced, the trader's PnL before and after the swap, and
-where everything is.
+Redis (``FUSION_REDIS_URL`` if reachable, else a private ``redis-server`` with AOF in the work
+directory) -> the venue simulator with a real lead-lag (``fusion sim synthetic``, sped up) -> two
+observers sharing the markets through leases (``--replicas`` per market; with 2, Redis refuses the
+duplicate tick IDs) -> archiver -> labeler -> RQ training worker -> paper trader. After the
+collection phase it enqueues one training job on every market's archived, labelled data pooled
+(``ppo`` warm-started from ``awbc`` by default), which evaluates on a walk-forward hold-out and
+promotes the model only if it beats the champion and the baselines; the ``model-updated`` event
+makes the trader swap weights between ticks, and the simulator slows down (``--trade-speed``) so the
+trader can decide on every tick of its trading phase. Then every process is stopped gracefully (the
+archiver flushes its open windows) and one summary says what each stage produced, the data quality
+(states without a Polymarket market, stale venues, missing ticks, discovery failures), the
+candidate against each baseline, the trader before and after the swap, and where everything is,
+with the commands that reuse the demo's settings (``fusion.env``) and Redis (``redis/redis.conf``).
 Ctrl-C at any point stops the same way and loses nothing.
 """
 
