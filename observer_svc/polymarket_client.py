@@ -14,11 +14,11 @@ Public API
     ``on_end(venue)``   optional; the feed closed with reason ``"end of data"`` (a finished replay): no reconnect
 
 Discovery: a series market needs its current window and every window starting within ``discovery_lead_s``
-of "now" (:func:`series_starts`); each missing one is looked up by its own background task (at most
-``discovery_concurrency`` per market at once, each with its own backoff), so a slow venue delays a
-lookup but never the next ones, and with an event clock running many times faster than the wall
-clock (a simulator, a replay) the lookups run ahead of the ticks instead of chasing them. A window
-that ended before its answer arrived is dropped.
+of "now" (:func:`observer_svc.discovery.series_starts`); each missing one is looked up by its own
+background task (at most ``discovery_concurrency`` per market at once, each with its own backoff), so
+a slow venue delays a lookup but never the next ones, and with an event clock running many times
+faster than the wall clock (a simulator, a replay) the lookups run ahead of the ticks instead of
+chasing them. A window that ended before its answer arrived is dropped.
 
 Behaviour: the subscription is the union of every market's watched tokens (current window, the next
 ones discovered ``discovery_lead_s`` ahead, and old ones until their ``market_resolved``), sent
@@ -55,7 +55,7 @@ from common import metrics
 from common.log import kv, log_once
 from common.markets import MarketSpec
 from common.settings import Settings
-from observer_svc.discovery import Discovery, DiscoveryError
+from observer_svc.discovery import Discovery, DiscoveryError, series_starts
 from observer_svc.polymarket_state import PolymarketMarketState
 from observer_svc.polymarket_wire import (
     PING,
@@ -84,18 +84,6 @@ RECONNECTS = metrics.counter(_P + "reconnects", "websocket reconnects", _VMR)
 RESUBSCRIBES = metrics.counter(_P + "resubscribes", "subscription renewals", _VMR)
 ROLLOVERS = metrics.counter(_P + "rollovers", "switches to the next window of a series", ("venue", "market"))
 DISCOVERY_ERRORS = metrics.counter(_P + "discovery_errors", "market discovery failures", _VMR)
-
-
-def series_starts(spec: MarketSpec, now_ms: int, lead_ms: int) -> tuple[list[int], int]:
-    """Starts (unix s) of the series windows a tick loop at ``now_ms`` needs known: the current one and
-    every one starting within ``lead_ms``; and the event time at which that list next changes."""
-    assert spec.interval_s is not None
-    iv = int(spec.interval_s)
-    first = spec.window_start(now_ms / 1000.0)
-    starts = [first]
-    while (starts[-1] + iv) * 1000 < now_ms + lead_ms or len(starts) < 2:
-        starts.append(starts[-1] + iv)
-    return starts, min((first + iv) * 1000, (starts[-1] + iv) * 1000 - lead_ms)
 
 
 class Gate(Protocol):
