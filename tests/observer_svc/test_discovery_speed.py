@@ -44,3 +44,13 @@ def test_discovery_keeps_up_with_fast_event_time_and_slow_venue() -> None:
 
     frac_missing = asyncio.run(asyncio.wait_for(main(), 20))
     assert frac_missing < 0.05, f"{frac_missing:.0%} of the ticks had no Polymarket window"
+
+
+def test_series_starts_cover_the_lead() -> None:
+    from observer_svc.discovery import series_starts
+
+    now = (S + 100) * 1000
+    assert series_starts(SPEC, now, 0) == ([S, S + 300], (S + 300) * 1000)  # current and next, always
+    starts, due = series_starts(SPEC, now, 900_000)
+    assert starts == [S, S + 300, S + 600, S + 900]  # every window starting before now + 15 min
+    assert due == (S + 300) * 1000  # the list changes when the current window ends
