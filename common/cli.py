@@ -6,8 +6,11 @@ when used, so ``fusion observe`` never imports torch.
 
 from __future__ import annotations
 
+import argparse
+import copy
 import importlib
 import sys
+from typing import Any
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     # name: (module, function, help)
@@ -34,6 +37,48 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
 }
 
 
+_NO_HELP = "\x00no help\x00"  # stands for the help of an option that has none, so its default still shows
+
+
+def show_defaults_in_help() -> None:
+    """Every ``fusion COMMAND --help`` shows each option's default, as ``argparse.ArgumentDefaultsHelpFormatter``
+    does, whatever formatter the command's parser uses (set once, for the ``fusion`` process only).
+    Unset (None) and off (False) defaults are not shown; URLs in defaults are shown without credentials."""
+    base = argparse.HelpFormatter
+    if getattr(base, "_fusion_defaults", False):
+        return
+    plain, plain_format = base._get_help_string, base._format_action
+
+    def _shown(action: argparse.Action) -> bool:
+        d = action.default
+        return not (d is None or d is False or d == argparse.SUPPRESS)
+
+    def _format_action(self: argparse.HelpFormatter, action: argparse.Action) -> str:
+        if not action.help and action.option_strings and _shown(action):  # argparse skips help-less options
+            action = copy.copy(action)
+            action.help = _NO_HELP
+        return plain_format(self, action)
+
+    def _get_help_string(self: argparse.HelpFormatter, action: argparse.Action) -> str | None:
+        text = plain(self, action)
+        text = "" if text == _NO_HELP else text
+        if self.__class__ is argparse.ArgumentDefaultsHelpFormatter or not _shown(action):
+            return text
+        if "%(default)" in (text or "") or not (action.option_strings or action.nargs in ("?", "*")):
+            return text
+        from common.log import redact
+
+        d = action.default
+        shown = redact(",".join(map(str, d)) if isinstance(d, list | tuple) else str(d)).replace("%", "%%")
+        return f"{text or ''} (default: {shown})".strip()
+
+    patched: Any = _get_help_string
+    base._get_help_string = patched  # type: ignore[method-assign]
+    patched_format: Any = _format_action
+    base._format_action = patched_format  # type: ignore[method-assign]
+    base._fusion_defaults = True  # type: ignore[attr-defined]
+
+
 def usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = ["usage: fusion COMMAND [ARGS...]", "", "commands:"]
@@ -51,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fusion: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
     module, func, _ = COMMANDS[name]
+    show_defaults_in_help()
     try:
         mod = importlib.import_module(module)
     except ModuleNotFoundError as e:

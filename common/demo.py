@@ -1,17 +1,19 @@
 """``fusion demo``: the whole loop on one machine, no Docker, no internet, then a report.
 
 Stages (each a real process talking over real sockets, as in production):
-Redis (``FUSION_REDIS_URL`` if reachable, else a private ``redis-server`` with AOF) -> the venue
-simulator with a real lead-lag (``fusion sim synthetic``, sped up) -> two observers sharing the
-markets through leases (2 replicas each: Redis refuses the duplicate tick IDs) -> archiver ->
-labeler -> RQ training worker -> paper trader. After the collection phase it enqueues one training
-job on every market's archived, labelled data pooled (``ppo`` warm-started from ``awbc`` by
-default), which evaluates on a walk-forward hold-out and promotes the model only if it beats the
-champion and the baselines; the ``model-updated`` event makes the trader swap weights between
-ticks, and the simulator slows down (``--trade-speed``) so the trader decides on every tick of its
-trading phase. Then every process is stopped gracefully (the archiver flushes its open windows)
-and the report says what each stage produced, the trader's PnL before and after the swap, and
-where everything is.
+Redis (``FUSION_REDIS_URL`` if reachable, else a private ``redis-server`` with AOF in the work
+directory) -> the venue simulator with a real lead-lag (``fusion sim synthetic``, sped up) -> two
+observers sharing the markets through leases (``--replicas`` per market; with 2, Redis refuses the
+duplicate tick IDs) -> archiver -> labeler -> RQ training worker -> paper trader. After the
+collection phase it enqueues one training job on every market's archived, labelled data pooled
+(``ppo`` warm-started from ``awbc`` by default), which evaluates on a walk-forward hold-out and
+promotes the model only if it beats the champion and the baselines; the ``model-updated`` event
+makes the trader swap weights between ticks, and the simulator slows down (``--trade-speed``) so the
+trader can decide on every tick of its trading phase. Then every process is stopped gracefully (the
+archiver flushes its open windows) and one summary says what each stage produced, the data quality
+(states without a Polymarket market, stale venues, missing ticks, discovery failures), the
+candidate against each baseline, the trader before and after the swap, and where everything is,
+with the commands that reuse the demo's settings (``fusion.env``) and Redis (``redis/redis.conf``).
 Ctrl-C at any point stops the same way and loses nothing.
 """
 
@@ -33,6 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from common import keys
+from common.demo_quality import WARN_FRACTION, Quality, StreamQuality, discovery_errors
 from common.log import redact
 from common.markets import spec_list_arg
 from common.redisproc import RedisServer
@@ -47,10 +50,11 @@ class Proc:
     argv: list[str]
     log: Path
     popen: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)  # this process's own settings (e.g. its metrics port)
 
     def start(self, env: dict[str, str]) -> None:
         self.popen = subprocess.Popen(
-            [sys.executable, "-m", "common.cli", *self.argv], env=env, stdout=self.log.open("ab"),
+            [sys.executable, "-m", "common.cli", *self.argv], env={**env, **self.env}, stdout=self.log.open("ab"),
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
 
@@ -70,6 +74,22 @@ class Proc:
             p.kill()
             return p.wait(10)
 
+    def stop_after(self, timeout: float) -> int | None:
+        """Let the process finish on its own for ``timeout`` s, then stop it."""
+        if self.popen is None:
+            return None
+        try:
+            return self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return self.stop(10)
+
+    def kill(self) -> None:
+        """SIGKILL the process (and its group) if it is still running."""
+        if self.popen is not None and self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(10)
+
     @property
     def alive(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
@@ -88,6 +108,9 @@ class Demo:
     job_info: dict[str, Any] = field(default_factory=dict)
     t0: float = field(default_factory=time.monotonic)
     phase: str = "starting"
+    quality: StreamQuality | None = None
+    metrics_urls: list[str] = field(default_factory=list)  # the observers' /metrics
+    _dq_at: float = 0.0
 
     # ----------------------------------------------------------------- setup
     def start_redis(self) -> redis.Redis:
@@ -99,49 +122,72 @@ class Demo:
                 self.redis_url = url
                 return r
             console.print(f"[yellow]FUSION_REDIS_URL={redact(url)} unreachable: starting a private redis-server[/]")
-        self.redis_server = RedisServer(appendonly=True, workdir=str(self.workdir / "redis")).start()
+        # its own session: a Ctrl-C in the terminal must not stop Redis before the stages have stopped
+        self.redis_server = RedisServer(appendonly=True, workdir=str(self.workdir / "redis"), detach=True).start()
         self.redis_url = self.redis_server.url
         return redis.Redis.from_url(self.redis_url)
 
-    def proc(self, name: str, *argv: str) -> Proc:
-        p = Proc(name, list(argv), self.workdir / "logs" / f"{name}.log")
+    def proc(self, name: str, *argv: str, env: dict[str, str] | None = None) -> Proc:
+        p = Proc(name, list(argv), self.workdir / "logs" / f"{name}.log", env=env or {})
         p.start(self.env)
         self.procs[name] = p
         return p
 
     # ----------------------------------------------------------------- view
+    def update_quality(self, r: Any, every_s: float = 2.0) -> None:
+        """Count the new states' flags and gaps, and the observers' discovery failures (every ``every_s``)."""
+        if self.quality is None or time.monotonic() - self._dq_at < every_s:
+            return
+        self._dq_at = time.monotonic()
+        with contextlib.suppress(redis.RedisError):
+            self.quality.update(r)
+        errors = discovery_errors(self.metrics_urls)
+        if errors is not None:
+            self.quality.set_discovery_errors(errors)
+
     def table(self, r: Any, store: ObjectStore) -> Table:
+        self.update_quality(r)
         t = Table(title=f"fusion demo — {self.phase} — {time.monotonic() - self.t0:5.0f} s", expand=False)
-        for col in ("market", "states", "labels", "archived objs", "archiver lag", "labeler lag"):
+        for col in ("market", "states", "labels", "archived objs", "archiver lag", "labeler lag", "no market",
+                    "stale PM", "missing ticks", "disc. failures"):  # fmt: skip
             t.add_column(col, justify="right")
         objs: dict[str, int] = {}
         for info in store.list("market-data/"):
             m = info.key.split("/")[1]
             objs[m] = objs.get(m, 0) + 1
+        warnings: list[str] = []
         for m in self.markets:
             st, lb = keys.states_stream(m), keys.labels_stream(m)
             lags = {}
             with contextlib.suppress(redis.ResponseError):
                 for g in r.xinfo_groups(st):
                     lags[g["name"].decode()] = g.get("lag")
+            q = self.quality.q[m] if self.quality else Quality()
+            warnings += q.warnings(m)
             t.add_row(m, f"{_xlen(r, st):,}", f"{_xlen(r, lb):,}", str(objs.get(m, 0)),
-                      str(lags.get(keys.ARCHIVER_GROUP, "-")), str(lags.get(keys.LABELER_GROUP, "-")))  # fmt: skip
+                      str(lags.get(keys.ARCHIVER_GROUP, "-")), str(lags.get(keys.LABELER_GROUP, "-")),
+                      _flagged(q.fraction("no_market")), _flagged(q.fraction("stale_poly")), f"{q.gaps:,}",
+                      str(q.discovery_errors))  # fmt: skip
         trader = _trader_status(r, self.env.get("FUSION_TRADER_ID", "demo-trader"))
         job = self.job_info
         extra = [
             "processes: " + " ".join(f"{n}:{'up' if p.alive else 'down'}" for n, p in self.procs.items()),
             f"training: {job.get('status', '-')} {job.get('stage', '')} {float(job.get('progress', 0)) * 100:.0f}%",
-            f"trader: model={trader.get('model') or '-'} ticks={trader.get('ticks', '-')} "
+            f"trader: model={trader.get('model') or 'none (holds)'} ticks={trader.get('ticks', '-')} "
             f"equity=${(trader.get('pnl') or {}).get('equity_usd', 0):.2f} swaps={trader.get('swaps', '-')}",
+            *(f"[yellow]warning: {w}[/]" for w in warnings),
         ]
         t.caption = "\n".join(extra)
         return t
 
     def status_line(self, r: Any) -> str:
         """One line for logs / non-terminal output."""
+        self.update_quality(r)
         parts = [f"[{time.monotonic() - self.t0:5.0f}s] {self.phase}:"]
         for m in self.markets:
-            parts.append(f"{m} states={_xlen(r, keys.states_stream(m))} labels={_xlen(r, keys.labels_stream(m))}")
+            q = self.quality.q[m] if self.quality else Quality()
+            parts.append(f"{m} states={_xlen(r, keys.states_stream(m))} labels={_xlen(r, keys.labels_stream(m))} "
+                         f"no_market={q.fraction('no_market'):.1%} missing_ticks={q.gaps}")  # fmt: skip
         job = self.job_info
         if job:
             parts.append(f"training={job.get('status', '-')}/{job.get('stage', '')}")
@@ -163,6 +209,11 @@ class Demo:
                 self.job_info["error"] = res.exc_string[-2000:] if res and res.exc_string else "failed"
 
 
+def _flagged(frac: float) -> str:
+    s = f"{frac:.1%}" if frac else "0"
+    return f"[yellow]{s}[/]" if frac > WARN_FRACTION else s
+
+
 def _xlen(r: Any, key: str) -> int:
     try:
         return int(r.xlen(key))
@@ -182,7 +233,9 @@ def _trader_status(r: Any, trader: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="fusion demo", description=__doc__)
+    ap = argparse.ArgumentParser(
+        prog="fusion demo", description=__doc__, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument(
         "--markets",
         default="BTC-5M,ETH-5M",
@@ -190,15 +243,16 @@ def main(argv: list[str] | None = None) -> int:
         help="5-minute series: many windows per minute of demo",
     )
     ap.add_argument("--collect", type=float, default=360.0, help="seconds of wall time to collect before training")
-    ap.add_argument("--after", type=float, default=60.0, help="seconds of paper trading after the model swap")
+    ap.add_argument("--after", type=float, default=120.0, help="seconds of paper trading after the model swap")
     ap.add_argument(
         "--trade-speed",
         type=float,
-        default=20.0,
-        help="simulator speed while trading after the swap (slower: the trader decides on every tick)",
+        default=5.0,
+        help="simulator speed while trading after the swap (slow enough for the trader to decide on every tick "
+        "of a busy 2-core machine; the report says how many it missed)",
     )
     ap.add_argument("--speed", type=float, default=60.0, help="simulated seconds per wall second")
-    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--seed", type=int, default=7, help="the simulator's seed")
     ap.add_argument("--lag-s", type=float, default=20.0, help="how far Polymarket lags Binance in the simulator")
     ap.add_argument("--replicas", type=int, default=1, help="observers per market (2 observers share the markets)")
     ap.add_argument("--algo", default="ppo", choices=("awbc", "supervised", "ppo"), help="ppo warm-starts from awbc")

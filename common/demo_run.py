@@ -15,8 +15,11 @@ from rich.live import Live
 
 from common import keys
 from common.demo import Demo, console
+from common.demo_quality import StreamQuality, from_columns
+from common.demo_report import print_summary
 from common.log import redact_value
 from common.markets import parse_market, split_markets
+from common.redisproc import free_port
 from common.store import LocalStore, ObjectStore, S3Store, open_store
 
 
@@ -32,8 +35,9 @@ def _env(d: Demo, sim_url: str, store: ObjectStore) -> dict[str, str]:
         "FUSION_SIM_URL": sim_url,
         "FUSION_MARKETS": ",".join(d.markets),
         "FUSION_REPLICAS": str(d.args.replicas),
-        # the simulator runs 60x faster than the wall clock: discover the next window two windows ahead
-        "FUSION_DISCOVERY_LEAD_S": "600",
+        # the simulator runs 60x faster than the wall clock (a 5-minute window lasts 5 s): look the next
+        # windows up 15 minutes (15 s of wall time) ahead, as far as the simulator lists them
+        "FUSION_DISCOVERY_LEAD_S": "900",
         "FUSION_TRADER_MARKETS": ",".join(d.markets),
         "FUSION_TRADER_ID": "demo-trader",
         "FUSION_POLICY": "demo",
@@ -44,25 +48,38 @@ def _env(d: Demo, sim_url: str, store: ObjectStore) -> dict[str, str]:
 
 
 def run_demo(a: argparse.Namespace) -> int:
-    from observer_svc.sim.synthetic import SyntheticDriver
-    from observer_svc.sim.thread import SimServerThread
-
     workdir = Path(a.dir).resolve()
     shutil.rmtree(workdir, ignore_errors=True)
     (workdir / "logs").mkdir(parents=True)
     markets = [parse_market(m).name for m in split_markets(a.markets)]
     d = Demo(a, workdir, markets)
     r = d.start_redis()
+    try:
+        return _run(a, d, r, markets, workdir)
+    finally:  # the private Redis runs in its own session: stop it whatever happened
+        if d.redis_server is not None:
+            d.redis_server.stop()
+
+
+def _run(a: argparse.Namespace, d: Demo, r: Any, markets: list[str], workdir: Path) -> int:
+    from observer_svc.sim.synthetic import SyntheticDriver
+    from observer_svc.sim.thread import SimServerThread
+
     r.delete(*[k for m in markets for k in (keys.states_stream(m), keys.labels_stream(m))], keys.EVENTS_STREAM)
     store = _open_store(workdir)
     sim = SimServerThread(SyntheticDriver(markets, seed=a.seed, speed=a.speed, lead_lag=True, lag_s=a.lag_s)).start()
     d.env = _env(d, sim.url, store)
+    reuse = write_settings(d, store)
+    d.quality = StreamQuality(markets, step_ms=int(d.env.get("FUSION_TICK_MS", "500")))
+    t_observe = time.monotonic()
     interrupted = False
     report: dict[str, Any] = {}
     try:
         d.phase = "collecting"
-        d.proc("observer-1", "observe", "--leases")
-        d.proc("observer-2", "observe", "--leases")
+        for n in ("observer-1", "observer-2"):
+            port = free_port()  # each observer's /metrics: its discovery failures reach the live view
+            d.metrics_urls.append(f"http://127.0.0.1:{port}/metrics")
+            d.proc(n, "observe", "--leases", env={"FUSION_METRICS_PORT": str(port), "FUSION_OBSERVER_ID": n})
         d.proc("archiver", "archive")
         d.proc("labeler", "label")
         d.proc("worker", "worker")
@@ -102,8 +119,9 @@ def run_demo(a: argparse.Namespace) -> int:
             wait(600, until=lambda: d.job_info.get("status") in ("finished", "failed", "stopped", "canceled"))
             # 2 cores cannot run the simulator and observers at 60x and let the trader decide on every tick
             # too: trade at a slower pace, so the new model's decisions are the ones it would make live
+            report["trader_at_swap"] = _trader(r)  # the trading phase is measured from here
             sim.driver.speed = a.trade_speed
-            d.phase = f"trading on the new model ({a.trade_speed:g}x)"
+            d.phase = _trading_phase(d.job_info, a.trade_speed)
             wait(a.after)
             report["pnl_after_swap"] = _trader(r)
     except KeyboardInterrupt:
@@ -111,15 +129,50 @@ def run_demo(a: argparse.Namespace) -> int:
         console.print("[yellow]interrupted: stopping every stage gracefully[/]")
     finally:
         d.phase = "stopping"
+        d.update_quality(r, every_s=0.0)  # the last discovery failures, while the observers still answer
+        report["observed_wall_s"] = round(time.monotonic() - t_observe, 1)
         _stop_all(d)
         sim.stop()
     report.update(_report(d, r, store))
     report["interrupted"] = interrupted
-    report = redact_value(report)  # credentials of any URL (Redis, store) never reach the report
+    report["files"]["reuse"] = reuse
     _print_report(report, d)
-    if d.redis_server is not None:
-        d.redis_server.stop()
     return 0 if not interrupted else 130
+
+
+def _trading_phase(job: dict[str, Any], speed: float) -> str:
+    res = job.get("result") or {}
+    if res.get("promoted"):
+        return f"trading on the new model ({speed:g}x)"
+    why = "training failed" if job.get("status") != "finished" else "no model promoted"
+    return f"trading: {why}, the trader holds ({speed:g}x)"
+
+
+def write_settings(d: Demo, store: ObjectStore) -> list[str]:
+    """Write ``fusion.env`` (the settings the stages ran with, credentials redacted) and, for a private
+    Redis, ``redis/redis.conf`` (same port, dir and AOF); return the commands that reuse them."""
+    from common.log import redact
+
+    names = ("FUSION_REDIS_URL", "FUSION_STORE_URL", "FUSION_S3_ENDPOINT_URL", "FUSION_CACHE_DIR", "FUSION_MARKETS",
+             "FUSION_POLICY", "FUSION_TRADER_ID", "FUSION_TRADER_MARKETS")  # fmt: skip
+    env_file = d.workdir / "fusion.env"
+    env_file.write_text("".join(f"{k}={redact(d.env[k])}\n" for k in names if k in d.env))
+    cmds = [f"set -a; . {_rel(env_file)}; set +a", "fusion models ls demo"]
+    if d.redis_server is not None:
+        conf = d.workdir / "redis" / "redis.conf"
+        conf.write_text(f"port {d.redis_server.port}\nbind 127.0.0.1\ndir {d.redis_server.dir}\nappendonly yes\n"
+                        f"save \"\"\nlogfile {d.redis_server.dir / 'redis.log'}\ndaemonize yes\n")  # fmt: skip
+        cmds += [f"redis-server {_rel(conf)}      # the demo's Redis again, from its AOF",
+                 f"fusion streams ls; redis-cli -p {d.redis_server.port} shutdown"]  # fmt: skip
+    else:
+        cmds.append("fusion streams ls")
+    return cmds
+
+
+def _rel(p: Path) -> str:
+    with contextlib.suppress(ValueError):
+        return str(p.relative_to(Path.cwd()))
+    return str(p)
 
 
 def _open_store(workdir: Path) -> ObjectStore:
@@ -142,35 +195,42 @@ def _trader(r: Any) -> dict[str, Any]:
 def _stop_all(d: Demo) -> None:
     """Producers first, then consumers; the archiver flushes the windows still open. The observers
     are stopped together: stopping one first would hand its markets to the other, and the lease
-    handover (seconds of wall time, minutes of simulated time) would show as a gap at the end."""
-    with contextlib.suppress(KeyboardInterrupt):
-        observers = [d.procs[n] for n in ("observer-1", "observer-2") if n in d.procs]
-        for p in observers:
-            p.terminate()
-        for p in observers:
-            p.stop()
-        time.sleep(1.0)
-        for name in ("trader", "labeler"):
-            if name in d.procs:
-                d.procs[name].stop()
-        if "archiver" in d.procs:
-            d.procs["archiver"].stop(60)
-            final = d.proc("archiver-final", "archive", "--once", "--final")
-            assert final.popen is not None
-            final.popen.wait(120)
-        if "worker" in d.procs:
-            d.procs["worker"].stop(120)
+    handover (seconds of wall time, minutes of simulated time) would show as a gap at the end.
+    Whatever happens (a second Ctrl-C, a stage that hangs), no process of the demo outlives it."""
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            observers = [d.procs[n] for n in ("observer-1", "observer-2") if n in d.procs]
+            for p in observers:
+                p.terminate()
+            for p in observers:
+                p.stop()
+            time.sleep(1.0)
+            for name in ("trader", "labeler"):
+                if name in d.procs:
+                    d.procs[name].stop()
+            if "archiver" in d.procs:
+                d.procs["archiver"].stop(60)
+                d.proc("archiver-final", "archive", "--once", "--final").stop_after(120)
+            if "worker" in d.procs:
+                d.procs["worker"].stop(120)
+    finally:
+        for p in d.procs.values():
+            p.kill()
 
 
 def _report(d: Demo, r: Any, store: ObjectStore) -> dict[str, Any]:
     from archiver_svc.reader import load_market
 
     out: dict[str, Any] = {"workdir": str(d.workdir), "store": store.url, "redis": d.redis_url, "markets": {}}
+    warnings: list[str] = []
     for m in d.markets:
         ids = [e for e, _ in r.xrange(keys.states_stream(m))]
         md = load_market(store, m)
         archived = md.states.tick_ms
         stream_ticks = [int(e.split(b"-")[0]) for e in ids]
+        q = from_columns(md.states)  # what the trainer learns from
+        q.discovery_errors = d.quality.q[m].discovery_errors if d.quality else 0
+        warnings += q.warnings(m)
         out["markets"][m] = {
             "states_in_stream": len(ids),
             "labels_in_stream": int(r.xlen(keys.labels_stream(m))),
@@ -178,14 +238,36 @@ def _report(d: Demo, r: Any, store: ObjectStore) -> dict[str, Any]:
             "archived_labels": len(md.labels) if md.labels is not None else 0,
             "archive_exactly_once": sorted(set(stream_ticks)) == [int(t) for t in archived],
             "archive_problems": md.problems[:3],
-            "gap_free": all(b - a == 500 for a, b in zip(stream_ticks, stream_ticks[1:], strict=False)),
+            "gap_free": q.gaps == 0,
+            "quality": q.as_dict(),
+            "windows": len({x for x in md.states.slugs if x}),
+            "simulated_s": round(float(archived.max() - archived.min()) / 1000, 1) if len(archived) else 0.0,
         }
+    out["warnings"] = warnings
     events = [(e.decode(), f) for e, f in r.xrange(keys.EVENTS_STREAM)]
     out["events"] = [_decode_event(f) for _, f in events]
     out["training"] = d.job_info.get("result") or {k: v for k, v in d.job_info.items() if k != "result"}
+    meta = _model_meta(store, out["training"])
+    out["comparisons"] = (meta.get("decision") or {}).get("comparisons", {})
     out["dead_letters"] = int(r.xlen(keys.DEAD_LETTER_STREAM)) if r.exists(keys.DEAD_LETTER_STREAM) else 0
     out["observer_summaries"] = {n: _last_line(p.log) for n, p in d.procs.items() if n.startswith("observer")}
+    out["wall_s"] = round(time.monotonic() - d.t0, 1)
+    out["files"] = {"report_json": str(d.workdir / "report.json"), "logs": str(d.workdir / "logs"),
+                    "store": store.url, "training_report": meta.get("report"),
+                    "settings": str(d.workdir / "fusion.env")}  # fmt: skip
     return out
+
+
+def _model_meta(store: ObjectStore, training: dict[str, Any]) -> dict[str, Any]:
+    """The trained version's meta.json (its comparisons with intervals, its report's URL); {} if none."""
+    from trainer_svc import registry
+
+    if not training.get("version"):
+        return {}
+    try:
+        return registry.read_meta(store, str(training.get("policy", "demo")), str(training["version"]))
+    except Exception:  # a missing or unreadable meta only leaves the report shorter
+        return {}
 
 
 def _decode_event(fields: dict[bytes, bytes]) -> dict[str, Any]:
@@ -204,25 +286,11 @@ def _last_line(p: Path) -> str:
 
 
 def _print_report(rep: dict[str, Any], d: Demo) -> None:
-    from rich.table import Table
+    from common.settings import Settings
 
-    t = Table(title="fusion demo: what each stage produced")
-    for c in ("market", "states", "labels", "archived states", "archived labels", "exactly once", "gap-free"):
-        t.add_column(c, justify="right")
-    for m, x in rep["markets"].items():
-        t.add_row(m, f"{x['states_in_stream']:,}", f"{x['labels_in_stream']:,}", f"{x['archived_states']:,}",
-                  f"{x['archived_labels']:,}", str(x["archive_exactly_once"]), str(x["gap_free"]))  # fmt: skip
-    console.print(t)
-    console.print({"training": rep.get("training"), "events": rep.get("events")})
-    for label, key in (("before the swap", "pnl_before_swap"), ("after the swap", "pnl_after_swap")):
-        st = rep.get(key) or {}
-        pnl = st.get("pnl") or {}
-        console.print(f"trader {label}: model={st.get('model')} ticks={st.get('ticks')} decisions="
-                      f"{st.get('decisions')} missed={st.get('missed_ticks')} fills={pnl.get('fills')} "
-                      f"realised=${pnl.get('realised_usd', 0):.2f} equity=${pnl.get('equity_usd', 0):.2f}")  # fmt: skip
-    console.print(f"observers: {rep['observer_summaries']}")
-    console.print(f"dead letters: {rep['dead_letters']}   files: {rep['workdir']} (store {rep['store']}, "
-                  f"logs {d.workdir / 'logs'})")  # fmt: skip
-    rep = redact_value(rep)
+    rep = redact_value(rep)  # credentials of any URL (Redis, store) never reach the report or the terminal
     (d.workdir / "report.json").write_text(json.dumps(rep, indent=2, default=str))
-    print(json.dumps({k: rep[k] for k in ("markets", "training", "events")}, indent=2, default=str))
+    position_usd = Settings().position_usd
+    if not console.is_terminal:  # a log file or a pipe: wide enough for the tables
+        console.width = max(console.width, 140)
+    print_summary(console, rep, position_usd, d.args.after * d.args.trade_speed / 60.0)

@@ -28,8 +28,15 @@ class RedisServer:
     """Start/stop/kill a local redis-server; ``url`` points at it."""
 
     def __init__(
-        self, port: int | None = None, appendonly: bool = False, workdir: str | None = None, password: str | None = None
+        self,
+        port: int | None = None,
+        appendonly: bool = False,
+        workdir: str | None = None,
+        password: str | None = None,
+        detach: bool = False,
     ) -> None:
+        """``detach``: run the server in its own session, so a Ctrl-C in the terminal (SIGINT to the
+        foreground process group) does not stop it before the caller has stopped its clients."""
         exe = shutil.which("redis-server")
         if exe is None:
             raise RuntimeError("redis-server not found: install it (apt-get install redis-server)")
@@ -41,6 +48,7 @@ class RedisServer:
         self.dir = Path(workdir or tempfile.mkdtemp(prefix="fusion-redis-"))
         self.dir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen[bytes] | None = None
+        self.detach = detach
 
     @property
     def url(self) -> str:
@@ -60,7 +68,9 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=self.detach
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url)
         while True:

@@ -9,7 +9,8 @@ Public API
     ``await next_window(spec, after) -> PolymarketWindow | None``       the series window after ``after``
     ``await fixed_window(spec) -> PolymarketWindow | None``             by slug (Gamma) or condition id (CLOB)
 ``DiscoveryError``   the venue kept failing (after the retries) or answered nonsense
-Pure helpers: ``parse_iso_ms``, ``tokens_from_clob``, ``tokens_from_gamma``.
+Pure helpers: ``parse_iso_ms``, ``tokens_from_clob``, ``tokens_from_gamma``, ``series_starts`` (the windows
+a tick loop needs known: the current one and those starting within the discovery lead).
 
 Rolling series: Gamma ``GET {gamma}/events?slug={asset}-updown-{5m|15m|1h|4h}-{start}`` gives
 ``events[0].endDate`` (ISO, Z) and ``markets[*].conditionId``; CLOB ``GET {clob}/markets/{conditionId}``
@@ -41,6 +42,18 @@ from common.schema import PolymarketWindow
 log = logging.getLogger("observer.discovery")
 _UP = ("up", "yes")
 _DOWN = ("down", "no")
+
+
+def series_starts(spec: MarketSpec, now_ms: int, lead_ms: int) -> tuple[list[int], int]:
+    """Starts (unix s) of the series windows a tick loop at ``now_ms`` needs known: the current one and
+    every one starting within ``lead_ms``; and the event time at which that list next changes."""
+    assert spec.interval_s is not None
+    iv = int(spec.interval_s)
+    first = spec.window_start(now_ms / 1000.0)
+    starts = [first]
+    while (starts[-1] + iv) * 1000 < now_ms + lead_ms or len(starts) < 2:
+        starts.append(starts[-1] + iv)
+    return starts, min((first + iv) * 1000, (starts[-1] + iv) * 1000 - lead_ms)
 
 
 class DiscoveryError(RuntimeError):

@@ -6,7 +6,9 @@ the same rendezvous-hash assignment as every other live observer (each market to
 ``replicas`` highest-scoring observers), renews the slots it holds (compare-and-expire),
 releases a market no longer assigned to it once enough other live observers hold it (so coverage
 never dips while observers come and go) and takes a free slot of each market assigned to it,
-never two slots of one market. A dead observer drops out of the live list after ttl and its
+never two slots of one market. When the regular slots of a market are all held by observers it is no
+longer assigned to, its new owner takes the market's one extra handover slot (``replicas``), and they
+release once it holds it. A dead observer drops out of the live list after ttl and its
 slots expire after ttl, so its markets move within seconds; since replicas publish
 identical tick IDs, the stream stays free of gaps and duplicates meanwhile.
 """
@@ -40,12 +42,25 @@ def _score(market: str, observer: str) -> int:
 
 
 def assign(markets: Sequence[str], observers: Sequence[str], replicas: int) -> dict[str, list[str]]:
-    """Rendezvous hashing: each market goes to its ``replicas`` highest-scoring observers.
-
-    Every observer computes the same answer from the same live list, and a change of the list
-    moves only the markets of the observers that came or went."""
+    """Rendezvous hashing with bounded load: each market goes to its ``replicas`` highest-scoring
+    observers that hold fewer than ``ceil(markets * replicas / observers)`` markets so far (markets
+    taken in sorted order), so the markets are spread evenly (plain rendezvous hashing gave both markets
+    of the demo to one of its two observers). Every observer computes the same answer from the same
+    live list, and a change of the list moves few markets besides those of the observers that came or went."""
     r = min(replicas, len(observers))
-    return {m: sorted(observers, key=lambda o: _score(m, o), reverse=True)[:r] for m in markets}
+    if r == 0:
+        return {m: [] for m in markets}
+    cap = -(-len(markets) * r // len(observers))
+    load = dict.fromkeys(observers, 0)
+    out: dict[str, list[str]] = {}
+    for m in sorted(markets):
+        ranked = sorted(observers, key=lambda o: _score(m, o), reverse=True)
+        chosen = [o for o in ranked if load[o] < cap][:r]
+        chosen += [o for o in ranked if o not in chosen][: r - len(chosen)]
+        for o in chosen:
+            load[o] += 1
+        out[m] = chosen
+    return out
 
 
 class LeaseManager:
@@ -83,12 +98,14 @@ class LeaseManager:
         for market in sorted(set(self.held) - wanted):
             # hand a market over only once enough *other* live observers hold it: coverage never dips
             # while observers come and go (a new one may still be connecting, a dead one still listed)
-            holders = self.r.mget([keys.lease_key(market, k) for k in range(self.replicas)])
+            holders = self.r.mget([keys.lease_key(market, k) for k in range(self.replicas + 1)])
             others = {h.decode() for h in holders if h is not None and h.decode() != self.me} & set(live)
             if len(others) >= min(self.replicas, len(live) - 1):
                 self._release(keys=[keys.lease_key(market, self.held.pop(market))], args=[self.me])
         for market in sorted(wanted - set(self.held)):
-            for slot in range(self.replicas):
+            # slots 0..replicas-1, then the one handover slot: with every slot held by observers the
+            # assignment no longer wants, the newcomer takes it and they release (else nobody moves)
+            for slot in range(self.replicas + 1):
                 if self.r.set(keys.lease_key(market, slot), self.me, nx=True, px=self.ttl_ms):
                     self.held[market] = slot
                     break

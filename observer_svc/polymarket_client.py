@@ -13,8 +13,15 @@ Public API
     ``on_event_time(venue, event_ms)``   optional, called after each frame with its newest event time
     ``on_end(venue)``   optional; the feed closed with reason ``"end of data"`` (a finished replay): no reconnect
 
+Discovery: a series market needs its current window and every window starting within ``discovery_lead_s``
+of "now" (:func:`observer_svc.discovery.series_starts`); each missing one is looked up by its own
+background task (at most ``discovery_concurrency`` per market at once, each with its own backoff), so
+a slow venue delays a lookup but never the next ones, and with an event clock running many times
+faster than the wall clock (a simulator, a replay) the lookups run ahead of the ticks instead of
+chasing them. A window that ended before its answer arrived is dropped.
+
 Behaviour: the subscription is the union of every market's watched tokens (current window, the next
-one discovered ``discovery_lead_s`` before expiry, and old ones until their ``market_resolved``), sent
+ones discovered ``discovery_lead_s`` ahead, and old ones until their ``market_resolved``), sent
 first as ``{"assets_ids", "type": "market", "custom_feature_enabled": true}`` and changed on the open
 socket with ``{"operation": "subscribe"|"unsubscribe"}``. The window switch itself happens in event time
 inside :class:`PolymarketMarketState` exactly at the old window's end, so the stream has no gap.
@@ -47,9 +54,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, WebSocketE
 from common import metrics
 from common.log import kv, log_once
 from common.markets import MarketSpec
-from common.schema import PolymarketWindow
 from common.settings import Settings
-from observer_svc.discovery import Discovery, DiscoveryError
+from observer_svc.discovery import Discovery, DiscoveryError, series_starts
 from observer_svc.polymarket_state import PolymarketMarketState
 from observer_svc.polymarket_wire import (
     PING,
@@ -107,6 +113,7 @@ class PolymarketClient:
         http: httpx.AsyncClient | None = None,
         maintain_interval_s: float = 0.25,
         discovery_retry_s: tuple[float, float] = (1.0, 15.0),
+        discovery_concurrency: int = 4,
     ) -> None:
         self.settings = settings
         urls = settings.venue_urls()
@@ -133,8 +140,10 @@ class PolymarketClient:
         self._last_data = time.monotonic()
         self._silence_resub_at: float | None = None
         self._last_cid: dict[str, str | None] = {}
-        self._disc_task: dict[str, asyncio.Task[None]] = {}
-        self._disc_retry: dict[str, tuple[float, int]] = {}  # name -> (not before monotonic, failures)
+        self.discovery_concurrency = discovery_concurrency
+        # (market, window start s | None for a fixed market) -> lookup in flight / (not before monotonic, failures)
+        self._disc_task: dict[tuple[str, int | None], asyncio.Task[None]] = {}
+        self._disc_retry: dict[tuple[str, int | None], tuple[float, int]] = {}
         self._closed = asyncio.Event()
         self._wake = asyncio.Event()  # wakes the connection loop (tokens to subscribe)
         self._maintain_wake = asyncio.Event()  # wakes housekeeping early (event time reached a due point)
@@ -223,49 +232,63 @@ class PolymarketClient:
                     ROLLOVERS.labels(VENUE, name).inc()
                 kv(log, logging.INFO, "polymarket window", market=name, slug=cur.slug if cur else None, now_ms=now)
                 self._last_cid[name] = cid
-            latest = st.latest_window
-            if latest is None or (spec.is_series and cur is None and latest.end_ms <= now):
-                self._discover(name, "current", None)
-            elif spec.is_series and now >= latest.end_ms - lead_ms:
-                self._discover(name, "next", latest)
-            if spec.is_series and latest is not None:
-                for t in (latest.end_ms - lead_ms, latest.end_ms, cur.end_ms if cur is not None else None):
-                    if t is not None and t > now and (due is None or t < due):
-                        due = t
+            if not spec.is_series:
+                if st.latest_window is None:
+                    self._discover(name, None)
+                continue
+            starts, next_due = series_starts(spec, now, lead_ms)
+            known = {w.slug for w in st.windows()}
+            for start in starts:
+                if spec.series_slug(start) not in known:
+                    self._discover(name, start)
+            if due is None or next_due < due:
+                due = next_due
         self._due_ms = due
         self._reindex()
         await self._sync_subscriptions()
 
-    def _discover(self, name: str, kind: str, after: PolymarketWindow | None) -> None:
-        t = self._disc_task.get(name)
+    def _discover(self, name: str, start: int | None) -> None:
+        """Look up one window (series: the one starting at ``start``; fixed market: ``None``) in the
+        background, unless that lookup is running, waiting out its backoff, or the market already has
+        ``discovery_concurrency`` lookups in flight."""
+        key = (name, start)
+        t = self._disc_task.get(key)
         if t is not None and not t.done():
             return
-        not_before, _ = self._disc_retry.get(name, (0.0, 0))
+        not_before, _ = self._disc_retry.get(key, (0.0, 0))
         if time.monotonic() < not_before:
             return
-        self._disc_task[name] = asyncio.create_task(self._discover_task(name, kind, after), name=f"pm-disc-{name}")
+        busy = sum(1 for (n, _), x in self._disc_task.items() if n == name and not x.done())
+        if busy >= self.discovery_concurrency:
+            return
+        self._disc_task[key] = asyncio.create_task(self._discover_task(name, start), name=f"pm-disc-{name}-{start}")
 
-    async def _discover_task(self, name: str, kind: str, after: PolymarketWindow | None) -> None:
+    async def _discover_task(self, name: str, start: int | None) -> None:
         assert self.discovery is not None
         spec, st = self.specs[name], self.markets[name]
+        key = (name, start)
         try:
-            if kind == "next" and after is not None:
-                w = await self.discovery.next_window(spec, after)
+            if start is not None:
+                w = await self.discovery.series_window(spec, start)
             else:
                 w = await self.discovery.current_window(spec, self.now_ms())
         except DiscoveryError as e:
             DISCOVERY_ERRORS.labels(VENUE, name, "http").inc()
             log_once(log, f"pm-disc:{name}:{e}", "polymarket discovery failed", market=name, error=str(e))
             w = None
+        finally:
+            self._disc_task.pop(key, None)
         if w is None:
-            _, fails = self._disc_retry.get(name, (0.0, 0))
+            _, fails = self._disc_retry.get(key, (0.0, 0))
             base, cap = self.discovery_retry_s
             delay = random.uniform(base / 2, min(cap, base * 2**fails))
-            self._disc_retry[name] = (time.monotonic() + delay, fails + 1)
+            self._disc_retry[key] = (time.monotonic() + delay, fails + 1)
             return
-        self._disc_retry.pop(name, None)
+        self._disc_retry.pop(key, None)
+        if spec.is_series and w.end_ms <= self.now_ms():
+            return  # over before the answer came: no tick will need it
         if st.add_window(w):
-            kv(log, logging.INFO, "polymarket discovered", market=name, slug=w.slug, kind=kind)
+            kv(log, logging.INFO, "polymarket discovered", market=name, slug=w.slug, start=start)
             self._reindex()
             await self._sync_subscriptions()
 

@@ -6,7 +6,8 @@ Public API
     ``add_window(w) -> bool``           a discovered window (current or next of a rolling series)
     ``window_at(t_ms)``                 the window a tick at ``t_ms`` belongs to (None: no market)
     ``window``                          ``window_at`` of the newest time seen (property)
-    ``latest_window``                   the last-starting known window (discovery asks for its successor)
+    ``latest_window``                   the last-starting known window
+    ``windows()``                       every known window, by start (discovery skips those)
     ``advance(now_ms) -> PolymarketWindow | None``   moves "now" forward, retires old windows, returns ``window``
     ``tokens()``, ``condition_ids()``, ``wanted_tokens()``   what the client subscribes and routes here
     ``apply(event) -> list[TokenBook]``  one parsed wire event; returns books that need a fresh snapshot
@@ -179,6 +180,10 @@ class PolymarketMarketState:
     @property
     def window(self) -> PolymarketWindow | None:
         return self.window_at(self._now_ms) if self._now_ms is not None else None
+
+    def windows(self) -> list[PolymarketWindow]:
+        """The known windows, by start (current, next ones, and ended ones not yet retired)."""
+        return list(self._windows)
 
     @property
     def latest_window(self) -> PolymarketWindow | None:

@@ -29,6 +29,10 @@ from observer_svc.sim import rest
 from observer_svc.sim import wire_out as wo
 from observer_svc.sim.core import BOut, Driver, End, Out, POut
 
+# a pump that cannot keep its speed (a busy machine) yields to the loop at least this often, so the
+# REST endpoints (discovery) and the socket writers are served within milliseconds, not seconds
+_YIELD_S = 0.005
+
 log = logging.getLogger("fusion.sim")
 _DEPTH_ALIASES = ("@depth", "@depth@100ms", "@depth@250ms", "@depth@500ms", "@depth@0ms")
 
@@ -131,7 +135,8 @@ class SimServer:
             self.started = True
             base_wall = base_sim = last_t = None
             speed = d.speed
-            for n, (t, outs) in enumerate(d.steps()):
+            last_yield = loop.time()
+            for t, outs in d.steps():
                 if d.speed > 0:
                     gap = d.max_gap_ms is not None and last_t is not None and t - last_t > d.max_gap_ms
                     if base_wall is None or gap or d.speed != speed:  # (re)anchor; a speed change goes on from here
@@ -139,13 +144,15 @@ class SimServer:
                     delay = base_wall + (t - base_sim) / 1000.0 / d.speed - loop.time()
                     if delay > 0.0005:
                         await asyncio.sleep(delay)
+                        last_yield = loop.time()
                 else:
                     await self._wait(lambda: self._subscribed("binance") or self._subscribed("polymarket"))
                 self.sim_now = max(self.sim_now, t)
                 last_t = t
                 await self._dispatch(outs)
-                if n % 256 == 255:
+                if loop.time() - last_yield > _YIELD_S:  # behind schedule: still let REST and sockets in
                     await asyncio.sleep(0)
+                    last_yield = loop.time()
             for v in ("binance", "polymarket"):
                 await self._end_venue(v)
         except asyncio.CancelledError:

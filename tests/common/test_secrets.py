@@ -100,7 +100,7 @@ def test_demo_report_has_no_password(secret_redis: RedisServer, tmp_path: Path) 
     from common.demo_run import _print_report, _report
     from common.store import LocalStore
 
-    d = Demo(argparse.Namespace(), tmp_path, ["BTC-5M"])
+    d = Demo(argparse.Namespace(after=60.0, trade_speed=5.0), tmp_path, ["BTC-5M"])
     d.redis_url = secret_redis.url
     (tmp_path / "logs").mkdir()
     r = redis.Redis.from_url(secret_redis.url)

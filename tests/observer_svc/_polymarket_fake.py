@@ -6,7 +6,8 @@
   ``PONG``; records every received message per connection.
 * plain HTTP GETs (``process_request``): Gamma ``/gamma/events?slug=``, ``/gamma/markets?slug=``
   and CLOB ``/clob/markets/{condition_id}``, in the venues' shapes (Gamma's ``clobTokenIds`` and
-  ``outcomes`` are JSON-encoded strings). ``fail_next`` makes the next N REST calls answer 500.
+  ``outcomes`` are JSON-encoded strings). ``fail_next`` makes the next N REST calls answer 500;
+  ``http_delay_s`` answers every REST call that much later (a slow or distant venue).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ class FakePolymarket:
     silent: bool = False
     ignore_operations: bool = False  # like a server that ignores subscription changes on an open socket
     fail_next: int = 0
+    http_delay_s: float = 0.0
     http_log: list[str] = field(default_factory=list)
     received: list[tuple[int, str]] = field(default_factory=list)  # (connection number, text)
     connections: list[ServerConnection] = field(default_factory=list)
@@ -132,6 +134,11 @@ class FakePolymarket:
         return Response(200, "OK", Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))]),
                         data)  # fmt: skip
 
+    async def _http_later(self, conn: ServerConnection, req: Request) -> Response | None:
+        if self.http_delay_s > 0 and urlsplit(req.path).path != "/ws/market":
+            await asyncio.sleep(self.http_delay_s)
+        return self._http(conn, req)
+
     # ------------------------------------------------------------------ websocket
     async def _handler(self, ws: ServerConnection) -> None:
         self.connections.append(ws)
@@ -161,7 +168,7 @@ class FakePolymarket:
                 await ws.send(text)
 
     async def start(self) -> FakePolymarket:
-        self.server = await serve(self._handler, "127.0.0.1", 0, process_request=self._http, compression=None)
+        self.server = await serve(self._handler, "127.0.0.1", 0, process_request=self._http_later, compression=None)
         return self
 
     async def stop(self) -> None:

@@ -54,3 +54,32 @@ def test_release_all(r: redis.Redis) -> None:
     lm.release_all()
     other = LeaseManager(r, "other", MARKETS, replicas=1)
     assert other.renew() == set(MARKETS)
+
+
+def test_late_observer_gets_its_share_with_one_replica(r: redis.Redis) -> None:
+    """The demo's case: one observer starts first and takes every market; the second must then get
+    the markets the assignment gives it (a full slot set must not freeze the first one's leases)."""
+    from observer_svc.leases import assign
+
+    first = LeaseManager(r, "obs-a", MARKETS, replicas=1, ttl_ms=1000)
+    assert first.renew(10_000) == set(MARKETS)
+    second = LeaseManager(r, "obs-b", MARKETS, replicas=1, ttl_ms=1000)
+    for k in range(4):
+        second.renew(10_100 + k)
+        first.renew(10_100 + k)
+    plan = assign(MARKETS, ["obs-a", "obs-b"], 1)
+    assert set(first.held) == {m for m, o in plan.items() if o == ["obs-a"]}
+    assert set(second.held) == {m for m, o in plan.items() if o == ["obs-b"]}
+    assert set(second.held) and set(first.held)
+    assert _coverage([first, second]) == Counter(MARKETS)
+
+
+def test_two_observers_share_two_markets() -> None:
+    """Plain rendezvous hashing gave both of the demo's markets to observer-2; the load bound splits them."""
+    from observer_svc.leases import assign
+
+    plan = assign(["BTC-5M", "ETH-5M"], ["observer-1", "observer-2"], 1)
+    assert sorted(o for owners in plan.values() for o in owners) == ["observer-1", "observer-2"]
+    many = assign(MARKETS, ["a", "b", "c", "d"], 2)
+    assert all(len(set(o)) == 2 for o in many.values())
+    assert max(Counter(o for owners in many.values() for o in owners).values()) == 3  # ceil(6 * 2 / 4)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from common.cli import main as fusion
 from observer_svc.sim.__main__ import main
@@ -30,7 +31,9 @@ def test_cli_serves_synthetic_on_a_free_port() -> None:
 
 
 def test_cli_rejects_bad_input() -> None:
-    assert main(["synthetic", "--markets", "NOT A MARKET!"]) == 2
+    with pytest.raises(SystemExit) as e:  # argparse refuses the spec (usage error, exit 2)
+        main(["synthetic", "--markets", "NOT A MARKET!"])
+    assert e.value.code == 2
     assert fusion(["sim", "recorded", "--polymarket", "/nonexistent.csv"]) == 2
 
 
