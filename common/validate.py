@@ -11,10 +11,14 @@ A state entry is usable when (each rule names its reason):
 * **market**: its ``m`` is the stream's market;
 * **tick**: its entry ID is ``<tick_ms>-0`` with ``0 < tick_ms <= MAX_TICK_MS`` (so ticks are unique per
   stream and fit ``int64``: no two entries of one market can carry the same tick);
-* **values**: raw fields are NaN ("not known") or finite, never infinite, and at least one is known;
-  Polymarket prices (books, last trades, settlements) lie in [0, 1] and sizes are >= 0; Binance prices
-  are > 0; a known window ends after it starts; features are finite, and a state of the current feature
-  set (``common.features.FEATURE_SET``) carries exactly its ``N_MARKET_FEATURES`` values, in [-1, 1].
+* **values**: raw fields are NaN (the schema's "not known") or finite, never infinite, and at least one is
+  known (an all-NaN row says nothing); features are finite, and a state of the current feature set
+  (``common.features.FEATURE_SET``) carries exactly its ``N_MARKET_FEATURES`` values, in [-1, 1] (the
+  feature function's contract, which the trader compares against).
+
+  Finite values outside a field's range (a negative deep bid, an ask above 1) are *not* refused: the
+  labeler, the replay environment and the paper engine already refuse to trade at such a price, so the
+  state stays useful for its other fields and the archive keeps what the observer saw.
 
 A label entry is usable when it decodes (:func:`common.schema.decode_label`), names the stream's market
 and its entry ID is ``<tick_ms>-0`` of its own ``t`` (the ID of the state it labels).
@@ -33,45 +37,11 @@ import numpy.typing as npt
 
 from common.features import FEATURE_SET, N_MARKET_FEATURES
 from common.layout import extract
-from common.schema import (
-    BOOK_LEVELS,
-    N_RAW,
-    RAW_FIELDS,
-    RAW_INDEX,
-    SchemaError,
-    State,
-    decode_label,
-    decode_state,
-)
+from common.schema import N_RAW, RAW_FIELDS, SchemaError, State, decode_label, decode_state
 
 MAX_TICK_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
 Problems = list[tuple[int, str]]
 I64 = npt.NDArray[np.int64]
-
-_PM_PRICE = np.array(
-    [RAW_INDEX[f"{t}_{s}_px_{i}"] for t in ("up", "dn") for s in ("bid", "ask") for i in range(BOOK_LEVELS)]
-    + [RAW_INDEX[n] for n in ("up_last_trade_px", "dn_last_trade_px", "pm_settle_up", "pm_prev_settle_up")]
-)
-_PM_SIZE = np.array(
-    [RAW_INDEX[f"{t}_{s}_sz_{i}"] for t in ("up", "dn") for s in ("bid", "ask") for i in range(BOOK_LEVELS)]
-)
-_BN_PRICE = np.array(
-    [
-        RAW_INDEX[n]
-        for n in (
-            "bn_bid",
-            "bn_ask",
-            "bn_last_px",
-            "bn_close_0",
-            "bn_close_1m",
-            "bn_close_5m",
-            "bn_close_10m",
-            "bn_close_60m",
-            "bn_open_px",
-        )
-    ]  # fmt: skip
-)
-_START, _END = RAW_INDEX["pm_start_s"], RAW_INDEX["pm_end_s"]
 
 
 def parse_entry_ids(ids: Sequence[str | bytes]) -> tuple[I64, I64, npt.NDArray[np.bool_]]:
@@ -147,15 +117,6 @@ def row_problems(
         inf = np.isinf(x)
         flag(inf.any(axis=1), first(np.arange(N_RAW), inf, "is infinite"))
         flag(np.isnan(x).all(axis=1), "raw has no known value (all NaN)")
-        with np.errstate(invalid="ignore"):
-            p = x[:, _PM_PRICE]
-            bad = (p < 0.0) | (p > 1.0)
-            flag(bad.any(axis=1), first(_PM_PRICE, bad, "outside [0, 1]"))
-            bad = x[:, _PM_SIZE] < 0.0
-            flag(bad.any(axis=1), first(_PM_SIZE, bad, "is negative"))
-            bad = x[:, _BN_PRICE] <= 0.0
-            flag(bad.any(axis=1), first(_BN_PRICE, bad, "is not positive"))
-            flag(x[:, _END] <= x[:, _START], "raw pm_end_s is not after pm_start_s")
     if features is not None and n:
         f = np.asarray(features, dtype=np.float32).reshape(n, -1)
         flag(~np.isfinite(f).all(axis=1), "features are not finite")
