@@ -137,6 +137,8 @@ def check_state(market: str, entry_id: str | bytes, state: State) -> str | None:
     ms, seq, ok = parse_entry_ids([entry_id])
     if not ok[0]:
         return f"bad entry id {entry_id!r}"
+    if np.shape(state.raw) != (N_RAW,):
+        return f"raw has shape {np.shape(state.raw)}, expected ({N_RAW},)"
     tick = np.array([state.tick_ms if 0 <= state.tick_ms <= MAX_TICK_MS else -1], np.int64)
     feats = state.features.reshape(1, -1)
     bad = row_problems(market, ms, seq, state.market, tick, state.raw.reshape(1, -1), feats, state.feature_set)
