@@ -12,6 +12,7 @@ from archiver_svc.windows import encode_object, object_key
 from common.features import FEATURE_SET
 from common.schema import PolymarketWindow, State, encode_state
 from common.store import LocalStore
+from tests.archiver_svc.helpers import label_payload
 from tests.archiver_svc.poison import poisoned
 from trainer_svc.pipeline import JobParams, load_data, run_training
 from trainer_svc.synthetic import generate
@@ -53,6 +54,23 @@ def test_loading_a_poisoned_archive_for_training(tmp_path) -> None:
     # a second job reads the same archive: nothing new to report, the same rows
     again, _, info2 = load_data(JobParams(market=M, store_url=store.url), (30, 60, 300))
     assert info2["problems"] == 0 and np.array_equal(again.tick_ms, states.tick_ms)
+
+
+def test_archived_labels_that_do_not_align_are_recomputed(tmp_path) -> None:
+    """As many archived labels as states, but not for the same ticks (one label missing, one for a state of the
+    quarantined object): the labels are recomputed instead of failing the job."""
+    store, keys, n = poisoned_archive(tmp_path, 18_000)
+    states, _, _ = load_data(JobParams(market=M, store_url=store.url), (30, 60, 300))
+    ticks = states.tick_ms.tolist()
+    lticks = ticks[:100] + ticks[101:] + [int(keys[7].rsplit("/", 1)[1].split(".")[0]) + 500]
+    wins: dict[int, dict[str, bytes]] = {}
+    for t in sorted(lticks):
+        wins.setdefault(t - t % W, {})[f"{t}-0"] = label_payload(M, t)
+    for ws, entries in wins.items():
+        store.put(object_key("labels", M, ws), encode_object("labels", M, ws, W, entries))
+    states2, labels, info = load_data(JobParams(market=M, store_url=store.url), (30, 60, 300))
+    assert len(labels) == len(states2) == len(states) and np.array_equal(labels.tick_ms, states2.tick_ms)
+    assert info["labels_source"] != "archive"
 
 
 @pytest.mark.slow
