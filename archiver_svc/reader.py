@@ -500,6 +500,11 @@ def load_market(
         lb, lprobs = load_arrays(store, "labels", market, start_ms, end_ms, columns_cache=columns_cache,
                                  workers=workers, window_s=window_s, skipped=skipped)  # fmt: skip
         problems += lprobs
+        if lb and lb["horizons"].shape[0] > 1 and not bool((lb["horizons"] == lb["horizons"][0]).all()):
+            sets, inv, counts = np.unique(lb["horizons"], axis=0, return_inverse=True, return_counts=True)
+            keep = inv.reshape(-1) == int(np.argmax(counts))  # one horizon set per LabelColumns: the majority's
+            problems.append(f"{market}: {int((~keep).sum())} labels with other horizons than {sets[np.argmax(counts)]}")
+            lb = {k: v[keep] for k, v in lb.items()}
         if lb:
             lc = LabelColumns(
                 tick_ms=lb["tick_ms"],

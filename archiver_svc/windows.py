@@ -15,7 +15,9 @@ Guarantees: :func:`encode_object` is deterministic (the same set of entries alwa
 bytes, whatever their order or repetition), so a crash-and-rerun rewrites a key with identical
 bytes; objects compressed by any gzip (e.g. plain zlib) are read the same; :func:`decode_object`
 validates everything and raises :class:`ArchiveError` with a clear
-reason for a truncated, corrupt or inconsistent object.
+reason for a truncated, corrupt or inconsistent object; decompression is streaming and stops at
+:func:`max_inflated_bytes` of the window (and at what the header's entry count allows), so a gzip
+bomb costs at most that much memory.
 """
 
 from __future__ import annotations

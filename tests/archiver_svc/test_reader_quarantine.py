@@ -109,3 +109,21 @@ def test_overlapping_objects_with_conflicting_ticks_load_sorted(tmp_path) -> Non
     store.put(object_key("states", M, T0 + 5_000), encode_object("states", M, T0 + 5_000, 20_000, pairs[10:30]))
     md = load_market(store, M, columns_cache=False)
     assert bool(np.all(np.diff(md.states.tick_ms) > 0)) and len(md.states) == 40
+
+
+def test_labels_of_another_horizon_set_are_not_mixed_in(tmp_path) -> None:
+    from common.schema import Label, encode_label
+    from tests.archiver_svc.helpers import label_payload
+
+    store = LocalStore(tmp_path)
+    pairs = synth_payloads(M, T0, 20)
+    write_archive(store, pairs)
+    labels = [(e, label_payload(M, int(e.split("-")[0]))) for e, _ in pairs]
+    t = int(pairs[3][0].split("-")[0])
+    other = Label(M, t, (30, 60, 600), np.full((3, 3), 0.5, np.float32), np.ones(3, np.int8), np.ones(3, np.uint8),
+                  np.zeros(3, np.uint8))  # fmt: skip
+    labels[3] = (pairs[3][0], encode_label(other))
+    write_archive(store, labels, "labels")
+    md = load_market(store, M)
+    assert md.labels is not None and md.labels.horizons_s == (30, 60, 300) and len(md.labels) == 19
+    assert t not in md.labels.tick_ms.tolist() and any("horizons" in p for p in md.problems)
