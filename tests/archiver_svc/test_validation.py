@@ -76,3 +76,20 @@ def test_merge_drops_bad_entries_of_an_old_object(r: redis.Redis, tmp_path) -> N
     assert sorted(o.key for o in store.list("quarantine/")) == q
     md = load_market(store, M)
     assert bool(np.all(np.diff(md.states.tick_ms) > 0)) and len(md.states) == 20
+
+
+def test_object_moved_by_the_reader_is_not_resurrected(r: redis.Redis, tmp_path) -> None:
+    """The reader moves a corrupt object to quarantine; the archiver then writes the window from the stream's
+    (validated) entries: the corrupt bytes never come back and nothing is quarantined or reported twice."""
+    store = LocalStore(tmp_path / "s")
+    key = object_key("states", M, T0)
+    store.put(key, b"\x1f\x8b\x08garbage")
+    first = load_market(store, M)
+    assert len(first.problems) == 1 and not store.exists(key)
+    q = sorted(o.key for o in store.list("quarantine/"))
+    ids = publish(r, M, T0, 20)
+    make(r, store).run(once=True, final=True)
+    assert decode_object(store.get(key)).ids == ids
+    assert sorted(o.key for o in store.list("quarantine/")) == q
+    again = load_market(store, M)
+    assert again.problems == [] and again.states.tick_ms.tolist() == [int(e.split("-")[0]) for e in ids]
