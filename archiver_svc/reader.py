@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from archiver_svc.quarantine import is_quarantined, move, quarantine
+from archiver_svc.quarantine import move, quarantine
 from archiver_svc.windows import (
     ArchiveError,
     ArchiveObject,
@@ -357,21 +357,29 @@ def _load_one(
     try:
         obj = decode_fast(data, info.key, max_bytes)
     except ArchiveError as e:
-        _, new = move(store, info.key, data, str(e))
-        return {}, [f"{info.key}: {e}"] if new else [], 0 if new else 1
+        reason = str(e)
+        new = _safely(info.key, lambda: move(store, info.key, data, reason)[1])
+        return {}, [f"{info.key}: {reason}"] if new else [], 0 if new else 1
     arrays = (_state_arrays if kind == "states" else _label_arrays)(obj, problems, info.key)
+    skipped = 0
     if problems:
         bad = [(p.split(": entry ", 1)[1].split(": ", 1)[0], p) for p in problems if ": entry " in p]
-        if is_quarantined(store, info.key, data):
+        why = f"{len(problems)} problems; the other entries stay in place"
+        if not _safely(info.key, lambda: quarantine(store, info.key, data, why, bad)[1]):
             problems, skipped = [], len(problems)
-        else:
-            quarantine(store, info.key, data, f"{len(problems)} problems; the other entries stay in place", bad)
-            skipped = 0
-    else:
-        skipped = 0
     if side is not None:  # validated rows only: a later load neither re-reads nor re-reports the object
         write_sidecar(side, info.etag, arrays)
     return arrays, problems, skipped
+
+
+def _safely(key: str, quarantine_it: Callable[[], bool]) -> bool:
+    """Run a quarantine step; True when the problem is new (to report). A store that refuses the copy or
+    the delete (read-only, permissions) never fails a load: the problem is then reported as new."""
+    try:
+        return quarantine_it()
+    except Exception as e:
+        log_once(log, f"quarantine-failed:{key}", "could not quarantine; skipped only", obj=key, error=repr(e))
+        return True
 
 
 def load_arrays(
