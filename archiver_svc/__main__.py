@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         window_s=st.archive_window_s,
         grace_s=st.archive_grace_s,
         claim_idle_ms=st.archive_claim_idle_ms,
+        store_retry_max_s=st.store_retry_max_s,
+        store_down_log_every_s=st.store_down_log_every_s,
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: arch.stop())

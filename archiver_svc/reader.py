@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from archiver_svc.quarantine import move, quarantine
 from archiver_svc.windows import (
     ArchiveError,
     ArchiveObject,
@@ -46,6 +47,7 @@ from archiver_svc.windows import (
     decode_fast,
     decode_object,
     market_prefix,
+    max_inflated_bytes,
     parse_ids,
     parse_key,
     utc_date,
@@ -54,9 +56,10 @@ from common.layout import Extracted, extract, match_matrix
 from common.log import log_once
 from common.schema import N_RAW, LabelColumns, SchemaError, StateColumns, decode_label, decode_state
 from common.store import LocalStore, ObjectInfo, ObjectStore, open_store
+from common.validate import check_state, row_problems
 
 log = logging.getLogger("archiver.reader")
-SIDECAR_VERSION = 1
+SIDECAR_VERSION = 2  # 2: rows validated by common.validate (older sidecars are rebuilt)
 DAY_MS = 86_400_000
 Arrays = dict[str, npt.NDArray[Any]]
 
@@ -67,6 +70,7 @@ class MarketData:
     states: StateColumns
     labels: LabelColumns | None
     problems: list[str] = field(default_factory=list)
+    skipped: int = 0  # objects or entries skipped for problems reported (and quarantined) by an earlier load
 
 
 def as_store(source: ObjectStore | str | os.PathLike[str]) -> ObjectStore:
@@ -113,13 +117,22 @@ def iter_objects(
 ) -> Iterator[tuple[str, ArchiveObject | ArchiveError]]:
     """Each object's key and decoded content (or the error that made it unusable), in window order."""
     store = as_store(source)
+    limit = max_inflated_bytes(_window_ms(None))
     for o in list_objects(store, kind, market, start_ms, end_ms):
         try:
-            yield o.key, decode_object(store.get(o.key), o.key)
+            yield o.key, decode_object(store.get(o.key), o.key, limit)
         except ArchiveError as e:
             yield o.key, e
         except KeyError:
             yield o.key, ArchiveError("object vanished while reading")
+
+
+def _window_ms(window_s: int | None) -> int:
+    if window_s is None:
+        from common.settings import get_settings
+
+        window_s = get_settings().archive_window_s
+    return int(window_s) * 1000
 
 
 # ---------------------------------------------------------------- per-object columns
@@ -142,23 +155,27 @@ def _state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: 
         pm = g.template.values.get("pm")
         slug = str(pm.get("slug", "")) if isinstance(pm, dict) else ""
         n = g.rows.size
-        parts.append(
-            (
-                g.rows,
-                {
-                    "tick_ms": g.columns["t"].astype(np.int64),
-                    "raw": g.columns["x"].view("<f8").reshape(n, N_RAW),
-                    "features": g.columns["f"].view("<f4").reshape(n, -1),
-                    "flags": g.columns["st"].astype(np.int32),
-                    "slug": np.full(n, slug),
-                },
-            )
-        )
+        part = {
+            "tick_ms": g.columns["t"].astype(np.int64),
+            "raw": g.columns["x"].view("<f8").reshape(n, N_RAW),
+            "features": g.columns["f"].view("<f4").reshape(n, -1),
+            "flags": g.columns["st"].astype(np.int32),
+            "slug": np.full(n, slug),
+        }
+        gid = ids[g.rows]
+        v = g.template.values
+        bad = row_problems(obj.market, gid[:, 0], gid[:, 1], str(v.get("m")), part["tick_ms"], part["raw"],
+                           part["features"], str(v.get("fs")))  # fmt: skip
+        parts.append(_without(g.rows, part, bad, problems, key, id_of))
     for i in left:
         try:
             s = decode_state(payload_of(i))
         except SchemaError as e:
             problems.append(f"{key}: entry {id_of(i)}: {e}")
+            continue
+        why = check_state(obj.market, id_of(i), s)
+        if why:
+            problems.append(f"{key}: entry {id_of(i)}: {why}")
             continue
         row = {
             "tick_ms": np.array([s.tick_ms], np.int64),
@@ -185,24 +202,27 @@ def _label_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: 
     for g in groups:
         hs = np.asarray(g.template.values.get("h", []), dtype=np.int64)
         n, h = g.rows.size, hs.size
-        parts.append(
-            (
-                g.rows,
-                {
-                    "tick_ms": g.columns["t"].astype(np.int64),
-                    "horizons": np.broadcast_to(hs, (n, h)),
-                    "rewards": g.columns["r"].view("<f4").reshape(n, h, 3),
-                    "best": g.columns["b"].view(np.int8).reshape(n, h),
-                    "valid": g.columns["ok"].reshape(n, h),
-                    "exit_kind": g.columns["xs"].reshape(n, h),
-                },
-            )
-        )
+        part = {
+            "tick_ms": g.columns["t"].astype(np.int64),
+            "horizons": np.broadcast_to(hs, (n, h)),
+            "rewards": g.columns["r"].view("<f4").reshape(n, h, 3),
+            "best": g.columns["b"].view(np.int8).reshape(n, h),
+            "valid": g.columns["ok"].reshape(n, h),
+            "exit_kind": g.columns["xs"].reshape(n, h),
+        }
+        gid = ids[g.rows]
+        bad = row_problems(obj.market, gid[:, 0], gid[:, 1], str(g.template.values.get("m")), part["tick_ms"])
+        parts.append(_without(g.rows, part, bad, problems, key, id_of))
     for i in left:
         try:
             lb = decode_label(payload_of(i))
         except SchemaError as e:
             problems.append(f"{key}: entry {id_of(i)}: {e}")
+            continue
+        one = row_problems(obj.market, ids[i : i + 1, 0], ids[i : i + 1, 1], lb.market,
+                           np.array([lb.tick_ms if 0 <= lb.tick_ms < 1 << 63 else -1], np.int64))  # fmt: skip
+        if one:
+            problems.append(f"{key}: entry {id_of(i)}: {one[0][1]}")
             continue
         row = {
             "tick_ms": np.array([lb.tick_ms], np.int64),
@@ -214,6 +234,23 @@ def _label_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: 
         }
         parts.append((np.array([i], np.int64), row))
     return _assemble(parts, ids, problems, key)
+
+
+def _without(
+    rows: npt.NDArray[np.int64],
+    part: Arrays,
+    bad: list[tuple[int, str]],
+    problems: list[str],
+    key: str,
+    id_of: Callable[[int], str],
+) -> tuple[npt.NDArray[np.int64], Arrays]:
+    """``(rows, part)`` without the rows that failed validation (each reported in ``problems``)."""
+    if not bad:
+        return rows, part
+    problems.extend(f"{key}: entry {id_of(int(rows[j]))}: {why}" for j, why in bad)
+    keep = np.ones(rows.size, bool)
+    keep[[j for j, _ in bad]] = False
+    return rows[keep], {k: v[keep] for k, v in part.items()}
 
 
 def _assemble(
@@ -297,25 +334,52 @@ def read_sidecar(path: Path, etag: str) -> Arrays | None:
     return out
 
 
-def _load_one(store: ObjectStore, info: ObjectInfo, kind: str, cache: Path | None) -> tuple[Arrays, list[str]]:
+def _load_one(
+    store: ObjectStore, info: ObjectInfo, kind: str, cache: Path | None, max_bytes: int
+) -> tuple[Arrays, list[str], int]:
+    """(columns, problems reported now, problems reported before) of one object.
+
+    An unusable object is moved to quarantine; an object with unusable entries is copied there (its good
+    entries stay in place and load); either is reported only the first time (see archiver_svc.quarantine)."""
     problems: list[str] = []
     side = _sidecar_path(cache, info.key) if cache else None
     if side is not None:
         try:
             cached = read_sidecar(side, info.etag)
             if cached is not None:
-                return cached, []
+                return cached, [], 0
         except Exception as e:  # a broken sidecar is only a cache miss
             log_once(log, f"sidecar:{side}", "ignoring unreadable column cache", path=str(side), error=repr(e))
     try:
-        obj = decode_fast(store.get(info.key), info.key)
-    except (ArchiveError, KeyError) as e:
-        reason = str(e) if isinstance(e, ArchiveError) else "object vanished while reading"
-        return {}, [f"{info.key}: {reason}"]
+        data = store.get(info.key)
+    except KeyError:
+        return {}, [f"{info.key}: object vanished while reading"], 0
+    try:
+        obj = decode_fast(data, info.key, max_bytes)
+    except ArchiveError as e:
+        reason = str(e)
+        new = _safely(info.key, lambda: move(store, info.key, data, reason)[1])
+        return {}, [f"{info.key}: {reason}"] if new else [], 0 if new else 1
     arrays = (_state_arrays if kind == "states" else _label_arrays)(obj, problems, info.key)
-    if side is not None and not problems:
+    skipped = 0
+    if problems:
+        bad = [(p.split(": entry ", 1)[1].split(": ", 1)[0], p) for p in problems if ": entry " in p]
+        why = f"{len(problems)} problems; the other entries stay in place"
+        if not _safely(info.key, lambda: quarantine(store, info.key, data, why, bad)[1]):
+            problems, skipped = [], len(problems)
+    if side is not None:  # validated rows only: a later load neither re-reads nor re-reports the object
         write_sidecar(side, info.etag, arrays)
-    return arrays, problems
+    return arrays, problems, skipped
+
+
+def _safely(key: str, quarantine_it: Callable[[], bool]) -> bool:
+    """Run a quarantine step; True when the problem is new (to report). A store that refuses the copy or
+    the delete (read-only, permissions) never fails a load: the problem is then reported as new."""
+    try:
+        return quarantine_it()
+    except Exception as e:
+        log_once(log, f"quarantine-failed:{key}", "could not quarantine; skipped only", obj=key, error=repr(e))
+        return True
 
 
 def load_arrays(
@@ -327,8 +391,12 @@ def load_arrays(
     *,
     columns_cache: str | os.PathLike[str] | bool | None = None,
     workers: int = 2,
+    window_s: int | None = None,
+    skipped: list[int] | None = None,
 ) -> tuple[Arrays, list[str]]:
-    """Columns of every entry of ``kind`` in range (plus ``ids`` (N, 2) ``[ms, seq]``), and the problems."""
+    """Columns of every entry of ``kind`` in range (plus ``ids`` (N, 2) ``[ms, seq]``), and the problems
+    found now (problems found by an earlier load are only counted, into ``skipped[0]``). Objects may inflate
+    to :func:`~archiver_svc.windows.max_inflated_bytes` of ``window_s`` (default: the archive window setting)."""
     store = as_store(source)
     if columns_cache is None or columns_cache is True:
         cache = store.root / ".columns" if isinstance(store, LocalStore) else None
@@ -336,16 +404,21 @@ def load_arrays(
         cache = None
     else:
         cache = Path(columns_cache)
+    limit = max_inflated_bytes(_window_ms(window_s))
     infos = list_objects(store, kind, market, start_ms, end_ms)
     problems: list[str] = []
     results: list[Arrays] = []
+    n_skipped = 0
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for arrays, probs in pool.map(lambda i: _load_one(store, i, kind, cache), infos):
+        for arrays, probs, sk in pool.map(lambda i: _load_one(store, i, kind, cache, limit), infos):
             problems.extend(probs)
+            n_skipped += sk
             if arrays and arrays["ids"].shape[0]:
                 results.append(arrays)
+    if skipped is not None:
+        skipped.append(n_skipped)
     for p in problems:
-        log_once(log, f"problem:{p}", "archive problem; skipped", problem=p)
+        log_once(log, f"problem:{p}", "archive problem; skipped (quarantined)", problem=p)
     if not results:
         return {}, problems
     out = _concat(results, problems)
@@ -360,6 +433,12 @@ def load_arrays(
             first[1:] = (ids[1:] != ids[:-1]).any(axis=1)
             sel = order[first]
             out = {k: v[sel] for k, v in out.items()}
+    tick = out["tick_ms"]
+    if tick.size > 1 and not bool((tick[1:] > tick[:-1]).all()):  # cannot happen for validated rows: a guard
+        keep = np.ones(tick.size, bool)
+        keep[1:] = tick[1:] > np.maximum.accumulate(tick)[:-1]
+        problems.append(f"{market}: {int((~keep).sum())} {kind} rows with unsorted or repeated ticks skipped")
+        out = {k: v[keep] for k, v in out.items()}
     ms = out["ids"][:, 0]
     lo = 0 if start_ms is None else int(np.searchsorted(ms, start_ms, "left"))
     hi = ms.size if end_ms is None else int(np.searchsorted(ms, end_ms, "left"))
@@ -405,10 +484,13 @@ def load_market(
     labels: bool = True,
     columns_cache: str | os.PathLike[str] | bool | None = None,
     workers: int = 2,
+    window_s: int | None = None,
 ) -> MarketData:
     """States (and labels) of ``market`` with entry time in ``[start_ms, end_ms)``; see the module doc."""
     store = as_store(source)
-    s, problems = load_arrays(store, "states", market, start_ms, end_ms, columns_cache=columns_cache, workers=workers)
+    skipped: list[int] = []
+    s, problems = load_arrays(store, "states", market, start_ms, end_ms, columns_cache=columns_cache,
+                              workers=workers, window_s=window_s, skipped=skipped)  # fmt: skip
     if s:
         states = StateColumns(
             tick_ms=s["tick_ms"],
@@ -423,10 +505,14 @@ def load_market(
         )
     lc: LabelColumns | None = None
     if labels:
-        lb, lprobs = load_arrays(
-            store, "labels", market, start_ms, end_ms, columns_cache=columns_cache, workers=workers
-        )
+        lb, lprobs = load_arrays(store, "labels", market, start_ms, end_ms, columns_cache=columns_cache,
+                                 workers=workers, window_s=window_s, skipped=skipped)  # fmt: skip
         problems += lprobs
+        if lb and lb["horizons"].shape[0] > 1 and not bool((lb["horizons"] == lb["horizons"][0]).all()):
+            sets, inv, counts = np.unique(lb["horizons"], axis=0, return_inverse=True, return_counts=True)
+            keep = inv.reshape(-1) == int(np.argmax(counts))  # one horizon set per LabelColumns: the majority's
+            problems.append(f"{market}: {int((~keep).sum())} labels with other horizons than {sets[np.argmax(counts)]}")
+            lb = {k: v[keep] for k, v in lb.items()}
         if lb:
             lc = LabelColumns(
                 tick_ms=lb["tick_ms"],
@@ -436,4 +522,4 @@ def load_market(
                 valid=lb["valid"],
                 exit_kind=lb["exit_kind"],
             )
-    return MarketData(market, states, lc, problems)
+    return MarketData(market, states, lc, problems, sum(skipped))

@@ -15,6 +15,12 @@ Guarantees:
 * Window keys and bytes are deterministic and objects are only ever created atomically or
   replaced by a superset (merge under a lock), so an entry is in the archive exactly once.
 * Redis errors (restart, failover) are retried with backoff; nothing is lost or acked early.
+* Store errors (S3 down, bucket missing) back off exponentially with jitter up to ``store_retry_max_s``;
+  one log line when the store goes down, one every ``store_down_log_every_s`` while it stays down, one when
+  it recovers; the entries stay pending until their object is written.
+* Entries the system cannot use (:func:`common.validate.check_payloads`: schema, market, tick = entry ID,
+  values) are parked once across services (:class:`common.deadletter.DeadLetters`) and acked, never
+  archived; a stored object's unusable entries are quarantined and never merged back.
 * An unfinished window is never written unless ``final=True`` (``--final``).
 * An entry deleted from the stream while pending (the observer's repair of a forged future entry, which
   parks it first) is acknowledged and counted; buffered entries above the group's cursor (delivered before
@@ -26,9 +32,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import hashlib
 import itertools
 import logging
+import random
 import threading
 import time
 import uuid
@@ -40,20 +46,22 @@ from typing import Any
 import numpy as np
 import redis
 
+from archiver_svc.quarantine import quarantine
 from archiver_svc.windows import (
-    QUARANTINE_PREFIX,
     ArchiveError,
     decode_object,
     encode_object,
+    max_inflated_bytes,
     object_key,
     parse_ids,
 )
 from common import keys
-from common.layout import Validator
+from common.deadletter import DeadLetters
 from common.log import kv, log_once
 from common.metrics import counter, gauge
 from common.store import ObjectStore
 from common.streams import ensure_group, scan_streams
+from common.validate import check_payloads
 
 log = logging.getLogger("archiver")
 
@@ -63,10 +71,10 @@ DEAD = counter("fusion_archiver_dead_lettered_total", "entries moved to the dead
 LAG = gauge("fusion_archiver_lag_entries", "entries of a stream not yet archived (undelivered + pending)", ("stream",))
 DELETED = counter("fusion_archiver_deleted_entries_total", "pending entries deleted from the stream, acked", ("kind",))
 WRITE_ERRORS = counter("fusion_archiver_write_errors_total", "failed object writes (retried)", ("kind",))
+STORE_DOWN = gauge("fusion_archiver_store_down", "1 while object writes fail (backing off)")
 
 _RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
 REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-DEAD_LETTER_MAXLEN = 100_000
 
 
 class LockTimeout(RuntimeError):
@@ -109,6 +117,9 @@ class Archiver:
         scan_every_s: float = 5.0,
         lock_ttl_ms: int = 30_000,
         writers: int = 2,
+        store_retry_base_s: float = 0.5,
+        store_retry_max_s: float = 30.0,
+        store_down_log_every_s: float = 300.0,
     ) -> None:
         self.r = r
         self.store = store
@@ -121,7 +132,14 @@ class Archiver:
         self.scan_every_s = scan_every_s
         self.lock_ttl_ms = lock_ttl_ms
         self.streams: dict[str, tuple[str, str]] = {}  # stream -> (market, kind)
-        self.validators: dict[str, Validator] = {}
+        self.dead_letters = DeadLetters(r, "archiver")
+        self.store_retry_base_s = store_retry_base_s
+        self.store_retry_max_s = store_retry_max_s
+        self.store_down_log_every_s = store_down_log_every_s
+        self._store_down_since: float | None = None  # monotonic time of the first failed write of an outage
+        self._store_failures = 0  # failed write rounds of the current outage
+        self._store_retry_at = 0.0  # no write is submitted before this (monotonic)
+        self._store_logged_at = 0.0
         self.buffers: dict[str, dict[int, dict[str, bytes]]] = {}
         self.delivered_ms: dict[str, int] = {}
         self.buffered_top_ms: dict[str, int] = {}  # newest buffered entry per stream (never above the group cursor)
@@ -249,14 +267,13 @@ class Archiver:
                     continue
                 ensure_group(self.r, s, keys.ARCHIVER_GROUP, "0")
                 self.streams[s] = parsed
-                self.validators.setdefault(s, Validator(parsed[1]))
                 self.need_pending.add(s)
                 kv(log, logging.INFO, "archiving stream", stream=s)
 
     # ------------------------------------------------------------------ reading
     def _ingest(self, stream: str, entries: list[Any]) -> int:
         """Validate a batch in bulk (template matrix), dead-letter the bad, buffer the rest by window."""
-        kind = self.streams[stream][1]
+        market, kind = self.streams[stream]
         pf = keys.PAYLOAD_FIELD
         if any(e is None or e[0] is None for e in entries):
             entries = [e for e in entries if e is not None and e[0] is not None]
@@ -282,7 +299,7 @@ class Archiver:
                     dead.append((i, eids[i], why, b""))
             pos = [i for i, p in enumerate(payloads) if p is not None]
             eids, payloads = [eids[i] for i in pos], [payloads[i] for i in pos]
-        bad = self.validators[stream].check_many(payloads)
+        bad = check_payloads(market, kind, eids, payloads)
         if bad:
             dead += [(pos[i], eids[i], why, payloads[i] if isinstance(payloads[i], bytes) else b"") for i, why in bad]
             drop = {i for i, _ in bad}
@@ -344,11 +361,11 @@ class Archiver:
                cursor_ms=cursor_ms, entries=len(gone), first=gone[0])  # fmt: skip
 
     def _dead_letter(self, stream: str, kind: str, dead: list[tuple[bytes, str, bytes]]) -> None:
+        """Park each bad entry once (unless another service parked it) and ack it, in one pipeline."""
         pipe = self.r.pipeline(transaction=False)
         for eid, reason, payload in dead:
             log_once(log, f"dead:{stream}:{reason[:40]}", "entry dead-lettered", stream=stream, id=eid, reason=reason)
-            fields = {"stream": stream, "id": eid, "reason": reason, "payload": payload}
-            pipe.xadd(keys.DEAD_LETTER_STREAM, fields, maxlen=DEAD_LETTER_MAXLEN, approximate=True)
+            self.dead_letters.park(stream, eid, reason, payload, pipe=pipe)
         pipe.xack(stream, keys.ARCHIVER_GROUP, *[d[0] for d in dead])
         pipe.execute()
         DEAD.labels(kind).inc(len(dead))
@@ -464,6 +481,8 @@ class Archiver:
 
     # ------------------------------------------------------------------ writing
     def _submit_closable(self, force: bool) -> None:
+        if not force and time.monotonic() < self._store_retry_at:  # the store is down: back off
+            return
         for s, wins in self.buffers.items():
             market, kind = self.streams[s]
             delivered = self.delivered_ms.get(s, -1)
@@ -477,27 +496,53 @@ class Archiver:
 
     def _collect(self, wait: bool) -> None:
         still: list[tuple[Job, Future[Job]]] = []
+        failed: tuple[Job, Exception] | None = None
         for job, fut in self.inflight:
             if not wait and not fut.done():
                 still.append((job, fut))
                 continue
             try:
                 fut.result()
-            except Exception as e:  # store/lock failure: keep the entries buffered, retry later
+            except Exception as e:  # store/lock failure: keep the entries buffered (pending), retry later
                 WRITE_ERRORS.labels(job.kind).inc()
                 self.stats.errors += 1
-                kv(
-                    log,
-                    logging.ERROR,
-                    "write failed; will retry",
-                    key=object_key(job.kind, job.market, job.window_start_ms),
-                    error=repr(e),
-                )
+                failed = failed or (job, e)
                 win = self.buffers.setdefault(job.stream, {}).setdefault(job.window_start_ms, {})
                 win.update(job.entries)
                 continue
             self.to_ack.append(job)
         self.inflight = still
+        if failed is not None:
+            self._store_failed(*failed)
+        elif self.to_ack and self._store_down_since is not None:
+            self._store_recovered()
+
+    def _store_failed(self, job: Job, e: Exception) -> None:
+        """One failed round of writes: back off (exponential, jitter); log the outage once, then every
+        ``store_down_log_every_s``."""
+        now = time.monotonic()
+        self._store_failures += 1
+        cap = min(self.store_retry_max_s, self.store_retry_base_s * 2 ** min(self._store_failures - 1, 30))
+        delay = random.uniform(cap / 2, cap)
+        self._store_retry_at = now + delay
+        key = object_key(job.kind, job.market, job.window_start_ms)
+        error = f"{type(e).__name__}: {e}"[:300]
+        if self._store_down_since is None:
+            self._store_down_since = self._store_logged_at = now
+            STORE_DOWN.set(1)
+            kv(log, logging.ERROR, "store unavailable; backing off, entries stay pending", key=key, error=error)
+        elif now - self._store_logged_at >= self.store_down_log_every_s:
+            self._store_logged_at = now
+            kv(log, logging.WARNING, "store still unavailable", down_s=round(now - self._store_down_since),
+               failures=self._store_failures, retry_in_s=round(delay, 1), error=error)  # fmt: skip
+
+    def _store_recovered(self) -> None:
+        down = time.monotonic() - (self._store_down_since or time.monotonic())
+        kv(log, logging.INFO, "store recovered", down_s=round(down, 1), failures=self._store_failures)
+        STORE_DOWN.set(0)
+        self._store_down_since = None
+        self._store_failures = 0
+        self._store_retry_at = 0.0
 
     def _ack_done(self) -> None:
         if not self.to_ack:
@@ -533,15 +578,23 @@ class Archiver:
             merged = job.entries
             if old_bytes is not None:
                 try:
-                    old = decode_object(old_bytes, key)
+                    old = decode_object(old_bytes, key, max_inflated_bytes(self.window_ms))
                     if old.window_end_ms - old.window_start_ms != self.window_ms:
                         raise ArchiveError(
                             f"window length {old.window_end_ms - old.window_start_ms} != {self.window_ms}"
                         )
-                    merged = {**job.entries, **old.entries()}  # the stored payload wins for an ID
+                    kept = old.entries()
+                    bad = check_payloads(job.market, job.kind, old.ids, old.payloads)
+                    if bad:  # written before validation (or by hand): never merged back
+                        for i, _ in bad:
+                            del kept[old.ids[i]]
+                        qkey, _ = quarantine(self.store, key, old_bytes, f"{len(bad)} unusable entries not merged",
+                                             [(old.ids[i], why) for i, why in bad])  # fmt: skip
+                        log_once(log, f"badentries:{qkey}", "stored entries unusable; quarantined", obj=key, to=qkey,
+                                 entries=len(bad), reason=bad[0][1])  # fmt: skip
+                    merged = {**job.entries, **kept}  # the stored payload wins for an ID
                 except ArchiveError as e:
-                    qkey = f"{QUARANTINE_PREFIX}{key}.{hashlib.sha256(old_bytes).hexdigest()[:16]}"
-                    self.store.put(qkey, old_bytes)
+                    qkey, _ = quarantine(self.store, key, old_bytes, str(e))
                     log_once(
                         log, f"corrupt:{key}", "stored object unusable; quarantined", obj=key, to=qkey, reason=str(e)
                     )

@@ -15,7 +15,9 @@ Guarantees: :func:`encode_object` is deterministic (the same set of entries alwa
 bytes, whatever their order or repetition), so a crash-and-rerun rewrites a key with identical
 bytes; objects compressed by any gzip (e.g. plain zlib) are read the same; :func:`decode_object`
 validates everything and raises :class:`ArchiveError` with a clear
-reason for a truncated, corrupt or inconsistent object.
+reason for a truncated, corrupt or inconsistent object; decompression is streaming and stops at
+:func:`max_inflated_bytes` of the window (and at what the header's entry count allows), so a gzip
+bomb costs at most that much memory.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import numpy.typing as npt
 from isal import isal_zlib
 
 from common.names import check_name, is_valid_name
+from common.schema import MAX_MESSAGE_BYTES
 
 OBJECT_VERSION = 1
 GZIP_LEVEL = 1  # fixed: part of the byte-exact format (ISA-L level 1: ~5x faster than zlib's 1, same size)
@@ -37,7 +40,9 @@ KINDS = ("states", "labels")
 PREFIXES = {"states": "market-data", "labels": "labels"}
 SUFFIX = ".msgpack.gz"
 QUARANTINE_PREFIX = "quarantine/"
-MAX_OBJECT_BYTES = 1 << 30
+MAX_OBJECT_BYTES = 1 << 30  # absolute cap of an inflated object, whatever the window
+MIN_TICK_MS = 50  # the smallest tick the settings allow (Settings.tick_ms ge=50)
+ENTRY_OVERHEAD = 64  # msgpack framing of one [id, payload] pair and its ID (<= 41 characters)
 CHUNK = 64
 HEADER_MAX = 4096
 
@@ -216,18 +221,52 @@ def _pack_pairs(ids: list[str], payloads: list[bytes]) -> bytes:
     return b"".join(out)
 
 
-def decompress(data: bytes) -> bytes:
-    """gunzip with a clear error for truncated/corrupt data."""
+def max_inflated_bytes(window_ms: int) -> int:
+    """The most bytes a valid object of a ``window_ms`` window can inflate to: one entry per ``MIN_TICK_MS``
+    (the smallest tick the settings allow), each at most ``MAX_MESSAGE_BYTES`` plus its ID and framing,
+    plus the header. Decompression stops there (a gzip bomb costs this much, not ``MAX_OBJECT_BYTES``)."""
+    return min(
+        MAX_OBJECT_BYTES, (max(window_ms, 1) // MIN_TICK_MS + 1) * (MAX_MESSAGE_BYTES + ENTRY_OVERHEAD) + HEADER_MAX
+    )
+
+
+def decompress(data: bytes, max_bytes: int = MAX_OBJECT_BYTES) -> bytes:
+    """gunzip with a clear error for truncated/corrupt data; streaming, it stops (ArchiveError "object too
+    large") as soon as the output would exceed ``max_bytes`` or what the header's entry count allows."""
     try:
         d = isal_zlib.decompressobj(wbits=31)
-        raw = d.decompress(data, MAX_OBJECT_BYTES)
-        if not d.eof:
-            raise ArchiveError("truncated gzip stream" if not d.unconsumed_tail else "object too large")
+        head = d.decompress(data, min(HEADER_MAX, max_bytes))
+        limit = min(max_bytes, _count_limit(head))
+        out, n = [head], len(head)
+        while not d.eof:
+            room = limit - n
+            if room <= 0:
+                raise ArchiveError(f"object too large: inflates beyond {limit} bytes")
+            tail = d.unconsumed_tail
+            chunk = d.decompress(tail, room)
+            if not chunk and not tail:
+                raise ArchiveError("truncated gzip stream")
+            out.append(chunk)
+            n += len(chunk)
         if d.unused_data:
             raise ArchiveError("trailing bytes after the gzip stream")
-        return raw
+        return out[0] if len(out) == 1 else b"".join(out)
     except isal_zlib.error as e:
         raise ArchiveError(f"corrupt gzip: {e}") from e
+
+
+def _count_limit(head: bytes) -> int:
+    """Bytes an object whose decompressed start is ``head`` may have, by its header's entry count."""
+    u = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=HEADER_MAX)
+    u.feed(head)
+    try:
+        h = u.unpack()
+    except Exception:  # unreadable: the decoder reports it; no bound from here
+        return MAX_OBJECT_BYTES
+    count = h.get("count") if isinstance(h, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        return MAX_OBJECT_BYTES
+    return u.tell() + count * (MAX_MESSAGE_BYTES + ENTRY_OVERHEAD)
 
 
 def _header(raw: bytes, expect_key: str | None) -> tuple[str, str, int, int, int, int]:
@@ -262,9 +301,13 @@ def _check_order(parsed: npt.NDArray[np.int64], ws: int, we: int) -> None:
             raise ArchiveError("entries out of order, duplicated or outside the window")
 
 
-def decode_object(data: bytes, expect_key: str | None = None) -> ArchiveObject:
-    """Parse and validate an object's bytes (optionally against the key it was stored under)."""
-    raw = decompress(data)
+def decode_object(data: bytes, expect_key: str | None = None, max_bytes: int = MAX_OBJECT_BYTES) -> ArchiveObject:
+    """Parse and validate an object's bytes (optionally against the key it was stored under); it may inflate
+    to ``max_bytes`` at most (see :func:`max_inflated_bytes`)."""
+    return _decode_raw(decompress(data, max_bytes), expect_key)
+
+
+def _decode_raw(raw: bytes, expect_key: str | None) -> ArchiveObject:
     kind, market, ws, we, count, off = _header(raw, expect_key)
     try:
         pairs = msgpack.unpackb(_array_header(count) + raw[off:], raw=False, strict_map_key=True, use_list=False)
@@ -312,21 +355,23 @@ def _str_header(b: int, nxt: int) -> tuple[int, int] | None:
     return None
 
 
-def decode_fast(data: bytes, expect_key: str | None = None) -> ArchiveObject | UniformObject:
+def decode_fast(
+    data: bytes, expect_key: str | None = None, max_bytes: int = MAX_OBJECT_BYTES
+) -> ArchiveObject | UniformObject:
     """Like :func:`decode_object` (same validation, same errors), returning arrays when every pair has
     the same layout (the usual case: one ID width, one payload length)."""
-    raw = decompress(data)
+    raw = decompress(data, max_bytes)
     kind, market, ws, we, count, off = _header(raw, expect_key)
     body = len(raw) - off
     if count == 0 or body < 8 or raw[off] != 0x92:
-        return decode_object(data, expect_key)
+        return _decode_raw(raw, expect_key)
     sh = _str_header(raw[off + 1], raw[off + 2])
     if sh is None:
-        return decode_object(data, expect_key)
+        return _decode_raw(raw, expect_key)
     id_start = off + 1 + sh[0]
     bin_at = id_start + sh[1]
     if bin_at + 5 > len(raw):
-        return decode_object(data, expect_key)
+        return _decode_raw(raw, expect_key)
     tb = raw[bin_at]
     if tb == 0xC4:
         bh, plen = 2, raw[bin_at + 1]
@@ -335,17 +380,17 @@ def decode_fast(data: bytes, expect_key: str | None = None) -> ArchiveObject | U
     elif tb == 0xC6:
         bh, plen = 5, int.from_bytes(raw[bin_at + 1 : bin_at + 5], "big")
     else:
-        return decode_object(data, expect_key)
+        return _decode_raw(raw, expect_key)
     size = bin_at + bh + plen - off
     if body != count * size:
-        return decode_object(data, expect_key)
+        return _decode_raw(raw, expect_key)
     m = np.frombuffer(raw, dtype=np.uint8, offset=off).reshape(count, size)
     a, b = 0, id_start - off  # pair + str headers
     c, d = bin_at - off, bin_at - off + bh  # bin header
     if not (bool((m[:, a:b] == m[0, a:b]).all()) and bool((m[:, c:d] == m[0, c:d]).all())):
-        return decode_object(data, expect_key)
+        return _decode_raw(raw, expect_key)
     parsed = _parse_id_matrix(m[:, b:c])
     if parsed is None:
-        return decode_object(data, expect_key)
+        return _decode_raw(raw, expect_key)
     _check_order(parsed, ws, we)
     return UniformObject(kind, market, ws, we, parsed, m[:, d:])

@@ -85,13 +85,14 @@ def _bench_stream(n_per_market: int, markets: list[str]) -> dict[str, Any]:
     cols = synth_columns(n_per_market, seed=1)
     pm = PolymarketWindow("btc-updown-15m-0", "0xc0ffee", "1" * 40, "2" * 40, 0, 0)
     feats = np.zeros(N_MARKET_FEATURES, np.float32)
-    payloads = [
-        encode_state(State("X", int(t), cols.raw[i], feats, FEATURE_SET, 0, pm)) for i, t in enumerate(cols.tick_ms)
-    ]
     with RedisServer() as srv:
         r = connect(srv.url)
         for m in markets:
             s = keys.states_stream(m)
+            payloads = [  # each market's states name their market (a state of another market is refused)
+                encode_state(State(m, int(t), cols.raw[i], feats, FEATURE_SET, 0, pm))
+                for i, t in enumerate(cols.tick_ms)
+            ]
             for a in range(0, n_per_market, 20_000):
                 publish_states(
                     r,

@@ -94,6 +94,8 @@ class Settings(BaseSettings):
     archive_grace_s: int = 30
     archive_claim_idle_ms: int = 60_000
     archiver_id: str = Field("", description="archiver consumer name, stable across restarts (default: hostname)")
+    store_retry_max_s: float = Field(30.0, gt=0, description="longest back-off between writes while the store is down")
+    store_down_log_every_s: float = Field(300.0, gt=0, description="log 'store still unavailable' this often")
 
     # --- labeler
     label_horizons_s: Annotated[list[int], NoDecode] = Field(default_factory=lambda: [30, 60, 300])

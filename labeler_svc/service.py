@@ -35,6 +35,7 @@ import numpy as np
 import redis
 
 from common import keys
+from common.deadletter import DeadLetters
 from common.log import kv, log_once
 from common.metrics import counter, gauge
 from common.schema import N_RAW, StateColumns
@@ -134,6 +135,7 @@ class LabelerService:
         self._reader: redis.Redis = connect(settings.redis_url)  # XREADGROUP replies left as hiredis parsed them
         self._reader.set_response_callback("XREADGROUP", lambda resp, **kw: resp)
         self.writer = LabelWriter(connect(settings.redis_url))
+        self.dead_letters = DeadLetters(self.r, "labeler")
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="label-reader")
         self._prefetch: Future[Any] | None = None
         self._stop = False
@@ -318,21 +320,18 @@ class LabelerService:
             dead += [(i, "entry lacks payload field 'd'") for i, p in enumerate(payloads) if p is None]
         else:
             present = list(range(len(payloads)))
+        whole = len(present) == len(payloads)
+        # one validator (common.validate) for schema, market, tick = entry ID and values
         tick, raw, flags, bad = decode_states_bulk(
-            payloads if len(present) == len(payloads) else [payloads[i] for i in present]
+            payloads if whole else [payloads[i] for i in present], m.name, ids if whole else [ids[i] for i in present]
         )
         bad_set = {present[i] for i, _ in bad}
         dead += [(present[i], reason) for i, reason in bad]
         good = [i for i in present if i not in bad_set] if bad_set else present
-        ticks = tick.tolist()
-        keep = _ids_match_ticks([ids[i] for i in good] if len(good) < len(ids) else ids, tick)
-        for j in np.flatnonzero(~keep):
-            i = good[j]
-            dead.append((i, f"entry id {ids[i].decode(errors='replace')} != tick {ticks[j]}-0"))
         # entry IDs only grow, so a tick at or below the newest one is a redelivery
-        old = keep & (tick <= m.newest)
+        old = tick <= m.newest
         late = [ids[good[j]] for j in np.flatnonzero(old & ~np.isin(tick, m.tick))]
-        keep &= ~old
+        keep = ~old
         if dead:
             self._dead_letter(m, [(ids[i], reason, payloads[i]) for i, reason in sorted(dead)], st)
         if late:
@@ -346,12 +345,12 @@ class LabelerService:
                 m.append(tick[keep], raw[keep], flags[keep])
 
     def _dead_letter(self, m: _Market, items: list[tuple[bytes, str, Any]], st: StepStats) -> None:
+        """Park each bad entry once across services (DeadLetters) and ack it, atomically."""
         pipe = self.r.pipeline(transaction=True)
         for eid, reason, payload in items:
             log_once(log, f"dead:{m.name}:{reason[:60]}", "bad state entry parked", market=m.name, reason=reason)
             body = payload if isinstance(payload, bytes) else b""
-            fields = {"stream": m.states_key, "id": eid, "reason": reason, "payload": body}
-            pipe.xadd(keys.DEAD_LETTER_STREAM, fields, maxlen=100_000, approximate=True)  # type: ignore[arg-type]
+            self.dead_letters.park(m.states_key, eid, reason, body, pipe=pipe)
         pipe.xack(m.states_key, keys.LABELER_GROUP, *[eid for eid, _, _ in items])
         pipe.execute()
         st.dead += len(items)
@@ -385,20 +384,3 @@ class LabelerService:
             self.writer.put(m.name, m.labels_key, m.states_key, ids[a:b], payloads[a:b])
         st.labelled += n
         m.drop(n)
-
-
-def _ids_match_ticks(ids: list[bytes], tick: np.ndarray) -> np.ndarray:
-    """``[id == b"%d-0" % t]`` as a bool array; vectorised when the IDs share one length (the usual batch)."""
-    n = len(ids)
-    if n and tick.size == n:
-        width = len(ids[0])
-        joined = b"".join(ids)
-        if len(joined) == n * width and 3 <= width <= 20:  # <= 18 digits: no int64 overflow
-            m = np.frombuffer(joined, dtype=np.uint8).reshape(n, width)
-            nd = width - 2
-            d = m[:, :nd].astype(np.int64) - 0x30
-            ok = ((d >= 0) & (d <= 9)).all(axis=1) & (m[:, nd] == 0x2D) & (m[:, nd + 1] == 0x30)
-            if nd > 1:
-                ok &= d[:, 0] != 0  # "%d" has no leading zero
-            return ok & (d @ (10 ** np.arange(nd - 1, -1, -1, dtype=np.int64)) == tick)
-    return np.array([i == b"%d-0" % t for i, t in zip(ids, tick.tolist(), strict=True)], dtype=bool)

@@ -43,12 +43,14 @@ import numpy as np
 import redis
 
 from common import keys
+from common.deadletter import DeadLetters
 from common.features import FEATURE_SET, N_MARKET_FEATURES, agent_features, market_features, observation
 from common.log import kv, log_once
 from common.metrics import counter, histogram
-from common.schema import SchemaError, State, decode_state, tick_of_entry_id
+from common.schema import State, tick_of_entry_id
 from common.store import ObjectStore
 from common.streams import connect
+from common.validate import decode_entry
 from trader_svc.models import LoadedModel
 from trader_svc.paper import ACTION_NAME, SIDE_NAME, PaperConfig, PaperEngine
 from trader_svc.recovery import Ledger, SettleScan, cursors_above_top, settle_from_streams
@@ -253,21 +255,20 @@ class Trader(ModelSwap, StatusReport):
         return len(batch)
 
     def _decode(self, market: str, entry: tuple[bytes, dict[bytes, bytes]]) -> State | None:
+        """The entry's state when :func:`common.validate.decode_entry` accepts it (the archiver's and the
+        labeler's rules); else None, and the entry is parked once across services (DeadLetters)."""
         eid, fields = entry
-        try:
-            s = decode_state(fields.get(keys.PAYLOAD_FIELD, b""))
-            if s.market != market or s.tick_ms != tick_of_entry_id(eid):
-                raise SchemaError(f"state names {s.market}@{s.tick_ms}, entry is {market}@{eid.decode()}")
+        payload = fields.get(keys.PAYLOAD_FIELD, b"")
+        s, reason = decode_entry(market, eid, payload)
+        if s is not None:
             return s
-        except SchemaError as e:
-            reason = str(e)
-            log_once(log, f"dead:{market}:{reason[:60]}", "bad state entry parked", market=market, reason=reason)
-            body = {"stream": keys.states_stream(market), "id": eid, "reason": reason,
-                    "payload": fields.get(keys.PAYLOAD_FIELD, b"")}  # fmt: skip
-            self.r.xadd(keys.DEAD_LETTER_STREAM, body, maxlen=100_000, approximate=True)
-            self.stats.dead += 1
-            DEAD.labels(self.lab).inc()
-            return None
+        why = reason or "unusable state"
+        log_once(log, f"dead:{market}:{why[:60]}", "bad state entry parked", market=market, reason=why)
+        body = payload if isinstance(payload, bytes) else b""
+        DeadLetters(self.r, "trader").park(keys.states_stream(market), eid, why, body)  # once across services
+        self.stats.dead += 1
+        DEAD.labels(self.lab).inc()
+        return None
 
     def _periodic(self) -> None:
         """Cursor check and settlement lookup, each every few seconds (cheap: one pipelined XINFO per stream)."""

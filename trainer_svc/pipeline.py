@@ -114,10 +114,12 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
 
         md = load_market(p.store_url or s.store_url, market, p.from_ms, p.to_ms)
         states, labels = md.states, md.labels
-        info.update(source=p.store_url or s.store_url, problems=len(md.problems))
+        info.update(source=p.store_url or s.store_url, problems=len(md.problems), skipped=md.skipped)
     if len(states) == 0:
         raise ValueError(f"no states for market {market}")
-    if labels is not None and set(horizons) <= set(labels.horizons_s) and len(labels) == len(states):
+    # archived labels only when they label exactly these states (rows of either may have been quarantined)
+    if (labels is not None and set(horizons) <= set(labels.horizons_s) and len(labels) == len(states)
+            and np.array_equal(labels.tick_ms, states.tick_ms)):  # fmt: skip
         info["labels_source"] = "archive"
     else:
         labels, src = label_columns(

@@ -209,8 +209,8 @@ def test_corrupt_existing_object_is_quarantined(r: redis.Redis, tmp_path) -> Non
     store.put(key, b"\x1f\x8b\x08garbage")
     make(r, store).run(once=True, final=True)
     assert decode_object(store.get(key)).ids == stream_ids(r, S)
-    q = [o.key for o in store.list("quarantine/")]
-    assert len(q) == 1 and q[0].startswith(f"quarantine/{key}.")
+    q = [o.key for o in store.list("quarantine/")]  # the bytes and their JSON reason
+    assert len(q) == 2 and q[0].startswith(f"quarantine/{key}.") and q[1] == q[0] + ".json"
 
 
 def test_new_streams_discovered(r: redis.Redis, tmp_path) -> None:

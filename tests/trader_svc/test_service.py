@@ -163,7 +163,7 @@ def test_newest_state_only_missed_ticks_dead_letters_feature_mismatch(r, redis_u
         # a state whose features differ from the recomputed ones is still decided (on recomputed features)
         t = T0 + 600
         s = make_state(m, t, synth_raw(rng, t))
-        s.features = s.features + np.float32(0.5)
+        s.features = np.clip(s.features + np.float32(0.5), -1, 1)  # in the feature range, but not the recomputed
         r.xadd(stream, {keys.PAYLOAD_FIELD: encode_state(s)}, id=entry_id(t))
         assert trader.poll_once() == 1 and trader.stats.feature_mismatches == 1
         # garbage is parked with its reason and never stops the trader
