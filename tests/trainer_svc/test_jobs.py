@@ -10,9 +10,9 @@ import pytest
 import redis
 from rq.job import Job
 
+from common import artefact as registry
 from common import keys
 from common.store import LocalStore
-from trainer_svc import registry
 from trainer_svc.jobs import AlreadyRunning, enqueue_training
 
 
