@@ -35,9 +35,12 @@ class Track:
     """What the UI has read of one market's states stream: per-minute counts over the window."""
 
     cursor: str | None = None
+    first_ms: int | None = None  # first tick read within the window
     minutes: dict[str, dict[int, int]] = field(default_factory=lambda: {k: {} for k in ("states", *FLAGS)})
 
     def add(self, ticks: np.ndarray, flags: np.ndarray) -> None:
+        if self.first_ms is None:
+            self.first_ms = int(ticks[0])
         mins = ticks // MINUTE_MS
         for name in ("states", *FLAGS):
             sel = mins if name == "states" else mins[(flags & FLAGS[name]) != 0]
@@ -46,7 +49,13 @@ class Track:
             for m, n in zip(u.tolist(), c.tolist(), strict=True):
                 d[m] = d.get(m, 0) + n
 
+    @property
+    def last_ms(self) -> int | None:
+        return int(self.cursor.split("-")[0]) if self.cursor else None
+
     def prune(self, first_minute: int) -> None:
+        if self.first_ms is not None:
+            self.first_ms = max(self.first_ms, first_minute * MINUTE_MS)
         for d in self.minutes.values():
             for m in [m for m in d if m < first_minute]:
                 del d[m]
@@ -70,13 +79,14 @@ class MarketsView:
         pages = max(1, -(-len(names) // self.page_size))
         page = min(max(page, 0), pages - 1)
         shown = names[page * self.page_size : (page + 1) * self.page_size]
-        since = now_ms - int(self.hours * 3_600_000)
+        span_ms = int(self.hours * 3_600_000)
         pipe = self.r.pipeline(transaction=False)
         pipe.zrange(keys.OBSERVERS_ZSET, 0, -1, withscores=True)
         per = 6 + self.replicas + 1
         for m in shown:
             tr = self.tracks.setdefault(m, Track())
-            lo = str(since) if tr.cursor is None or int(tr.cursor.split("-")[0]) < since else f"({tr.cursor}"
+            since = max(now_ms, tr.last_ms or 0) - span_ms  # the stream's own clock when it runs ahead (replays)
+            lo = str(since) if tr.last_ms is None or tr.last_ms < since else f"({tr.cursor}"
             st = keys.states_stream(m)
             pipe.xlen(st)
             pipe.xinfo_groups(st)
@@ -88,7 +98,7 @@ class MarketsView:
                 pipe.get(keys.lease_key(m, slot))
         out = pipe.execute(raise_on_error=False)
         observers = [] if isinstance(out[0], Exception) else [(_s(o), int(s)) for o, s in out[0]]
-        rows = [self._row(m, out[1 + i * per : 1 + (i + 1) * per], since, now_ms) for i, m in enumerate(shown)]
+        rows = [self._row(m, out[1 + i * per : 1 + (i + 1) * per], now_ms, span_ms) for i, m in enumerate(shown)]
         for m in [m for m in self.tracks if m not in names]:
             del self.tracks[m]
         return {
@@ -97,7 +107,7 @@ class MarketsView:
             "observers": [{"id": o, "age_s": round((now_ms - s) / 1000, 1)} for o, s in observers],
         }  # fmt: skip
 
-    def _row(self, m: str, res: list[Any], since: int, now_ms: int) -> dict[str, Any]:
+    def _row(self, m: str, res: list[Any], now_ms: int, span_ms: int) -> dict[str, Any]:
         xlen, groups, lxlen, lgroups, published, entries, *leases = res
         tr = self.tracks[m]
         if not isinstance(entries, Exception) and entries:
@@ -111,30 +121,26 @@ class MarketsView:
             except Exception:  # an undecodable state counts as a state without flags (the services park it)
                 flags = np.zeros_like(ticks)
             tr.add(ticks, flags)
-        first_min = since // MINUTE_MS
+        end = max(now_ms, tr.last_ms or 0)
+        first_min = (end - span_ms) // MINUTE_MS
         tr.prune(first_min)
         per_min = MINUTE_MS // self.tick_ms
-        last_min = now_ms // MINUTE_MS
-        mins = list(range(first_min, last_min + 1))
-        counts = [tr.minutes["states"].get(x, 0) for x in mins]
-        seen = [i for i, c in enumerate(counts) if c]
-        if seen:  # coverage from the first minute with data (a new market is not "missing" the hours before it)
-            span = counts[seen[0] : -1] or counts[seen[0] :]
-            expected = per_min * len(span)
-            states = sum(span)
-        else:
-            expected, states = 0, 0
-        flagged = {k: sum(tr.minutes[k].values()) for k in FLAGS}
         total = sum(tr.minutes["states"].values())
+        # coverage from the first tick read (a new market does not miss the hours before it) to the newest
+        expected = (tr.last_ms - tr.first_ms) // self.tick_ms + 1 if tr.first_ms is not None and tr.last_ms else 0
+        start_min = tr.first_ms // MINUTE_MS if tr.first_ms is not None else end // MINUTE_MS
+        mins = list(range(start_min, end // MINUTE_MS + 1))
+        counts = [tr.minutes["states"].get(x, 0) for x in mins]
+        flagged = {k: sum(tr.minutes[k].values()) for k in FLAGS}
         return {
             "market": m,
             "length": None if isinstance(xlen, Exception) else int(xlen),
             "labels_length": None if isinstance(lxlen, Exception) else int(lxlen),
-            "last_tick_ms": int(tr.cursor.split("-")[0]) if tr.cursor else None,
+            "last_tick_ms": tr.last_ms,
             "published_ms": int(published) if published and not isinstance(published, Exception) else None,
             "window_states": total,
-            "coverage": round(states / expected, 4) if expected else None,
-            "gaps": max(0, expected - states),
+            "coverage": round(min(1.0, total / expected), 4) if expected else None,
+            "gaps": max(0, expected - total),
             "quality": {k: round(v / total, 4) if total else 0.0 for k, v in flagged.items()},
             "flag_counts": flagged,
             "lag": {**_lags(groups, "states"), **_lags(lgroups, "labels")},

@@ -83,8 +83,13 @@ class Stack:
         return f"http://127.0.0.1:{self.ui_port}"
 
     def start(self) -> None:
-        for name, argv in [("observer", ("observe", "--leases")), ("archiver", ("archive", "--consumer", "a1")),
-                           ("labeler", ("label", "--consumer", "l1")), ("trader", ("trade",)), ("ui", ("ui",))]:
+        for name, argv in [
+            ("observer", ("observe", "--leases")),
+            ("archiver", ("archive", "--consumer", "a1")),
+            ("labeler", ("label", "--consumer", "l1")),
+            ("trader", ("trade",)),
+            ("ui", ("ui",)),
+        ]:
             self.procs.start(name, *argv)  # fmt: skip
         _wait(self._ui_up, 60, "fusion ui answering")
 
