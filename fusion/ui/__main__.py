@@ -39,6 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(s.log_level, s.log_json)
     from waitress import serve
 
+    from common.metrics import serve_metrics
+
+    serve_metrics(s.metrics_port)
     app = build(s)
     log.info("fusion ui on http://%s:%d (%s; redis %s)", a.host, a.port,
              "actions enabled" if s.ui_token else "read-only", redact(s.redis_url))  # fmt: skip

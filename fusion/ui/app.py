@@ -19,15 +19,18 @@ from typing import Any
 
 from flask import Flask, Response, abort, jsonify, render_template, request
 
+from common.metrics import counter, histogram
 from common.store import ObjectStore
 from fusion.ui import charts
-from fusion.ui.actions import Refused, check_token, run_action
+from fusion.ui.actions import ACTIONS, Refused, check_token, run_action
 from fusion.ui.markets import MarketsView
 from fusion.ui.redisview import dead_letters, trader_view, training_jobs
 from fusion.ui.storeview import CachedStore, archive_calendar, decision_words, registry_view
 
 log = logging.getLogger("ui")
 PAGES = ("markets", "archive", "training", "trader")
+PAGE_SECONDS = histogram("fusion_ui_page_seconds", "time to read one page's figures", ("page",))
+ACTIONS_TOTAL = counter("fusion_ui_actions_total", "actions asked of the UI", ("action", "outcome"))
 
 
 class Collector:
@@ -64,7 +67,8 @@ def create_app(collector: Collector, token: str | None = None, refresh_s: float 
 
     def _data(name: str) -> tuple[dict[str, Any] | None, str | None]:
         try:
-            return collector.page(name, dict(request.args)), None
+            with PAGE_SECONDS.labels(name).time():
+                return collector.page(name, dict(request.args)), None
         except Exception as e:  # Redis or store down: say so on the page, keep serving
             log.warning("page %s failed: %s", name, e)
             return None, f"{type(e).__name__}: {e}"
@@ -106,9 +110,11 @@ def create_app(collector: Collector, token: str | None = None, refresh_s: float 
             check_token(token, given)
             out = run_action(name, form, collector.r, collector.cs.store, remote)
         except Refused as e:
+            ACTIONS_TOTAL.labels(name if name in ACTIONS else "?", "refused").inc()
             log.warning("ui action %s refused (%s): %s", name, remote, e)
             return jsonify({"ok": False, "error": str(e)}), e.status
         collector.cs.invalidate()
+        ACTIONS_TOTAL.labels(name, "done").inc()
         return jsonify({"ok": True, **out})
 
     @app.get("/healthz")
