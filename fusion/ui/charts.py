@@ -50,7 +50,7 @@ def _archive(d: dict[str, Any]) -> list[dict[str, Any]]:
     cal = d["calendar"]
     ds = [_ds(m, [cal["cells"][m].get(day, {}).get("coverage", 0) for day in cal["days"]], i)
           for i, m in enumerate(cal["markets"][:MAX_SERIES])]  # fmt: skip
-    return [_chart("daycov", "archived coverage per UTC day", "bar", ds, labels=cal["days"], y={"min": 0, "max": 1})]
+    return [_chart("daycov", "archived coverage per UTC day", "bar", ds, labels=cal["days"], y={"min": 0})]
 
 
 def _training(d: dict[str, Any]) -> list[dict[str, Any]]:

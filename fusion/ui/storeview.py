@@ -141,13 +141,11 @@ def registry_view(cs: CachedStore, max_policies: int = 10, max_versions: int = 2
 
 
 def decision_words(v: dict[str, Any]) -> str:
-    """The promotion decision as a sentence."""
+    """The promotion decision as a sentence (the trainer's reason, which names the comparison that decided)."""
     if v.get("promote") is None:
         return "no decision recorded"
-    verdict = "promoted: beat" if v["promote"] else "not promoted:"
-    if v["promote"]:
-        return f"{verdict} the champion and every baseline ({v.get('reason') or 'no reason given'})"
-    return f"{verdict} {v.get('reason') or 'no reason given'}"
+    verdict = "promoted" if v["promote"] else "not promoted"
+    return f"{verdict}: {v.get('reason') or 'no reason given'}"
 
 
 def day_of(ms: int) -> str:

@@ -14,6 +14,8 @@ import pytest
 import redis
 
 from common import keys
+from common.deadletter import DeadLetters
+from fusion.ui.storeview import day_of
 from tests.fusion.ui_stack import MARKETS, POLICY, TOKEN, TRADER, Stack, chromium, parse, wait
 
 pytestmark = pytest.mark.slow
@@ -55,13 +57,20 @@ def test_pages_and_actions_in_chromium(tmp_path: Path) -> None:
             assert 90.0 <= cov <= 100.0, cells[m]
 
         # --- archive: objects per market and day, as the store lists them
+        first = r.xrange(keys.states_stream(MARKETS[0]), count=1)[0][0].decode()
+        DeadLetters(r, "archiver").park(keys.states_stream(MARKETS[0]), first, "test: forged entry", b"\x00bad")
+        obj = next(iter(stack.store.list(f"market-data/{MARKETS[0]}/"))).key
+        stack.store.put(f"quarantine/{obj}.0123456789abcdef", b"corrupt")
+        bad_day = obj.split("/")[2]
         rows = parse(_shot(stack, "archive", tmp_path)).rows
+        assert rows[MARKETS[0]][f"quarantined:{bad_day}"] == "1"
+        assert rows[MARKETS[0]][f"dead:{day_of(int(first.split('-')[0]))}"] == "1"
         for m in MARKETS:
             for kind, prefix in (("states", "market-data"), ("labels", "labels")):
                 objs = [i.key for i in stack.store.list(f"{prefix}/{m}/")]
                 for day in {k.split("/")[2] for k in objs}:
                     assert rows[m][f"{kind}:{day}"] == str(sum(1 for k in objs if f"/{day}/" in k)), (m, kind, day)
-            assert all(v == "0" for k, v in rows[m].items() if k.startswith(("quarantined:", "dead:")))
+        assert all(v == "0" for k, v in rows[MARKETS[1]].items() if k.startswith(("quarantined:", "dead:")))
 
         # --- training: the registry's champion and hold-out figures
         ch = json.loads(stack.store.get(f"models/{POLICY}/champion.json"))
