@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -103,6 +104,16 @@ def test_pages_and_actions_in_chromium(tmp_path: Path) -> None:
         assert res.status_code == 200, res.text
         wait(lambda: _status(r)["pnl"]["kill_switch"], 30, "kill switch on")
         assert parse(chromium(f"{stack.url}/trader")).rows[TRADER]["kill"].startswith("ON")
+
+        res = httpx.post(f"{stack.url}/action/kill-off", data={"trader": TRADER}, headers={"X-Fusion-Token": TOKEN})
+        assert res.status_code == 200, res.text
+        wait(lambda: not _status(r)["pnl"]["kill_switch"], 30, "kill switch reset")
+
+        # --- live: the page polls its fragment (every FUSION_UI_REFRESH_S = 1 s here) and redraws
+        dom = chromium(f"{stack.url}/trader", budget_ms=6000)
+        m = re.search(r'data-refreshes="(\d+)"', dom)
+        assert m and int(m.group(1)) >= 2, "the page did not refresh itself"
+        assert parse(dom).rows[TRADER]["kill"].startswith("off")
 
         res = httpx.post(f"{stack.url}/action/train", data={"market": MARKETS[0], "policy": "uinew"},
                          headers={"X-Fusion-Token": TOKEN})  # fmt: skip

@@ -74,7 +74,8 @@ class Stack:
                     "FUSION_ARCHIVE_WINDOW_S": "300", "FUSION_ARCHIVE_GRACE_S": "5",
                     "FUSION_CACHE_DIR": str(tmp / "cache"), "FUSION_TRADER_MARKETS": ",".join(MARKETS),
                     "FUSION_TRADER_ID": TRADER, "FUSION_POLICY": POLICY, "FUSION_UI_TOKEN": TOKEN,
-                    "FUSION_UI_PORT": str(self.ui_port), "FUSION_UI_CACHE_S": "0"}  # fmt: skip
+                    "FUSION_UI_PORT": str(self.ui_port), "FUSION_UI_CACHE_S": "0",
+                    "FUSION_UI_REFRESH_S": "1"}  # fmt: skip
         (tmp / "logs").mkdir(exist_ok=True)
         self.procs = Procs(self.env, tmp / "logs")
 

@@ -30,7 +30,11 @@
     const u = new URL(location.href); u.searchParams.set("fragment", "1");
     try {
       const res = await fetch(u);
-      if (res.ok) { document.getElementById("main").innerHTML = await res.text(); draw(); }
+      if (res.ok) {
+        document.getElementById("main").innerHTML = await res.text();
+        draw();
+        document.body.dataset.refreshes = String(Number(document.body.dataset.refreshes || 0) + 1);
+      }
     } catch (e) { /* server away: keep the last figures */ }
   }
   draw();
