@@ -36,7 +36,7 @@ class CountingRedis(redis.Redis):
 
     def execute_command(self, *args: Any, **kw: Any) -> Any:
         CountingRedis.round_trips += 1
-        return super().execute_command(*args, **kw)
+        return super().execute_command(*args, **kw)  # type: ignore[no-untyped-call]
 
     def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
         p = super().pipeline(transaction, shard_hint)

@@ -100,15 +100,15 @@ def archive_calendar(cs: CachedStore, window_s: int, dead: list[dict[str, Any]])
         parts = key.split("/")
         if len(parts) >= 4 and parts[1] in PREFIXES.values() and is_valid_name(parts[2]):
             cells[(parts[2], parts[3])]["quarantined"] += 1
-    for d in dead:
-        if d.get("market") and d.get("day"):
-            cells[(d["market"], d["day"])]["dead_letters"] += 1
+    for x in dead:
+        if x.get("market") and x.get("day"):
+            cells[(x["market"], x["day"])]["dead_letters"] += 1
     per_day = DAY_MS // (window_s * 1000)
     markets = sorted({m for m, _ in cells})
     days = sorted({d for _, d in cells})
-    out = {m: {} for m in markets}  # type: dict[str, dict[str, Any]]
-    for (m, d), c in cells.items():
-        out[m][d] = {**c, "coverage": round(min(1.0, c["states"] / per_day), 4)}
+    out: dict[str, dict[str, Any]] = {m: {} for m in markets}
+    for (m, day), c in cells.items():
+        out[m][day] = {**c, "coverage": round(min(1.0, c["states"] / per_day), 4)}
     return {"markets": markets, "days": days, "cells": out, "windows_per_day": per_day}
 
 
