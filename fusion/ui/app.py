@@ -42,6 +42,20 @@ class Collector:
         self.cs = CachedStore(store, ttl_s=cache_s)
         self.markets = MarketsView(r, tick_ms=tick_ms, hours=hours, page_size=page_size, replicas=replicas)
         self._lock = threading.Lock()
+        self.curves: dict[str, dict[float, dict[str, float]]] = {}  # running job -> progress -> its figures
+
+    def _follow_jobs(self, jobs: dict[str, list[dict[str, Any]]]) -> None:
+        """Learning curves of running jobs as the UI sees them (the figures of each progress step, 500 at most)."""
+        live = {j["id"] for j in jobs.get("running", [])}
+        for jid in [k for k in self.curves if k not in live]:
+            del self.curves[jid]
+        for j in jobs.get("running", []):
+            nums = {k: float(v) for k, v in j["last"].items() if isinstance(v, int | float) and k != "epoch"}
+            pts = self.curves.setdefault(j["id"], {})
+            if nums and len(pts) < 500:
+                pts[round(j["progress"], 4)] = nums
+        for j in jobs.get("running", []):
+            j["curve"] = sorted(self.curves.get(j["id"], {}).items())
 
     def page(self, name: str, args: dict[str, str]) -> dict[str, Any]:
         with self._lock:  # one refresh at a time: the incremental readers are not shared between threads
@@ -55,7 +69,9 @@ class Collector:
                 for p in reg:
                     for v in p["versions"]:
                         v["decision_words"] = decision_words(v)
-                return {"jobs": training_jobs(self.r), "registry": reg}
+                jobs = training_jobs(self.r)
+                self._follow_jobs(jobs)
+                return {"jobs": jobs, "registry": reg}
             if name == "trader":
                 return trader_view(self.r)
         raise KeyError(name)

@@ -55,6 +55,13 @@ def _archive(d: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _training(d: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
+    for j in d["jobs"].get("running", [])[:2]:
+        curve = j.get("curve") or []
+        names = sorted({k for _, figs in curve for k in figs})[:MAX_SERIES]
+        if curve:
+            ds = [_ds(k, [[p, figs[k]] for p, figs in curve if k in figs], i) for i, k in enumerate(names)]
+            out.append(_chart(f"job-{j['id']}", f"running {j['id']}: figures by progress", "line", ds)
+                       | {"xlinear": True})  # fmt: skip
     for p in d["registry"][:4]:
         curves, i = [], 0
         for v in p["versions"][:3]:
@@ -75,7 +82,8 @@ def _training(d: dict[str, Any]) -> list[dict[str, Any]]:
                               "bar", [_ds("PnL", pnl, 0)], labels=names))  # fmt: skip
     for c in out:
         if c.pop("xlinear", False):
-            c["config"]["options"]["scales"]["x"] = {"type": "linear", "title": {"display": True, "text": "epoch"}}
+            axis = "progress" if c["id"].startswith("job-") else "epoch"
+            c["config"]["options"]["scales"]["x"] = {"type": "linear", "title": {"display": True, "text": axis}}
     return out
 
 

@@ -114,3 +114,27 @@ def test_refresh_cost_is_bounded_whatever_the_markets(redis_url: str, tmp_path: 
             assert client.get(f"/{page}?fragment=1").status_code == 200
         cost[n] = (CountingRedis.round_trips, _commands(admin), store.calls)
     assert cost[4] == cost[12] and cost[12][2] == 0, cost  # listings cached; the markets page shows 4 at a time
+
+
+def test_training_page_follows_a_running_job(r: redis.Redis, app_of) -> None:
+    from rq.executions import Execution
+
+    from trainer_svc.jobs import enqueue_training
+    from trainer_svc.jobspec import fetch, queue
+
+    r.flushall()
+    job = enqueue_training(r, {"market": "AAA-5M", "synthetic": 1000})
+    with r.pipeline() as pipe:  # what a worker does when it starts the job (RQ's own API)
+        Execution.create(fetch(r, job.id), 600, pipe, worker_name="w1")
+        pipe.execute()
+    assert queue(r).started_job_registry.get_job_ids() == [job.id]
+    col, client = app_of(None)
+    for progress, loss in ((0.2, 0.9), (0.5, 0.4)):
+        j = fetch(r, job.id)
+        j.meta.update(progress=progress, stage="train", last={"epoch": 1, "loss": loss})
+        j.save_meta()
+        html = client.get("/training").get_data(as_text=True)
+    (running,) = client.get("/api/training").get_json()["jobs"]["running"]
+    assert running["id"] == job.id and running["progress"] == 0.5
+    assert running["curve"] == [[0.2, {"loss": 0.9}], [0.5, {"loss": 0.4}]]
+    assert f"chart-job-{job.id}" in html and f'data-job="{job.id}"' in html
