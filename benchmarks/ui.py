@@ -21,12 +21,12 @@ import redis
 
 from archiver_svc.synth import synth_payloads
 from archiver_svc.windows import object_key
+from common import artefact as registry
 from common import keys
 from common.policy import architecture, init_weights, meta_features
 from common.redisproc import RedisServer
 from common.store import LocalStore, ObjectInfo, ObjectStore
 from fusion.ui.app import PAGES, Collector, create_app
-from trainer_svc import registry
 
 
 class CountingRedis(redis.Redis):

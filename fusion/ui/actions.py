@@ -3,7 +3,7 @@
 Guarantees: without a configured token every action is refused (:class:`Refused`, HTTP 403); a wrong token is
 refused the same way (constant-time comparison); the token never appears in a log line or a reply. Names are
 checked against :mod:`common.names` before anything is written. promote / rollback are
-:func:`trainer_svc.registry.promote` / :func:`~trainer_svc.registry.rollback` (``fusion models``), a training job
+:func:`common.artefact.promote` / :func:`~common.artefact.rollback` (``fusion models``), a training job
 is :func:`trainer_svc.jobs.enqueue_training` (``fusion train``), the kill switch is a command queued for the
 trader (``keys.trader_command_key``), which applies it to its engine and records it on ``fusion:trades``.
 """
@@ -51,7 +51,7 @@ def run_action(name: str, form: dict[str, str], r: Any, store: ObjectStore, remo
 
 
 def _dispatch(name: str, form: dict[str, str], r: Any, store: ObjectStore) -> dict[str, Any]:
-    from trainer_svc import registry
+    from common import artefact as registry
 
     if name in ("promote", "rollback"):
         policy = check_name(form.get("policy", ""), "policy")

@@ -17,13 +17,13 @@ from typing import Any
 import httpx
 import numpy as np
 
+from common import artefact as registry
 from common.policy import architecture, init_weights, meta_features
 from common.redisproc import RedisServer
 from common.store import LocalStore
 from observer_svc.sim.synthetic import SyntheticDriver
 from observer_svc.sim.thread import SimServerThread
 from tests.test_pipeline_faults import Procs, _wait
-from trainer_svc import registry
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKETS = ["BTC-5M", "ETH-5M"]
