@@ -131,11 +131,13 @@ def build(tab: Table, ticks: I64, *, stale_binance_ms: int, stale_poly_ms: int, 
     for field, c in _BOOK.items():
         if c in num:
             put(field, num[c], "recorded")
-    # one token's book from the other's (Up bid = 1 - Down ask): derived, sizes unknown
+    # a token the file has no prices for: its book from the other token's (Up bid = 1 - Down ask), sizes unknown
     pairs = (("up_bid_px_0", "dn_ask_px_0"), ("up_ask_px_0", "dn_bid_px_0"), ("dn_bid_px_0", "up_ask_px_0"),
              ("dn_ask_px_0", "up_bid_px_0"))  # fmt: skip
     derived_poly = np.zeros(n, bool)
     for dst, src in pairs:
+        if _BOOK[dst] in num:
+            continue
         miss = np.isnan(raw[:, col(dst)]) & np.isfinite(raw[:, col(src)])
         if miss.any():
             raw[miss, col(dst)] = np.round(1.0 - raw[miss, col(src)], 6)
