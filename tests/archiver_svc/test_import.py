@@ -42,10 +42,10 @@ def test_generic_csv_and_parquet_give_the_same_archive(tmp_path, capsys) -> None
     rc, [rep] = run_import(capsys, a, str(FIX / "generic.csv"), "--market", M)
     rc2, [rep2] = run_import(capsys, b, str(FIX / "generic.parquet"), "--market", M)
     assert rc == rc2 == 0
-    assert rep["rows_read"] == 1352 and rep["states_written"] == 1350 and rep["windows"] == 3
+    assert rep["rows_read"] == 1082 and rep["states_written"] == 1080 and rep["windows"] == 12
     assert rep["dropped"] == {"bad_time_or_window": 1, "duplicate_tick": 1}
-    assert rep["fixed"] == {"crossed_book": 1, "placeholder_book": 1, "zero_price": 9, "out_of_order": 1}
-    assert rep["tick_ms"] == 2000 and rep["timezone_shift_h"] == 0
+    assert rep["fixed"] == {"crossed_book": 1, "placeholder_book": 1, "zero_price": 36, "out_of_order": 1}
+    assert rep["tick_ms"] == 10_000 and rep["timezone_shift_h"] == 0
     ka = sorted(o.key for o in a.list("imported/market-data/"))
     assert ka == sorted(o.key for o in b.list("imported/market-data/"))
     assert all(a.get(k) == b.get(k) for k in ka)  # byte for byte
@@ -65,7 +65,7 @@ def test_imported_states_are_what_the_observer_would_have_written(tmp_path, caps
     md = load_market(store, M, origin="imported")
     assert load_market(store, M).states.tick_ms.size == 0  # the recorded archive is empty
     st = md.states
-    assert len(st) == 1350 and np.all(np.diff(st.tick_ms) == 2000)
+    assert len(st) == 1080 and np.all(np.diff(st.tick_ms) == 10_000)
     assert np.array_equal(st.features, market_features(st.raw, st.tick_ms))  # the one feature function
     assert np.all(st.flags & ORIGIN_IMPORTED) and not np.any(st.flags & DERIVED_POLY_BOOK)
     assert np.all(st.flags & DERIVED_BINANCE_BOOK)  # bid/ask from a last price
@@ -82,13 +82,13 @@ def test_imported_states_are_what_the_observer_would_have_written(tmp_path, caps
     assert np.isnan(prev[st.tick_ms < T0 + 900_000]).all() and np.isfinite(prev[st.tick_ms >= T0 + 900_000]).all()
     # the bad rows: the crossed and placeholder books and the empty book near expiry are absent, not prices
     up_bid = st.raw[:, RAW_INDEX["up_bid_px_0"]]
-    assert np.isnan(up_bid).sum() == 2 + 9 and not np.any(up_bid == 0.0)
+    assert np.isnan(up_bid).sum() == 2 + 36 and not np.any(up_bid == 0.0)
 
 
 def test_import_never_overwrites_recorded_states_and_both_prefers_them(tmp_path, capsys) -> None:
     store = LocalStore(tmp_path / "s")
     w = get_settings().archive_window_s * 1000
-    pairs = synth_payloads(M, T0, 300, tick_ms=2000)  # recorded: the first 10 minutes, same tick grid
+    pairs = synth_payloads(M, T0, 60, tick_ms=10_000)  # recorded: the first 10 minutes, same tick grid
     key = object_key("states", M, T0)
     store.put(key, encode_object("states", M, T0, w, dict(pairs)))
     before = store.get(key)
@@ -96,14 +96,14 @@ def test_import_never_overwrites_recorded_states_and_both_prefers_them(tmp_path,
     assert rc == 0 and store.get(key) == before and [o.key for o in store.list("market-data/")] == [key]
     rec = load_market(store, M, labels=False)
     both = load_market(store, M, labels=False, origin="both")
-    assert len(rec.states) == 300 and len(both.states) == 1350
+    assert len(rec.states) == 60 and len(both.states) == 1080
     head = both.states.tick_ms < T0 + 600_000
     assert np.array_equal(both.states.raw[head], rec.states.raw, equal_nan=True)  # recorded wins the shared ticks
     assert not np.any(both.states.flags[head] & ORIGIN_IMPORTED) and np.all(both.states.flags[~head] & ORIGIN_IMPORTED)
     # importing again adds nothing and rewrites identical bytes
     snap = {o.key: store.get(o.key) for o in store.list("imported/market-data/")}
     rc, [rep] = run_import(capsys, store, str(FIX / "generic.csv"), "--market", M)
-    assert rep["dropped"]["already_imported"] == 1350
+    assert rep["dropped"]["already_imported"] == 1080
     assert snap == {o.key: store.get(o.key) for o in store.list("imported/market-data/")}
 
 
@@ -136,7 +136,7 @@ def test_rows_outside_their_windows_are_dropped_and_reported(tmp_path, capsys) -
     f.write_text("\n".join(rows) + "\n")
     store = LocalStore(tmp_path / "s")
     rc, [rep] = run_import(capsys, store, str(f), "--market", M)
-    assert rc == 1 and rep["states_written"] == 0 and rep["dropped"]["outside_window"] >= 1300
+    assert rc == 1 and rep["states_written"] == 0 and rep["dropped"]["outside_window"] >= 1000
     assert any("outside their windows" in n for n in rep["notes"])
     assert not list(store.list(""))
 
@@ -170,7 +170,7 @@ def test_binance_daily_dumps_give_the_binance_side(tmp_path, capsys) -> None:
     rc, [rep] = run_import(capsys, LocalStore(tmp_path / "g"), str(FIX / "generic.csv"), "--market", M,
                            "--binance", str(FIX / "spot-aggTrades.zip"))  # fmt: skip
     st = load_market(LocalStore(tmp_path / "g"), M, origin="imported", labels=False).states
-    i = 500
+    i = 200
     t = int(st.tick_ms[i])
     j = int(np.searchsorted(bn.trade_ms, t, "right")) - 1
     assert rep["fidelity"]["bn_trades_10s"] == "recorded"
