@@ -46,18 +46,24 @@ def load_tob_csv(path: Path) -> Table:
     return from_arrow(t, path.name)
 
 
-def window_of_name(name: str, year: int) -> tuple[int, int] | None:
-    """(start, end) epoch ms of an hourly market named like ``"... July 21, 9AM ET"``; None if not that form."""
+def window_of_name(name: str, near_ms: int) -> tuple[int, int] | None:
+    """(start, end) epoch ms of an hourly market named like ``"... July 21, 9AM ET"`` (the name has no year: the
+    one that puts the start nearest ``near_ms``, so a "December 31, 7PM ET" row written on January 1 UTC is
+    placed in the right year); None if the name is not of that form."""
     m = _NAME.search(name)
     if m is None or m["mon"].lower() not in _MONTHS:
         return None
     h = int(m["hour"]) % 12 + (12 if m["ampm"].upper() == "PM" else 0)
-    try:
-        start = datetime(year, _MONTHS[m["mon"].lower()], int(m["day"]), h, tzinfo=ET)
-    except ValueError:
-        return None
-    ms = int(start.timestamp() * 1000)
-    return ms, ms + 3_600_000
+    year = datetime.fromtimestamp(near_ms / 1000, ET).year
+    best: int | None = None
+    for y in (year - 1, year, year + 1):
+        try:
+            ms = int(datetime(y, _MONTHS[m["mon"].lower()], int(m["day"]), h, tzinfo=ET).timestamp() * 1000)
+        except ValueError:
+            continue
+        if best is None or abs(ms - near_ms) < abs(best - near_ms):
+            best = ms
+    return None if best is None else (best, best + 3_600_000)
 
 
 def load_poller(path: Path) -> Table:
@@ -75,12 +81,13 @@ def load_poller(path: Path) -> Table:
         raise LayoutError(f"{path.name}: not a poller recording (needs {need})")
     times = to_epoch_ms(t.column("timestamp"))
     names_ = [str(x or "") for x in t.column("market_name").to_pylist()]
-    cache: dict[tuple[str, int], tuple[int, int] | None] = {}
+    cache: dict[str, tuple[int, int] | None] = {}
     ws = np.full(times.size, BAD_TIME, np.int64)
     we = ws.copy()
     for i, (nm, tm) in enumerate(zip(names_, times.tolist(), strict=True)):
-        year = datetime.utcfromtimestamp(tm / 1000).year if tm != BAD_TIME else 1970
-        w = cache.get((nm, year)) if (nm, year) in cache else cache.setdefault((nm, year), window_of_name(nm, year))
+        if tm == BAD_TIME:
+            continue
+        w = cache.get(nm) if nm in cache else cache.setdefault(nm, window_of_name(nm, tm))
         if w is not None:
             ws[i], we[i] = w
     cols = {"time": t.column("timestamp"), "window_start": pa.array(ws), "window_end": pa.array(we),

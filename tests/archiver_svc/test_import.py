@@ -176,3 +176,12 @@ def test_binance_daily_dumps_give_the_binance_side(tmp_path, capsys) -> None:
     assert rep["fidelity"]["bn_trades_10s"] == "recorded"
     assert st.raw[i, RAW_INDEX["bn_trades_10s"]] == np.sum((bn.trade_ms > t - 10_000) & (bn.trade_ms <= t))
     assert np.isfinite(st.raw[i, RAW_INDEX["bn_last_px"]]) and j >= 0
+
+
+def test_hourly_market_names_are_placed_in_the_right_year() -> None:
+    """Names carry no year: a "December 31, 7PM ET" market polled on January 1 UTC is 2025's, not 2026's."""
+    from archiver_svc.importers.adapters import window_of_name
+
+    assert window_of_name("Bitcoin Up or Down - December 31, 7PM ET", T0) == (T0, T0 + 3_600_000)
+    assert window_of_name("Bitcoin Up or Down - July 21, 12AM ET", T0 + 200 * 86_400_000)[0] % 3_600_000 == 0
+    assert window_of_name("Bitcoin price on some day", T0) is None
