@@ -129,4 +129,6 @@ def attach_binance(tab: Table, bn: BinanceSide) -> None:
         hours = np.clip((t - bn.bar_ms[0]) / 3_600_000, 1.0, 24.0)  # the available part of the last 24 h
         tab.num.setdefault("bn_vol_24h_per_h", _window_sum(done_end, cv, t - 86_400_000, t) / hours)
     old = tab.num.get("binance_price")
+    if old is None and not bn.trade_ms.size:
+        tab.derived.add("binance_price")  # from closed 1-minute bars only
     tab.num["binance_price"] = px if old is None else np.where(np.isfinite(old), old, px)

@@ -130,7 +130,9 @@ def build(tab: Table, ticks: I64, *, stale_binance_ms: int, stale_poly_ms: int, 
     num = tab.num
     for field, c in _BOOK.items():
         if c in num:
-            put(field, num[c], "recorded")
+            put(field, num[c], "derived" if c in tab.derived else "recorded")
+            if c in tab.derived:
+                flags[np.isfinite(num[c])] |= DERIVED_POLY_BOOK
     # a token the file has no prices for: its book from the other token's (Up bid = 1 - Down ask), sizes unknown
     pairs = (("up_bid_px_0", "dn_ask_px_0"), ("up_ask_px_0", "dn_bid_px_0"), ("dn_bid_px_0", "up_ask_px_0"),
              ("dn_ask_px_0", "up_bid_px_0"))  # fmt: skip
@@ -167,7 +169,9 @@ def build(tab: Table, ticks: I64, *, stale_binance_ms: int, stale_poly_ms: int, 
         mid = (bid + ask) / 2.0
         px = np.where(np.isfinite(px), px, mid)
     bn_seen = np.isfinite(px)
-    put("bn_last_px", px, "recorded")
+    put("bn_last_px", px, "derived" if "binance_price" in tab.derived else "recorded")
+    if "binance_price" in tab.derived:
+        flags[bn_seen] |= DERIVED_BINANCE_BOOK
     for name, c in (("bn_bid", "binance_bid"), ("bn_ask", "binance_ask"), ("bn_bid_sz", "binance_bid_size"),
                     ("bn_ask_sz", "binance_ask_size")):  # fmt: skip
         if c in num:

@@ -109,6 +109,7 @@ def take(tab: Table, idx: I64) -> Table:
         {k: v[idx] for k, v in tab.num.items()},
         {k: [v[i] for i in idx.tolist()] for k, v in tab.text.items()},
         tab.source,
+        tab.derived,
     )
 
 

@@ -60,6 +60,7 @@ class Table:
     num: dict[str, F64]  # NUMERIC columns present and raw-field columns present
     text: dict[str, list[str]] = field(default_factory=dict)
     source: str = ""
+    derived: set[str] = field(default_factory=set)  # columns computed by an adapter, not recorded (fidelity)
 
 
 def to_epoch_ms(col: pa.Array | pa.ChunkedArray) -> I64:
