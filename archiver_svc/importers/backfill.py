@@ -17,7 +17,8 @@ Sources (per window of the series, slug ``{asset}-updown-{5m|15m|1h|4h}-{start}`
 
 Resumable (every final answer is cached on disk; a window whose Gamma market is not closed yet is asked again),
 rate-limited (``--rate`` requests/s), with a progress bar. A window that keeps failing is reported and skipped
-(exit 1); a rerun fetches only what is missing.
+(exit 1); a rerun fetches only what is missing and rewrites the backfilled states it recomputes (never a
+recorded one: those live outside ``imported/``).
 """
 
 from __future__ import annotations
@@ -246,7 +247,9 @@ def backfill_main(argv: list[str] | None = None) -> int:
             attach_binance(tab, read_binance(bn_paths))
         states, rep, cols = prepare(tab, spec.name, s, a.tick_ms, rep, origin_flag=ORIGIN_BACKFILLED)
         if states:
-            write(open_store(a.store_url, s.s3_endpoint_url, s.s3_region), spec.name, states, cols, rep, s)
+            write(
+                open_store(a.store_url, s.s3_endpoint_url, s.s3_region), spec.name, states, cols, rep, s, replace=True
+            )
     out.update(rep.to_dict())
     out.pop("states_per_window", None)
     print(json.dumps(out, sort_keys=True) if a.json else json.dumps(out, indent=1, sort_keys=True))

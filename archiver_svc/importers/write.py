@@ -111,8 +111,9 @@ def prepare(tab: Table, market: str, settings: Settings, tick_ms: int | None = N
 
 
 def _merge_put(view: ObjectStore, kind: str, market: str, wstart: int, window_ms: int,
-               entries: dict[str, bytes]) -> int:  # fmt: skip
-    """Write a window's object; entries already there are kept. Returns the number of new entries."""
+               entries: dict[str, bytes], replace: bool = False) -> int:  # fmt: skip
+    """Write a window's object; entries already there are kept (``replace``: replaced by the new ones of the
+    same ID). Returns the number of entries written that were not there before."""
     key = object_key(kind, market, wstart)
     try:
         old = decode_object(view.get(key), key).entries()
@@ -122,23 +123,27 @@ def _merge_put(view: ObjectStore, kind: str, market: str, wstart: int, window_ms
         log_once(log, f"bad-import:{key}", "unreadable imported object replaced", key=key, error=str(e))
         old = {}
     new = {k: v for k, v in entries.items() if k not in old}
-    if new or not old:
-        view.put(key, encode_object(kind, market, wstart, window_ms, {**old, **new}))
+    merged = {**old, **entries} if replace else {**old, **new}
+    if merged != old:
+        view.put(key, encode_object(kind, market, wstart, window_ms, merged))
     return len(new)
 
 
 def write(store: ObjectStore, market: str, states: list[State], cols: StateColumns, rep: Report,
-          settings: Settings) -> Report:  # fmt: skip
-    """Write the states, their final labels and the manifest under ``imported/``."""
+          settings: Settings, replace: bool = False) -> Report:  # fmt: skip
+    """Write the states, their final labels and the manifest under ``imported/``. ``replace`` (backfill: a rerun
+    computes from at least as much data) replaces earlier imported entries of the same ticks; else they are kept.
+    """
     view = imported_view(store)
     window_ms = settings.archive_window_s * 1000
     by_w: dict[int, dict[str, bytes]] = {}
     for s in states:
         by_w.setdefault(s.tick_ms - s.tick_ms % window_ms, {})[f"{s.tick_ms}-0"] = encode_state(s)
     for w, entries in by_w.items():
-        added = _merge_put(view, "states", market, w, window_ms, entries)
+        added = _merge_put(view, "states", market, w, window_ms, entries, replace)
         rep.objects_written += 1
-        rep.drop("already_imported", len(entries) - added)
+        if not replace:
+            rep.drop("already_imported", len(entries) - added)
     if len(cols):
         lc: LabelColumns = label_archive(cols, settings)
         final = np.flatnonzero(final_mask(cols, settings))
@@ -147,7 +152,7 @@ def write(store: ObjectStore, market: str, states: list[State], cols: StateColum
             t = int(lc.tick_ms[i])
             lw.setdefault(t - t % window_ms, {})[f"{t}-0"] = encode_label(lc.row(i, market))
         for w, entries in lw.items():
-            rep.labels_written += _merge_put(view, "labels", market, w, window_ms, entries)
+            rep.labels_written += _merge_put(view, "labels", market, w, window_ms, entries, replace)
     if len(cols):
         first, last = int(cols.tick_ms[0]), int(cols.tick_ms[-1])
         key = f"manifests/{market}/{utc_date(first)}/{first}-{last}.json"
