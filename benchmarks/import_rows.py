@@ -96,5 +96,6 @@ def run(quick: bool = False) -> dict[str, Any]:
         summ = run_training(JobParams(market=M, store_url=f"file://{tmp / 'store-generic_csv'}", origin="imported",
                                       promote=False, overrides={"epochs": 1 if quick else 5}))  # fmt: skip
         out["train_imported_s"] = round(time.perf_counter() - t0, 2)
-        out["train_holdout"] = {k: v for k, v in summ.items() if k in ("holdout", "baselines", "oracle", "decision")}
+        out["holdout_pnl_per_window"] = {k: v.get("pnl_per_window") for k, v in (summ.get("holdout") or {}).items()}
+        out["holdout_windows"] = max((v.get("windows", 0) for v in (summ.get("holdout") or {}).values()), default=0)
     return out
