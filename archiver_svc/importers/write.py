@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -39,6 +40,7 @@ from labeler_svc.batch import final_mask, label_archive
 
 log = logging.getLogger("archiver.import")
 GAP_MIN_MS = 5_000
+WRITERS = 4
 
 
 def _outcome(v: str) -> float:
@@ -139,20 +141,22 @@ def write(store: ObjectStore, market: str, states: list[State], cols: StateColum
     by_w: dict[int, dict[str, bytes]] = {}
     for s in states:
         by_w.setdefault(s.tick_ms - s.tick_ms % window_ms, {})[f"{s.tick_ms}-0"] = encode_state(s)
-    for w, entries in by_w.items():
-        added = _merge_put(view, "states", market, w, window_ms, entries, replace)
-        rep.objects_written += 1
-        if not replace:
-            rep.drop("already_imported", len(entries) - added)
+    lw: dict[int, dict[str, bytes]] = {}
     if len(cols):
         lc: LabelColumns = label_archive(cols, settings)
-        final = np.flatnonzero(final_mask(cols, settings))
-        lw: dict[int, dict[str, bytes]] = {}
-        for i in final.tolist():
+        for i in np.flatnonzero(final_mask(cols, settings)).tolist():
             t = int(lc.tick_ms[i])
             lw.setdefault(t - t % window_ms, {})[f"{t}-0"] = encode_label(lc.row(i, market))
-        for w, entries in lw.items():
-            rep.labels_written += _merge_put(view, "labels", market, w, window_ms, entries, replace)
+    jobs = [("states", w, e) for w, e in by_w.items()] + [("labels", w, e) for w, e in lw.items()]
+    with ThreadPoolExecutor(WRITERS) as pool:  # the store's fsyncs and ISA-L release the GIL
+        added = list(pool.map(lambda j: _merge_put(view, j[0], market, j[1], window_ms, j[2], replace), jobs))
+    for (kind, _, entries), n in zip(jobs, added, strict=True):
+        if kind == "labels":
+            rep.labels_written += n
+            continue
+        rep.objects_written += 1
+        if not replace:
+            rep.drop("already_imported", len(entries) - n)
     if len(cols):
         first, last = int(cols.tick_ms[0]), int(cols.tick_ms[-1])
         key = f"manifests/{market}/{utc_date(first)}/{first}-{last}.json"
