@@ -53,10 +53,14 @@ class Report:
     labels_written: int = 0
     gaps: list[dict[str, Any]] = field(default_factory=list)
     fidelity: dict[str, str] = field(default_factory=dict)
+    dropped_rows: dict[str, list[int]] = field(default_factory=dict)  # file rows (0 = first data row), first 20
 
-    def drop(self, reason: str, n: int) -> None:
+    def drop(self, reason: str, n: int, rows: npt.NDArray[np.int64] | None = None) -> None:
         if n:
             self.dropped[reason] += int(n)
+            if rows is not None:
+                kept = self.dropped_rows.setdefault(reason, [])
+                kept += [int(r) for r in rows[: max(0, 20 - len(kept))].tolist()]
 
     def fix(self, reason: str, n: int) -> None:
         if n:
@@ -70,6 +74,7 @@ class Report:
             "states_written": sum(self.states_per_window.values()), "windows": len(self.states_per_window),
             "states_per_window": self.states_per_window, "objects_written": self.objects_written,
             "labels_written": self.labels_written, "gaps": self.gaps, "fidelity": self.fidelity,
+            "dropped_rows": self.dropped_rows,
         }  # fmt: skip
 
 
@@ -115,9 +120,10 @@ def take(tab: Table, idx: I64) -> Table:
 
 def clean_times(tab: Table, rep: Report, tick_ms: int | None) -> tuple[Table, I64]:
     """Rows with valid times inside their windows, sorted and unique per tick; and each row's tick."""
+    tab.times.setdefault("row", np.arange(tab.n, dtype=np.int64))
     t, ws, we = tab.times["time"], tab.times["window_start"], tab.times["window_end"]
     ok = (t != BAD_TIME) & (ws != BAD_TIME) & (we != BAD_TIME) & (we > ws)
-    rep.drop("bad_time_or_window", int((~ok).sum()))
+    rep.drop("bad_time_or_window", int((~ok).sum()), tab.times["row"][~ok])
     tab = select(tab, ok)
     t, ws, we = tab.times["time"], tab.times["window_start"], tab.times["window_end"]
     k = timezone_shift(t, ws, we)
@@ -131,7 +137,7 @@ def clean_times(tab: Table, rep: Report, tick_ms: int | None) -> tuple[Table, I6
     if tab.n and float(inside.mean()) < 0.5:
         rep.notes.append(f"{int((~inside).sum())} of {tab.n} rows lie outside their windows and no whole-hour "
                          "shift explains it: check the file's time columns")  # fmt: skip
-    rep.drop("outside_window", int((~inside).sum()))
+    rep.drop("outside_window", int((~inside).sum()), tab.times["row"][~inside])
     tab = select(tab, inside)
     t = tab.times["time"]
     rep.fix("out_of_order", int((np.diff(t) < 0).sum()) if t.size > 1 else 0)
@@ -141,7 +147,7 @@ def clean_times(tab: Table, rep: Report, tick_ms: int | None) -> tuple[Table, I6
     st = ticks[order]
     last = np.ones(st.size, bool)
     last[:-1] = st[1:] != st[:-1]
-    rep.drop("duplicate_tick", int((~last).sum()))
+    rep.drop("duplicate_tick", int((~last).sum()), tab.times["row"][order[~last]])
     idx = order[last]  # sorted by tick, the last row read of each tick
     return take(tab, idx), ticks[idx]
 

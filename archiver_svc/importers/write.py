@@ -76,7 +76,11 @@ def prepare(tab: Table, market: str, settings: Settings, tick_ms: int | None = N
     tab, ticks = clean_times(tab, rep, tick_ms)
     clean_books(tab, rep)
     alive = has_any(tab, ("up_bid", "up_ask", "down_bid", "down_ask", "binance_price", "binance_bid", "binance_ask"))
-    rep.drop("empty_row", int((~alive).sum()))
+    rep.drop("empty_row", int((~alive).sum()), tab.times["row"][~alive])
+    for what, counts in (("dropped", rep.dropped), ("fixed", rep.fixed)):
+        for reason, n in counts.items():
+            log_once(log, f"import:{tab.source}:{what}:{reason}", f"import: rows {what}", source=tab.source,
+                     reason=reason, rows=n)  # fmt: skip
     tab, ticks = select(tab, alive), ticks[alive]
     rep.rows_kept = tab.n
     ws, we = tab.times["window_start"], tab.times["window_end"]

@@ -44,6 +44,7 @@ def test_generic_csv_and_parquet_give_the_same_archive(tmp_path, capsys) -> None
     assert rc == rc2 == 0
     assert rep["rows_read"] == 1082 and rep["states_written"] == 1080 and rep["windows"] == 12
     assert rep["dropped"] == {"bad_time_or_window": 1, "duplicate_tick": 1}
+    assert rep["dropped_rows"] == {"bad_time_or_window": [400], "duplicate_tick": [300]}  # where to look
     assert rep["fixed"] == {"crossed_book": 1, "placeholder_book": 1, "zero_price": 36, "out_of_order": 1}
     assert rep["tick_ms"] == 10_000 and rep["timezone_shift_h"] == 0
     ka = sorted(o.key for o in a.list("imported/market-data/"))
