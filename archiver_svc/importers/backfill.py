@@ -106,14 +106,18 @@ def fetch_window(f: Fetcher, ep: Endpoints, spec: MarketSpec, start_s: int) -> W
     except (ValueError, TypeError):
         pass
     w = WindowData(slug, str(gm["conditionId"]), toks[0], toks[1], start, end, outcome)
+
+    def done(_: bytes) -> bool:  # a window still open may get more prices and trades: ask again next run
+        return bool(gm.get("closed"))
+
     for tok in toks:
         params = {"market": tok, "startTs": str(start // 1000), "endTs": str(end // 1000), "fidelity": "1"}
-        h = json.loads(f.get(f"{ep.clob}/prices-history", params) or b"{}").get("history") or []
+        h = json.loads(f.get(f"{ep.clob}/prices-history", params, done) or b"{}").get("history") or []
         w.hist[tok] = _series([(float(x["t"]), float(x["p"])) for x in h if isinstance(x, dict)])
     rows: dict[str, list[tuple[float, float]]] = {toks[0]: [], toks[1]: []}
     for off in range(0, MAX_OFFSET, PAGE):
         params = {"market": w.cid, "limit": str(PAGE), "offset": str(off), "takerOnly": "true"}
-        page = json.loads(f.get(f"{ep.data}/trades", params) or b"[]")
+        page = json.loads(f.get(f"{ep.data}/trades", params, done) or b"[]")
         for tr in page if isinstance(page, list) else []:
             if isinstance(tr, dict) and tr.get("asset") in rows:
                 rows[tr["asset"]].append((float(tr["timestamp"]), float(tr["price"])))
