@@ -2,6 +2,8 @@
 
     fusion import FILE... --market BTC-15M [--layout generic|tob-csv|poller] [--binance ZIP...] [--tick-ms N]
 
+Several files (e.g. one a day) are imported as one recording, so windows and labels span them.
+
 Exit status: 0 when states were written, 1 when nothing usable was found (the report says why), 2 for a
 usage error. The report (rows read, kept, fixed and dropped by reason, states per window, gaps, fidelity)
 is printed as a table, or as JSON with ``--json``.
@@ -18,7 +20,7 @@ from typing import Any
 from archiver_svc.importers.adapters import LAYOUTS, load_layout
 from archiver_svc.importers.binance import attach_binance, read_binance
 from archiver_svc.importers.clean import Report
-from archiver_svc.importers.layout import LayoutError
+from archiver_svc.importers.layout import LayoutError, concat
 from archiver_svc.importers.write import prepare, write
 from common.names import InvalidName, check_name
 from common.settings import get_settings
@@ -67,29 +69,27 @@ def import_main(argv: list[str] | None = None) -> int:
     if a.tick_ms is not None and not 50 <= a.tick_ms <= 60_000:
         ap.error("--tick-ms must be within [50, 60000]")
     store = open_store(a.store_url, s.s3_endpoint_url, s.s3_region)
-    reports = []
-    rc = 1
     try:
-        bn = read_binance([Path(p) for p in a.binance]) if a.binance else None
-        for f in a.files:
-            tab = load_layout(a.layout, Path(f))
-            if bn is not None:
-                attach_binance(tab, bn)
-            rep = Report(source=Path(f).name, market=a.market, layout=a.layout)
-            states, rep, cols = prepare(tab, a.market, s, a.tick_ms, rep)
-            if not a.dry_run and states:
-                write(store, a.market, states, cols, rep, s)
-            if states:
-                rc = 0
-            else:
-                rep.notes.append("no usable rows: nothing written")
-            reports.append(rep.to_dict())
+        tabs = [load_layout(a.layout, Path(f)) for f in a.files]
+        tab = concat(tabs)
+        if a.binance:
+            attach_binance(tab, read_binance([Path(p) for p in a.binance]))
     except LayoutError as e:
         print(f"fusion import: {e}", file=sys.stderr)
         return 1
+    rep = Report(source=", ".join(Path(f).name for f in a.files), market=a.market, layout=a.layout)
+    if len(tabs) > 1:  # row numbers in the report count on across the files
+        sizes = [f"{Path(f).name}={t.n}" for f, t in zip(a.files, tabs, strict=True)]
+        rep.notes.append("rows per file: " + ", ".join(sizes))
+    states, rep, cols = prepare(tab, a.market, s, a.tick_ms, rep)
+    if not a.dry_run and states:
+        write(store, a.market, states, cols, rep, s)
+    if not states:
+        rep.notes.append("no usable rows: nothing written")
+    reports = [rep.to_dict()]
     for r in reports:
         if a.json:
             print(json.dumps(r, sort_keys=True))
         else:
             show(r)
-    return rc
+    return 0 if states else 1

@@ -164,3 +164,18 @@ def from_arrow(t: pa.Table, source: str = "") -> Table:
 
 def read_table(path: str | Path) -> Table:
     return from_arrow(read_arrow(path), Path(path).name)
+
+
+def concat(tables: list[Table]) -> Table:
+    """One table of several files of one market (e.g. daily files), so windows and labels span them; a column
+    missing from a file is NaN / empty there. Row numbers count on across the files, in the given order."""
+    if len(tables) == 1:
+        return tables[0]
+    n = sum(t.n for t in tables)
+    times = {k: np.concatenate([t.times[k] for t in tables]) for k in TIME_COLUMNS}
+    num = {c: np.concatenate([t.num.get(c, np.full(t.n, np.nan)) for t in tables])
+           for c in sorted({c for t in tables for c in t.num})}  # fmt: skip
+    text = {c: [v for t in tables for v in (t.text.get(c) or [""] * t.n)]
+            for c in sorted({c for t in tables for c in t.text})}  # fmt: skip
+    derived = set().union(*(t.derived for t in tables))
+    return Table(n, times, num, text, f"{len(tables)} files", derived)

@@ -186,3 +186,17 @@ def test_hourly_market_names_are_placed_in_the_right_year() -> None:
     assert window_of_name("Bitcoin Up or Down - December 31, 7PM ET", T0) == (T0, T0 + 3_600_000)
     assert window_of_name("Bitcoin Up or Down - July 21, 12AM ET", T0 + 200 * 86_400_000)[0] % 3_600_000 == 0
     assert window_of_name("Bitcoin price on some day", T0) is None
+
+
+def test_several_files_are_one_recording(tmp_path, capsys) -> None:
+    """Daily files: windows and labels span the files, as one import of their concatenation."""
+    lines = (FIX / "generic.csv").read_text().splitlines()
+    (tmp_path / "a.csv").write_text("\n".join(lines[:500]) + "\n")
+    (tmp_path / "b.csv").write_text("\n".join([lines[0], *lines[500:]]) + "\n")
+    one, two = LocalStore(tmp_path / "one"), LocalStore(tmp_path / "two")
+    run_import(capsys, one, str(FIX / "generic.csv"), "--market", M)
+    rc, [rep] = run_import(capsys, two, str(tmp_path / "a.csv"), str(tmp_path / "b.csv"), "--market", M)
+    assert rc == 0 and rep["states_written"] == 1080 and any("rows per file" in n for n in rep["notes"])
+    keys = sorted(o.key for o in one.list("imported/") if "/manifests/" not in o.key)
+    assert keys == sorted(o.key for o in two.list("imported/") if "/manifests/" not in o.key)
+    assert all(one.get(k) == two.get(k) for k in keys)  # states and labels byte for byte
