@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from archiver_svc.importers.binance import attach_binance, read_binance
+from archiver_svc.importers.binance import read_binance
 from archiver_svc.importers.clean import Report
 from archiver_svc.importers.fetch import Fetcher, FetchError
 from archiver_svc.importers.layout import Table
@@ -247,9 +247,8 @@ def backfill_main(argv: list[str] | None = None) -> int:
                            "network_requests": f.network_requests, "cache_hits": f.cache_hits}  # fmt: skip
     if windows:
         tab = table_of(windows, a.tick_ms)
-        if bn_paths:
-            attach_binance(tab, read_binance(bn_paths))
-        states, rep, cols = prepare(tab, spec.name, s, a.tick_ms, rep, origin_flag=ORIGIN_BACKFILLED)
+        bn = read_binance(bn_paths) if bn_paths else None
+        states, rep, cols = prepare(tab, spec.name, s, a.tick_ms, rep, origin_flag=ORIGIN_BACKFILLED, binance=bn)
         if states:
             write(
                 open_store(a.store_url, s.s3_endpoint_url, s.s3_region), spec.name, states, cols, rep, s, replace=True

@@ -102,10 +102,10 @@ def _window_sum(t: I64, cum: F64, lo: I64, hi: I64) -> F64:
     return cum[np.searchsorted(t, hi, "right")] - cum[np.searchsorted(t, lo, "right")]
 
 
-def attach_binance(tab: Table, bn: BinanceSide) -> None:
+def attach_binance(tab: Table, bn: BinanceSide, at: I64 | None = None) -> None:
     """Fill the table's Binance columns (price; trade aggregates from aggTrades, volumes from klines) in place,
-    from what was known at each row's time. Existing values in the table are kept."""
-    t = tab.times["time"]
+    from what was known at each row's time (or at ``at``, each row's tick). Existing values are kept."""
+    t = tab.times["time"] if at is None else at
     px = np.full(t.size, np.nan)
     if bn.trade_ms.size:
         i = np.searchsorted(bn.trade_ms, t, "right") - 1

@@ -9,7 +9,9 @@ Rules (in order):
 * **timezone**: when most rows lie outside their window but shifting every time by a whole number of hours
   ``k`` (|k| <= 14) puts at least 90 % of them inside, the file was written in another timezone: every time is
   shifted by ``-k`` h (fixed, reported); rows still outside their window are dropped (``outside_window``);
-* times are snapped down to the tick grid; rows out of order are sorted (fixed, ``out_of_order``), and of
+* times are snapped *up* to the tick grid (a tick shows what was known by its time, never a later row, as the
+  observer's would); a row that so reaches its window's end is dropped (``at_window_end``: that tick belongs
+  to the next window); rows out of order are sorted (fixed, ``out_of_order``), and of
   rows on the same tick the last one read is kept (``duplicate_tick``);
 * prices: 0 (the book emptied, e.g. near expiry) or outside (0, 1) is absent (``zero_price`` /
   ``price_out_of_range``); a 0.01/0.99 book is the venue's placeholder for "no orders" (``placeholder_book``);
@@ -142,7 +144,12 @@ def clean_times(tab: Table, rep: Report, tick_ms: int | None) -> tuple[Table, I6
     t = tab.times["time"]
     rep.fix("out_of_order", int((np.diff(t) < 0).sum()) if t.size > 1 else 0)
     rep.tick_ms = tick = tick_ms or infer_tick_ms(t)
-    ticks = t - t % tick
+    ticks = t + (-t) % tick
+    ends = tab.times["window_end"]
+    ok = ticks < ends
+    if not ok.all():
+        rep.drop("at_window_end", int((~ok).sum()), tab.times["row"][~ok])
+        tab, t, ticks = select(tab, ok), t[ok], ticks[ok]
     order = np.lexsort((np.arange(t.size), ticks))
     st = ticks[order]
     last = np.ones(st.size, bool)

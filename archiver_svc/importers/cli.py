@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from archiver_svc.importers.adapters import LAYOUTS, load_layout
-from archiver_svc.importers.binance import attach_binance, read_binance
+from archiver_svc.importers.binance import read_binance
 from archiver_svc.importers.clean import Report
 from archiver_svc.importers.layout import LayoutError, concat
 from archiver_svc.importers.write import prepare, write
@@ -72,8 +72,7 @@ def import_main(argv: list[str] | None = None) -> int:
     try:
         tabs = [load_layout(a.layout, Path(f)) for f in a.files]
         tab = concat(tabs)
-        if a.binance:
-            attach_binance(tab, read_binance([Path(p) for p in a.binance]))
+        bn = read_binance([Path(p) for p in a.binance]) if a.binance else None
     except LayoutError as e:
         print(f"fusion import: {e}", file=sys.stderr)
         return 1
@@ -81,7 +80,7 @@ def import_main(argv: list[str] | None = None) -> int:
     if len(tabs) > 1:  # row numbers in the report count on across the files
         sizes = [f"{Path(f).name}={t.n}" for f, t in zip(a.files, tabs, strict=True)]
         rep.notes.append("rows per file: " + ", ".join(sizes))
-    states, rep, cols = prepare(tab, a.market, s, a.tick_ms, rep)
+    states, rep, cols = prepare(tab, a.market, s, a.tick_ms, rep, binance=bn)
     if not a.dry_run and states:
         write(store, a.market, states, cols, rep, s)
     if not states:

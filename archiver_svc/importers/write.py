@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from archiver_svc.importers.binance import BinanceSide, attach_binance
 from archiver_svc.importers.build import build
 from archiver_svc.importers.clean import Report, clean_books, clean_times, has_any, select
 from archiver_svc.importers.layout import LAYOUT_VERSION, Table
@@ -68,12 +69,17 @@ def _iso(ms: int) -> str:
 
 
 def prepare(tab: Table, market: str, settings: Settings, tick_ms: int | None = None, rep: Report | None = None,
-            origin_flag: int = ORIGIN_IMPORTED) -> tuple[list[State], Report, StateColumns]:  # fmt: skip
-    """States (sorted by tick) of one market's table and what was done to get them."""
+            origin_flag: int = ORIGIN_IMPORTED, binance: BinanceSide | None = None,
+            ) -> tuple[list[State], Report, StateColumns]:  # fmt: skip
+    """States (sorted by tick) of one market's table and what was done to get them; ``binance`` (daily dumps)
+    is attached at each state's tick once the times are cleaned (timezone fixed, snapped), so no state sees a
+    later trade."""
     check_name(market, "market")
     rep = rep or Report(source=tab.source, market=market, layout=LAYOUT_VERSION)
     rep.rows_read += tab.n
     tab, ticks = clean_times(tab, rep, tick_ms)
+    if binance is not None:
+        attach_binance(tab, binance, at=ticks)
     clean_books(tab, rep)
     alive = has_any(tab, ("up_bid", "up_ask", "down_bid", "down_ask", "binance_price", "binance_bid", "binance_ask"))
     rep.drop("empty_row", int((~alive).sum()), tab.times["row"][~alive])

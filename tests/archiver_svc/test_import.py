@@ -146,7 +146,9 @@ def test_rows_outside_their_windows_are_dropped_and_reported(tmp_path, capsys) -
 def test_per_minute_poller_of_hourly_markets(tmp_path, capsys, name) -> None:
     store = LocalStore(tmp_path / "s")
     rc, [rep] = run_import(capsys, store, str(FIX / name), "--market", "BTC-1H", "--layout", "poller")
-    assert rc == 0 and rep["windows"] == 4 and rep["states_written"] == 240 and rep["tick_ms"] == 60_000
+    assert rc == 0 and rep["windows"] == 4 and rep["states_written"] == 236 and rep["tick_ms"] == 60_000
+    # rows at :09 show at the next minute's tick (never earlier); each window's last one would be its end
+    assert rep["dropped"] == {"at_window_end": 4}
     assert any("shorter than the data's tick" in n for n in rep["notes"])  # 30 s labels at a 60 s tick
     st = load_market(store, "BTC-1H", origin="imported", labels=False).states
     start = st.raw[:, RAW_INDEX["pm_start_s"]]
@@ -218,3 +220,17 @@ def test_import_into_s3_reads_back_the_same(tmp_path, s3_store) -> None:
     assert all(s3_store.get(k) == local.get(k) for k in keys)
     md = load_market(s3_store, M, origin="both")
     assert len(md.states) == 1080 and md.labels is not None and len(md.labels) == rep.labels_written
+
+
+def test_klines_only_give_a_derived_binance_price_from_closed_bars(tmp_path, capsys) -> None:
+    from archiver_svc.importers.binance import read_binance
+
+    store = LocalStore(tmp_path / "s")
+    rc, [rep] = run_import(capsys, store, str(FIX / "tob.csv"), "--market", M, "--layout", "tob-csv",
+                           "--binance", str(FIX / "um-klines.zip"))  # fmt: skip
+    assert rc == 0 and rep["fidelity"]["bn_last_px"] == "derived" and rep["fidelity"]["bn_vol_1h"] == "recorded"
+    st = load_market(store, M, origin="imported", labels=False).states
+    bn = read_binance([FIX / "um-klines.zip"])
+    closed = np.searchsorted(bn.bar_ms + 60_000, st.tick_ms, "right") - 1  # never the bar still open
+    assert np.array_equal(st.raw[:, RAW_INDEX["bn_last_px"]], bn.bar_close[closed])
+    assert np.all(st.flags & DERIVED_BINANCE_BOOK)
