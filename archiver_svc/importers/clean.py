@@ -117,6 +117,7 @@ def take(tab: Table, idx: I64) -> Table:
         {k: [v[i] for i in idx.tolist()] for k, v in tab.text.items()},
         tab.source,
         tab.derived,
+        tab.files,
     )
 
 
@@ -128,13 +129,19 @@ def clean_times(tab: Table, rep: Report, tick_ms: int | None) -> tuple[Table, I6
     rep.drop("bad_time_or_window", int((~ok).sum()), tab.times["row"][~ok])
     tab = select(tab, ok)
     t, ws, we = tab.times["time"], tab.times["window_start"], tab.times["window_end"]
-    k = timezone_shift(t, ws, we)
-    if k:
-        t = t - k * HOUR_MS
-        tab.times["time"] = t
-        rep.timezone_shift_h = k
-        rep.fix("timezone_shift", tab.n)
-        rep.notes.append(f"times were {k:+d} h off their windows (written in another timezone); shifted by {-k:+d} h")
+    files = tab.times.get("file", np.zeros(tab.n, np.int64))
+    t = t.copy()
+    for fid in np.unique(files).tolist():  # per file: a logger may have written one day in local time only
+        m = files == fid
+        k = timezone_shift(t[m], ws[m], we[m])
+        if k:
+            t[m] -= k * HOUR_MS
+            rep.timezone_shift_h = rep.timezone_shift_h or k
+            rep.fix("timezone_shift", int(m.sum()))
+            name = tab.files[fid] if fid < len(tab.files) else tab.source
+            rep.notes.append(f"{name}: times were {k:+d} h off their windows (written in another timezone); "
+                             f"shifted by {-k:+d} h")  # fmt: skip
+    tab.times["time"] = t
     inside = _inside(t, ws, we)
     if tab.n and float(inside.mean()) < 0.5:
         rep.notes.append(f"{int((~inside).sum())} of {tab.n} rows lie outside their windows and no whole-hour "

@@ -22,6 +22,7 @@ from archiver_svc.importers.binance import read_binance
 from archiver_svc.importers.clean import Report
 from archiver_svc.importers.layout import LayoutError, concat
 from archiver_svc.importers.write import prepare, write
+from common.log import setup_logging
 from common.names import InvalidName, check_name
 from common.settings import get_settings
 from common.store import open_store
@@ -68,6 +69,7 @@ def import_main(argv: list[str] | None = None) -> int:
         ap.error(str(e))
     if a.tick_ms is not None and not 50 <= a.tick_ms <= 60_000:
         ap.error("--tick-ms must be within [50, 60000]")
+    setup_logging(s.log_level, s.log_json)
     store = open_store(a.store_url, s.s3_endpoint_url, s.s3_region)
     try:
         tabs = [load_layout(a.layout, Path(f)) for f in a.files]

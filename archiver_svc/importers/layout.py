@@ -61,6 +61,7 @@ class Table:
     text: dict[str, list[str]] = field(default_factory=dict)
     source: str = ""
     derived: set[str] = field(default_factory=set)  # columns computed by an adapter, not recorded (fidelity)
+    files: list[str] = field(default_factory=list)  # names of the files concatenated (times["file"]: index)
 
 
 def to_epoch_ms(col: pa.Array | pa.ChunkedArray) -> I64:
@@ -178,4 +179,5 @@ def concat(tables: list[Table]) -> Table:
     text = {c: [v for t in tables for v in (t.text.get(c) or [""] * t.n)]
             for c in sorted({c for t in tables for c in t.text})}  # fmt: skip
     derived = set().union(*(t.derived for t in tables))
-    return Table(n, times, num, text, f"{len(tables)} files", derived)
+    times["file"] = np.concatenate([np.full(t.n, i, np.int64) for i, t in enumerate(tables)])
+    return Table(n, times, num, text, f"{len(tables)} files", derived, [t.source for t in tables])

@@ -234,3 +234,20 @@ def test_klines_only_give_a_derived_binance_price_from_closed_bars(tmp_path, cap
     closed = np.searchsorted(bn.bar_ms + 60_000, st.tick_ms, "right") - 1  # never the bar still open
     assert np.array_equal(st.raw[:, RAW_INDEX["bn_last_px"]], bn.bar_close[closed])
     assert np.all(st.flags & DERIVED_BINANCE_BOOK)
+
+
+def test_timezone_is_detected_per_file(tmp_path, capsys) -> None:
+    """Two daily files, only one written in local time: each is judged on its own (found on real files)."""
+    lines = (FIX / "tob.csv").read_text().splitlines()
+    fixed = [lines[0]]
+    for ln in lines[1:]:  # the same rows with Timestamp in UTC
+        ts, rest = ln.split(",", 1)
+        h = int(ts[11:13]) - 1
+        fixed.append(f"{ts[:11]}{h:02d}{ts[13:]},{rest}")
+    (tmp_path / "utc.csv").write_text("\n".join(fixed) + "\n")
+    store = LocalStore(tmp_path / "s")
+    rc, [rep] = run_import(capsys, store, str(FIX / "tob.csv"), str(tmp_path / "utc.csv"), "--market", M,
+                           "--layout", "tob-csv")  # fmt: skip
+    assert rc == 0 and rep["fixed"]["timezone_shift"] == 1020 and "outside_window" not in rep["dropped"]
+    assert rep["dropped"]["duplicate_tick"] == 1020  # the same rows twice, once shifted back
+    assert [n for n in rep["notes"] if "another timezone" in n][0].startswith("tob.csv:")
