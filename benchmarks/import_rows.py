@@ -89,13 +89,17 @@ def run(quick: bool = False) -> dict[str, Any]:
         _poller(tmp / "p.db", rows)
         for name, layout, f in (("generic_csv", "generic", "g.csv"), ("generic_parquet", "generic", "g.parquet"),
                                 ("tob_csv", "tob-csv", "t.csv"), ("poller_sqlite", "poller", "p.db")):  # fmt: skip
-            out[name] = _import(layout, tmp / f, tmp / f"store-{name}")
+            r = _import(layout, tmp / f, tmp / f"store-{name}")
+            out[f"{name}_rows_per_s"], out[f"{name}_total_s"] = r["rows_per_s"], r["total_s"]
+            out.setdefault("rows", r["rows"])
+            out.setdefault("states", r["states"])
         from trainer_svc.pipeline import JobParams, run_training
 
         t0 = time.perf_counter()
         summ = run_training(JobParams(market=M, store_url=f"file://{tmp / 'store-generic_csv'}", origin="imported",
                                       promote=False, overrides={"epochs": 1 if quick else 5}))  # fmt: skip
         out["train_imported_s"] = round(time.perf_counter() - t0, 2)
-        out["holdout_pnl_per_window"] = {k: v.get("pnl_per_window") for k, v in (summ.get("holdout") or {}).items()}
+        for k, v in (summ.get("holdout") or {}).items():
+            out[f"holdout_pnl_per_window_{k}"] = v.get("pnl_per_window")
         out["holdout_windows"] = max((v.get("windows", 0) for v in (summ.get("holdout") or {}).values()), default=0)
     return out
