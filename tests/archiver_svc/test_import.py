@@ -251,3 +251,9 @@ def test_timezone_is_detected_per_file(tmp_path, capsys) -> None:
     assert rc == 0 and rep["fixed"]["timezone_shift"] == 1020 and "outside_window" not in rep["dropped"]
     assert rep["dropped"]["duplicate_tick"] == 1020  # the same rows twice, once shifted back
     assert [n for n in rep["notes"] if "another timezone" in n][0].startswith("tob.csv:")
+
+
+def test_dry_run_reports_and_writes_nothing(tmp_path, capsys) -> None:
+    store = LocalStore(tmp_path / "s")
+    rc, [rep] = run_import(capsys, store, str(FIX / "generic.parquet"), "--market", M, "--dry-run")
+    assert rc == 0 and rep["states_written"] == 1080 and rep["objects_written"] == 0 and not list(store.list(""))
