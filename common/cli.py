@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "streams": ("common.streams_cli", "main", "inspect streams: ls | info | tail MARKET"),
     "archive": ("archiver_svc.__main__", "main", "archive states and labels to the store (exactly once)"),
     "sync": ("archiver_svc.cli", "sync_main", "pull new archive objects from the store into the local cache"),
+    "import": ("archiver_svc.importers.cli", "import_main", "import recordings (any layout) into the archive"),
+    "backfill": ("archiver_svc.importers.backfill", "backfill_main", "history of a rolling market from public APIs"),
     "replay": ("archiver_svc.cli", "replay_main", "push archived windows back into a stream"),
     "label": ("labeler_svc.__main__", "main", "hindsight labels as the future arrives"),
     "worker": ("trainer_svc.cli", "worker_main", "RQ worker on the training queue"),

@@ -25,7 +25,7 @@ from common.log import kv
 from common.markets import joined_name, split_markets
 from common.names import check_name
 from common.policy import architecture, meta_features
-from common.schema import LabelColumns
+from common.schema import LabelColumns, StateColumns
 from common.settings import get_settings
 from common.store import ObjectStore, open_store
 from trainer_svc.algos import TrainConfig, train
@@ -55,6 +55,8 @@ class JobParams:
     margin: float = 0.0
     promote: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    origin: str = "both"  # archived states read: recorded, imported (fusion import/backfill) or both
+    exclude_flags: int = 0  # states with any of these flag bits are left out (e.g. DERIVED_MASK)
 
     @property
     def policy_name(self) -> str:
@@ -112,9 +114,16 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
     else:
         from archiver_svc.reader import load_market
 
-        md = load_market(p.store_url or s.store_url, market, p.from_ms, p.to_ms)
+        md = load_market(p.store_url or s.store_url, market, p.from_ms, p.to_ms, origin=p.origin)
         states, labels = md.states, md.labels
-        info.update(source=p.store_url or s.store_url, problems=len(md.problems), skipped=md.skipped)
+        info.update(source=p.store_url or s.store_url, problems=len(md.problems), skipped=md.skipped, origin=p.origin)
+        if p.exclude_flags and len(states):
+            keep = (states.flags & p.exclude_flags) == 0
+            info["excluded_by_flags"] = int((~keep).sum())
+            if not keep.all():
+                slugs = [x for x, k in zip(states.slugs, keep.tolist(), strict=True) if k]
+                states = StateColumns(states.tick_ms[keep], states.raw[keep], states.features[keep],
+                                      states.flags[keep], slugs)  # fmt: skip
     if len(states) == 0:
         raise ValueError(f"no states for market {market}")
     # archived labels only when they label exactly these states (rows of either may have been quarantined)
