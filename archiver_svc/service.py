@@ -1,4 +1,4 @@
-"""The archiver: consumer group ``archiver`` on every states/labels stream -> one object per window.
+"""The archiver: consumer group ``archiver`` on every states/labels/trades stream -> one object per window.
 
 Flow per stream: XREADGROUP (big COUNT) -> validate (template fast path, full schema decode
 otherwise; undecodable -> dead-letter stream + XACK) -> buffer per window -> once the group has
@@ -258,7 +258,7 @@ class Archiver:
         return got
 
     def discover(self) -> None:
-        for kind in ("states", "labels"):
+        for kind in keys.STREAM_KINDS:  # trades: a trader's records, same windows and rules
             for s in scan_streams(self.r, kind):
                 if s in self.streams:
                     continue

@@ -1,5 +1,5 @@
 """The trader remembers: positions, cash, realised PnL, the day's loss and the kill switch survive a restart
-(kept in Redis with every decision batch, rebuilt from ``fusion:trades`` when the key is gone); a position
+(kept in Redis with every decision batch, rebuilt from ``fusion:{T}:trades`` when the key is gone); a position
 whose window ended while the trader was down settles exactly once on restart."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ W = 10_000  # 10 s windows
 
 
 def records(r, trader: str) -> list[dict]:
-    out = [msgpack.unpackb(f[keys.PAYLOAD_FIELD], raw=False) for _, f in r.xrange(keys.TRADES_STREAM)]
+    out = [msgpack.unpackb(f[keys.PAYLOAD_FIELD], raw=False) for _, f in r.xrange(keys.trades_stream(trader))]
     return [x for x in out if x.get("trader") == trader]
 
 
