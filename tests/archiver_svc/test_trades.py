@@ -3,6 +3,7 @@ trade stream is trimmed by age but never below what the archiver has not acknowl
 
 from __future__ import annotations
 
+import json
 import time
 
 import msgpack
@@ -59,3 +60,30 @@ def test_trades_archived_once_and_trim_waits_for_the_archiver(r, tmp_path) -> No
     # a second run changes nothing: objects are deterministic, entries were acked
     again = Archiver(r, store, consumer="a2", window_s=1, grace_s=0).run(once=True, final=True)
     assert again.archived == 0 and load_trades(store, T).ids == got.ids
+
+
+def test_daily_summary_written_when_the_day_closes_and_idempotent(r, tmp_path) -> None:
+    from archiver_svc.summary import summary_key, write_summary
+
+    store = LocalStore(tmp_path / "s")
+    stream = keys.trades_stream(T)
+    d1 = 1_767_225_600_000  # 2026-01-01T00:00Z
+    ensure = Ledger(r, T, trades_max_age_s=0)
+    ensure.load(PaperEngine(PaperConfig(), ["BTC-15M"]))
+
+    def add(ms: int, **rec) -> None:
+        body = {"v": 1, "trader": T, **rec}
+        r.xadd(stream, {keys.PAYLOAD_FIELD: msgpack.packb(body)}, id=f"{ms}-*")
+
+    add(d1 + 1000, type="fill", kind="open", market="M", model="m1", cash=-30.0, realised=0.0, fee=1.0)
+    add(d1 + 5000, type="fill", kind="settle", market="M", model="m1", cash=60.0, realised=30.0, fee=0.0)
+    add(d1 + 86_400_000 + 1000, type="decision", model="m2", market="M")  # the next day
+    Archiver(r, store, consumer="a1", window_s=1, grace_s=0).run(once=True)
+    day1 = json.loads(store.get(summary_key(T, "2026-01-01")))
+    assert day1["models"]["m1"]["pnl_usd"] == 30.0 and day1["models"]["m1"]["win_rate"] == 1.0
+    assert day1["total"]["fees_usd"] == 1.0 and day1["records"] == 2
+    assert not store.exists(summary_key(T, "2026-01-02"))  # the day is still open
+    Archiver(r, store, consumer="a1", window_s=1, grace_s=0).run(once=True, final=True)
+    day2 = json.loads(store.get(summary_key(T, "2026-01-02")))
+    assert day2["models"]["m2"]["decisions"] == 1
+    assert write_summary(store, T, "2026-01-01") is False  # recomputed: same bytes, not rewritten
