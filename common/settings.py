@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.markets import parse_market
@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     max_trades_per_day: int = Field(0, ge=0, description="opens per UTC day, every market; 0: no limit")
     max_model_bytes: int = Field(64 << 20, ge=1, description="a model file above this is refused before reading")
     trader_latency_ms: int = 0
+
+    # --- alerts (common.alerts): off while the URL is empty
+    alert_webhook_url: SecretStr = Field(SecretStr(""), description="incoming-webhook URL (a secret); empty: off")
+    alert_format: Literal["json", "slack", "discord"] = Field("json", description="payload preset of the webhook")
+    alert_dedup_s: float = Field(300.0, ge=0, description="the same alert (kind + key) is sent once per this period")
+    alert_rate_per_min: int = Field(20, ge=1, description="at most this many alerts per minute; the rest are dropped")
+    alert_queue: int = Field(100, ge=1, description="alerts waiting to be sent; when full new ones are dropped")
+    alert_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one webhook POST")
 
     @field_validator("markets", "binance_streams", "trader_markets", mode="before")
     @classmethod

@@ -43,6 +43,7 @@ import numpy as np
 import redis
 
 from common import keys
+from common.alerts import notify
 from common.deadletter import DeadLetters
 from common.features import FEATURE_SET, N_MARKET_FEATURES, agent_features, market_features, observation
 from common.log import kv, log_once
@@ -376,3 +377,8 @@ class Trader(ModelSwap, StatusReport):
         """Records + the engine's state, one MULTI (:meth:`trader_svc.recovery.Ledger.commit`)."""
         if recs:
             self.ledger.commit(self.engine, recs)
+            for rec in recs:
+                if rec["type"] == "kill":
+                    notify("kill-switch", f"trader {self.lab} stopped opening for the day: day PnL "
+                           f"{rec.get('day_pnl', 0.0):.2f} USD", key=f"{self.lab}/{rec.get('day')}", trader=self.lab,
+                           day=rec.get("day"), day_pnl_usd=rec.get("day_pnl"))  # fmt: skip

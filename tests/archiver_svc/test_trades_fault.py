@@ -5,6 +5,7 @@ flow; at the end the archive of ``trades/{trader}/...`` equals the trader's stre
 from __future__ import annotations
 
 import collections
+import json
 import os
 import random
 import signal
@@ -19,6 +20,7 @@ from archiver_svc.trades import load_trades
 from common import keys
 from common.policy import BUY_UP
 from common.store import LocalStore
+from tests.common.test_alerts import Receiver
 from tests.trader_svc.helpers import T0, save_always
 from tests.trader_svc.test_state import add
 from trainer_svc.registry import promote
@@ -29,12 +31,27 @@ MARKETS = ("BTC-15M", "ETH-15M")
 W = 2_000
 
 
+HOOK = {"url": ""}  # the local webhook receiver of the running test
+
+
 def _env(redis_url: str, store: LocalStore) -> dict[str, str]:
-    return dict(os.environ, FUSION_REDIS_URL=redis_url, FUSION_STORE_URL=store.url, FUSION_METRICS_PORT="0",
-                FUSION_ARCHIVE_WINDOW_S="1", FUSION_ARCHIVE_GRACE_S="1", FUSION_ARCHIVE_CLAIM_IDLE_MS="1500",
-                FUSION_ARCHIVER_ID="trades-archiver", FUSION_LOG_LEVEL="WARNING", FUSION_POSITION_USD="30",
-                FUSION_MAX_DAILY_LOSS_USD="130", FUSION_MAX_EXPOSURE_USD="100", FUSION_TICK_MS="100",
-                PYTHONPATH=os.getcwd())  # fmt: skip
+    return dict(
+        os.environ,
+        FUSION_ALERT_WEBHOOK_URL=HOOK["url"],
+        FUSION_REDIS_URL=redis_url,
+        FUSION_STORE_URL=store.url,
+        FUSION_METRICS_PORT="0",
+        FUSION_ARCHIVE_WINDOW_S="1",
+        FUSION_ARCHIVE_GRACE_S="1",
+        FUSION_ARCHIVE_CLAIM_IDLE_MS="1500",
+        FUSION_ARCHIVER_ID="trades-archiver",
+        FUSION_LOG_LEVEL="WARNING",
+        FUSION_POSITION_USD="30",
+        FUSION_MAX_DAILY_LOSS_USD="130",
+        FUSION_MAX_EXPOSURE_USD="100",
+        FUSION_TICK_MS="100",
+        PYTHONPATH=os.getcwd(),
+    )
 
 
 def trader(redis_url: str, store: LocalStore) -> subprocess.Popen[bytes]:
@@ -51,11 +68,11 @@ def archiver(redis_url: str, store: LocalStore, *extra: str) -> subprocess.Popen
 
 def window(r, k: int) -> None:
     """Window ``k`` of both markets; from its 5th tick on it says how window ``k - 1`` resolved (Up won the first
-    eight windows, then lost: the day's loss trips the kill switch and opens are refused)."""
+    two windows, then lost: the day's loss trips the kill switch and opens are refused)."""
     for i in range(20):
         tick = T0 + k * W + i * 100
         for m in MARKETS:
-            add(r, m, tick, W, prev_settle=(float(k <= 8) if k and i >= 5 else None), t0=T0)
+            add(r, m, tick, W, prev_settle=(float(k <= 2) if k and i >= 5 else None), t0=T0)
         time.sleep(0.02)
 
 
@@ -66,6 +83,8 @@ def stream_records(r) -> tuple[list[str], list[dict]]:
 
 def test_trade_archive_equals_stream_exactly_once_through_sigkills(r, redis_url, tmp_path) -> None:
     rng = random.Random(13)
+    hook = Receiver()
+    HOOK["url"] = hook.url
     store = LocalStore(tmp_path / "store")
     save_always(store, P, "buy-up", BUY_UP)
     promote(store, P, "buy-up")
@@ -110,7 +129,16 @@ def test_trade_archive_equals_stream_exactly_once_through_sigkills(r, redis_url,
     assert {"decision", "fill", "refused", "kill", "day"} <= set(types), types
     assert all(x["model"] == "buy-up" for x in recs if x["type"] in ("decision", "fill", "refused"))
     assert {x["kind"] for x in recs if x["type"] == "fill"} >= {"open", "settle"}
-    keys_ = [i.key for i in store.list("trades/")]
+    keys_ = [i.key for i in store.list("trades/") if not i.key.endswith("/summary.json")]
     assert len(keys_) > 10 and all(k.startswith(f"trades/{TID}/") and k.endswith(".msgpack.gz") for k in keys_)
+    # the daily summary beside the records, and the kill switch told to people once (a real webhook POST)
+    (day,) = {k.split("/")[2] for k in keys_}
+    summ = json.loads(store.get(f"trades/{TID}/{day}/summary.json"))
+    fills = [x for x in recs if x["type"] == "fill"]
+    assert summ["records"] == len(recs) and summ["kill_trips"] == types["kill"] == 1
+    assert summ["models"]["buy-up"]["pnl_usd"] == pytest.approx(sum(x["realised"] for x in fills))
+    assert summ["models"]["buy-up"]["trades"] == sum(x["kind"] == "open" for x in fills)
+    hook.close()
+    assert [b["kind"] for b in hook.bodies] == ["kill-switch"] and hook.bodies[0]["fields"]["trader"] == TID
     # nothing of the trader's was dropped or parked on the way
     assert not [e for e in r.xrange(keys.DEAD_LETTER_STREAM) if keys.trades_stream(TID).encode() in str(e).encode()]
