@@ -47,9 +47,9 @@ def backtest_cli(store: LocalStore, *args: str) -> dict:
 @pytest.mark.slow
 def test_backtest_of_a_version_on_its_holdout_reproduces_its_meta(tmp_path) -> None:
     store = LocalStore(tmp_path / "store")
-    archive(store, "BT-15M", 21_600, seed=3)
+    archive(store, "BT-15M", 36_000, seed=3)  # 20 windows of 15 min
     out = run_training(JobParams(market="BT-15M", store_url=store.url, promote=False, seed=5,
-                                 overrides={"epochs": 1}))  # fmt: skip
+                                 overrides={"epochs": 1, "hold_bias_grid": [-2.0]}))  # fmt: skip
     version = out["version"]
     assert registry.champion(store, "BT-15M") is None  # never promoted
     meta = registry.read_meta(store, "BT-15M", version)
@@ -57,12 +57,13 @@ def test_backtest_of_a_version_on_its_holdout_reproduces_its_meta(tmp_path) -> N
     assert rep["windows"] == meta["splits"]["holdout"]["windows"]
     assert rep["states"] == meta["splits"]["holdout"]["states"]
     assert rep["metrics"]["model"] == meta["holdout_metrics"]
+    assert rep["metrics"]["model"]["trades"] > 0 and rep["windows"] >= 2  # a model that trades, not a no-op
     for name in ("hold", "random", "momentum", "oracle"):
         assert rep["metrics"][name] == meta["baselines_metrics"][name], name
     assert store.exists(rep["report"]["json"]) and "<svg" in store.get(rep["report"]["html"]).decode()
-    # the whole archive (12 windows of 15 min), and a range that cuts the hold-out's first window: only the
+    # the whole archive (20 windows), and a range that cuts the hold-out's first window: only the
     # windows wholly inside it
-    assert run_backtest(store, "BT-15M", version, write=False)["windows"] == 12
+    assert run_backtest(store, "BT-15M", version, write=False)["windows"] == 20
     h = meta["splits"]["holdout"]
     if h["windows"] > 1:
         part = run_backtest(store, "BT-15M", version, from_ms=h["start_ms"] + 1, to_ms=h["end_ms"], write=False)
@@ -78,8 +79,8 @@ def test_backtest_pooled_version(tmp_path) -> None:
     archive(store, "PA-15M", 28_800, seed=1)
     archive(store, "PB-15M", 28_800, seed=2)
     out = run_training(JobParams(market="PA-15M,PB-15M", store_url=store.url, promote=False,
-                                 overrides={"epochs": 1}))  # fmt: skip
+                                 overrides={"epochs": 1, "hold_bias_grid": [-2.0]}))  # fmt: skip
     meta = registry.read_meta(store, "PA-15M_PB-15M", out["version"])
     rep = run_backtest(store, "PA-15M_PB-15M", out["version"], holdout=True, write=False)
     assert rep["market"] == "PA-15M,PB-15M" and rep["windows"] == meta["splits"]["holdout"]["windows"]
-    assert rep["metrics"]["model"] == meta["holdout_metrics"]
+    assert rep["metrics"]["model"] == meta["holdout_metrics"] and rep["metrics"]["model"]["trades"] > 0
