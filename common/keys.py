@@ -85,8 +85,14 @@ def trader_status_key(trader: str) -> str:
 
 def trader_state_key(trader: str) -> str:
     """Hash ``{seq, d}``: the trader's positions, cash, PnL, day and kill switch (msgpack under ``d``), written in
-    the same MULTI as its records on ``trades_stream(trader)`` (see trader_svc.recovery)."""
-    return f"{TRADER_STATUS_PREFIX}:{trader}:state"
+    the same MULTI as its records on ``trades_stream(trader)`` (see trader_svc.recovery): both carry the hash tag
+    ``{trader}``, so a Redis Cluster keeps them in one slot (a MULTI cannot span slots)."""
+    return f"{TRADER_STATUS_PREFIX}:{{{check_name(trader, 'trader')}}}:state"
+
+
+def legacy_trader_state_key(trader: str) -> str:
+    """Where the state lived before it carried a hash tag: read once on start when the new key is absent."""
+    return f"{TRADER_STATUS_PREFIX}:{check_name(trader, 'trader')}:state"
 
 
 def training_lock_key(policy: str) -> str:

@@ -4,9 +4,10 @@ Guarantees:
 
 * **state and record never disagree**: :meth:`Ledger.commit` XADDs a batch of records to ``fusion:{T}:trades``
   and writes the engine's state (:mod:`trader_svc.state`) to ``trader_state_key(trader)`` (a hash: ``seq``,
-  ``d``) in one MULTI/EXEC, so either both are stored or neither. A batch that fails (Redis down) stays
-  pending, in order, and is written with the next successful commit; when the connection broke *during*
-  EXEC, the stored ``seq`` tells whether it was applied, so no record is written twice.
+  ``d``) in one MULTI/EXEC, so either both are stored or neither (both keys carry the hash tag ``{trader}``: one
+  Redis Cluster slot; a state under the untagged key of older versions is moved on load). A batch that fails
+  (Redis down) stays pending, in order, and is written with the next successful commit; when the connection
+  broke *during* EXEC, the stored ``seq`` tells whether it was applied, so no record is written twice.
 * **restart**: :meth:`Ledger.load` restores the state from that key; when the key is missing (or
   unreadable: logged once, its bytes parked in the dead-letter stream) it rebuilds it from the trader's own
   records in ``fusion:{T}:trades`` (after those in the legacy global ``fusion:trades``, see
@@ -71,6 +72,11 @@ class Ledger:
     def load(self, eng: PaperEngine) -> str:
         ensure_groups(self.r, self.stream)  # before the first record: trimming waits for the archiver
         h = self.r.hgetall(self.key)
+        if not h:  # written before the key carried a hash tag: move it (copy first, then drop the old one)
+            legacy = keys.legacy_trader_state_key(self.trader)
+            h = self.r.hgetall(legacy)
+            if h:
+                self.r.pipeline(transaction=False).hset(self.key, mapping=h).delete(legacy).execute()
         if h.get(b"d"):
             try:
                 state.load(eng, h[b"d"])
