@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "worker": ("trainer_svc.cli", "worker_main", "RQ worker on the training queue"),
     "train": ("trainer_svc.cli", "train_main", "enqueue (or run inline) a training job"),
     "models": ("trainer_svc.cli", "models_main", "model registry: ls | show | promote | rollback"),
+    "backtest": ("trainer_svc.backtest", "main", "replay any model version on any archived range vs the baselines"),
     "schedule": ("trainer_svc.cli", "schedule_main", "enqueue training every N hours or K new labels"),
     "trade": ("trader_svc.__main__", "main", "PyTorch paper trader with hot swap"),
     "trader": ("trader_svc.cli", "trader_main", "trader tools: status"),

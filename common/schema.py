@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 STATE_VERSION = 2  # v2 added bn_open_px (v1 states are rejected as an unknown version)
 LABEL_VERSION = 1
+TRADE_VERSION = 1  # a trader's record (msgpack map: v, trader, type, ...; see trader_svc.recovery)
 MAX_MESSAGE_BYTES = 16 * 1024
 BOOK_LEVELS = 5
 

@@ -21,6 +21,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from common import artefact
+from common.alerts import notify
 from common.log import kv
 from common.markets import joined_name, split_markets
 from common.names import check_name
@@ -279,6 +280,9 @@ def run_training(
     html = render(summary, res.history, equity)
     ref = artefact.save_model(store, p.policy_name, res.weights, meta, version=version, report_html=html)
     promoted = None
+    if not decision.promote:
+        notify("model-rejected", f"{p.policy_name} {version} not promoted: {decision.reason}",
+               key=f"{p.policy_name}/{version}", policy=p.policy_name, version=version)  # fmt: skip
     if decision.promote and p.promote and champ_error is None:  # never over a pointer nobody can read
         if redis is None and p.redis_url:
             import redis as redis_mod
