@@ -87,7 +87,9 @@ class Observer:
             )
             for name in sorted(self.active)
         ]
-        self.builder = StateBuilder(sides, self.settings.stale_binance_ms, self.settings.stale_poly_ms)
+        self.builder = StateBuilder(
+            sides, self.settings.stale_binance_ms, self.settings.stale_poly_ms, self.settings.tick_ms
+        )
 
     def _on_tick(self, tick_ms: int) -> None:
         t0 = time.perf_counter()

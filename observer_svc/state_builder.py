@@ -68,8 +68,11 @@ _OPEN = RAW_INDEX["bn_open_px"]
 class StateBuilder:
     """Turns the venue sides of many markets into encoded states for one tick."""
 
-    def __init__(self, markets: Sequence[MarketSides], stale_binance_ms: int, stale_poly_ms: int) -> None:
+    def __init__(
+        self, markets: Sequence[MarketSides], stale_binance_ms: int, stale_poly_ms: int, tick_ms: int = 500
+    ) -> None:
         self.markets = list(markets)
+        self.tick_s = tick_ms / 1000.0  # the tick length the features fit (vol_5m's minimum, staleness)
         self.stale_binance_ms = stale_binance_ms
         self.stale_poly_ms = stale_poly_ms
         self.streams = [keys.states_stream(m.name) for m in self.markets]
@@ -101,7 +104,7 @@ class StateBuilder:
         flags |= np.where(has_bn & ~(age_bn <= self.stale_binance_ms), STALE_BINANCE, 0)
         flags |= np.where(has_pm & ~(age_pm <= self.stale_poly_ms), STALE_POLY, 0)
         ticks = np.full(n, tick_ms, dtype=np.int64)
-        feats = market_features(x, ticks)
+        feats = market_features(x, ticks, flags, tick_s=self.tick_s)
         return [
             State(
                 market=m.name,

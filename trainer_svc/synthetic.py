@@ -179,7 +179,7 @@ def generate(cfg: SynthConfig | None = None, **overrides: object) -> StateColumn
     put("age_binance_ms", rng.integers(0, 200, n).astype(np.float64))
     put("age_poly_ms", rng.integers(0, 2000, n).astype(np.float64))
 
-    feats = market_features(raw, t_ms)
+    feats = market_features(raw, t_ms, np.zeros(n, np.int32), tick_s=dt)
     slugs_by_start = {int(s): f"synthetic-updown-15m-{int(s)}" for s in np.unique(w_start)}
     return StateColumns(
         tick_ms=t_ms.astype(np.int64),
