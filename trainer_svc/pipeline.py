@@ -208,6 +208,8 @@ def run_training(
     try:
         ds = make_dataset(states, labels, windows=pooled.get("windows"), parts=pooled.get("parts"))
     except ValueError as e:  # fewer than 3 windows: no split at all
+        if "windows" not in str(e):
+            raise
         raise NotTrainable(f"{e}: give the job more data (a wider --from/--to range, or import/record more)") from e
     info["preflight"] = check_trainable(ds, cfg.horizon_s, s.label_tolerance_ms)
     timings = {"load_label_s": round(time.perf_counter() - t0, 3)}

@@ -69,3 +69,17 @@ def test_pipeline_refuses_before_training(tmp_path):
         run_training(p)
     assert "windows" in str(ei.value)
     assert list(store.list("models/")) == []  # nothing trained, nothing saved
+
+
+def test_fusion_train_inline_says_what_to_change(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "common.cli", "train", "--market", "AAA-5M", "--synthetic", "2400", "--inline"]
+    cmd += ["--backend", "torch", "--store-url", f"file://{tmp_path}/store", "--redis-url", "redis://127.0.0.1:1/0"]
+    p = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    assert "not trainable" in p.stderr and "windows" in p.stderr and "Traceback" not in p.stderr

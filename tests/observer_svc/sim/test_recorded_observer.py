@@ -61,7 +61,7 @@ def _observe(tmp: Path, url: str, redis_url: str, timeout: float = 60.0) -> tupl
 def test_documented_replay_starts_and_loses_no_polymarket_frame(
     tmp_path: Path, recorded_data: Path, redis_url: str, r: redis.Redis, speed: str
 ) -> None:
-    poly = write_csv(tmp_path / "poly.csv", windows=1)
+    poly = write_csv(tmp_path / "poly.csv", windows=2)  # the second window after the Binance capture ended
     with open(poly) as fh:
         n_rows = sum(1 for _ in csv.reader(fh)) - 1
     sim, url = _sim(tmp_path, ["--binance", str(recorded_data / SPOT), "--symbols", "BTCUSDT",
