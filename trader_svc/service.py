@@ -329,7 +329,8 @@ class Trader(ModelSwap, StatusReport):
         with self._lock:
             for s in batch:
                 recs += self.engine.on_state(s.market, s.tick_ms, s.raw, s.flags)
-            mf = market_features(raw, ticks)
+            flags = np.fromiter((s.flags for s in batch), dtype=np.int64, count=len(batch))
+            mf = market_features(raw, ticks, flags, tick_s=self.cfg.tick_ms / 1000.0)
             self._check_features(batch, mf)
             has, side, frac = self.engine.agent_features(markets)
             obs = observation(mf, agent_features(has, side, frac))

@@ -171,7 +171,13 @@ def train_main(argv: list[str] | None = None) -> int:
             if a.follow:
                 print(f"[{f * 100:5.1f}%] {json.dumps(info, default=str)}", file=sys.stderr)
 
-        summary = run_training(spec.to_pipeline(), prog, redis=redis.Redis.from_url(a.redis_url))
+        from trainer_svc.preflight import NotTrainable
+
+        try:
+            summary = run_training(spec.to_pipeline(), prog, redis=redis.Redis.from_url(a.redis_url))
+        except NotTrainable as e:
+            print(f"fusion train: not trainable: {e}", file=sys.stderr)
+            return 2
         print(json.dumps(summary, indent=2, default=str))
         return 0
     from trainer_svc.jobs import AlreadyRunning, enqueue_training

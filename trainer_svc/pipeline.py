@@ -34,6 +34,7 @@ from trainer_svc.dataset import horizon_index, make_dataset, pool
 from trainer_svc.env import build_batch
 from trainer_svc.evaluate import Backtest, baselines, promote_decision, run_policy, weights_policy
 from trainer_svc.hindsight import label_columns
+from trainer_svc.preflight import NotTrainable, check_trainable
 from trainer_svc.report import render
 
 log = logging.getLogger("trainer.pipeline")
@@ -214,7 +215,13 @@ def run_training(
     prog(0.0, {"stage": "load"})
     states, labels, info = load_data(p, horizons)
     pooled = info.pop("pooled", None) or {}
-    ds = make_dataset(states, labels, windows=pooled.get("windows"), parts=pooled.get("parts"))
+    try:
+        ds = make_dataset(states, labels, windows=pooled.get("windows"), parts=pooled.get("parts"))
+    except ValueError as e:  # fewer than 3 windows: no split at all
+        if "windows" not in str(e):
+            raise
+        raise NotTrainable(f"{e}: give the job more data (a wider --from/--to range, or import/record more)") from e
+    info["preflight"] = check_trainable(ds, cfg.horizon_s, s.label_tolerance_ms)
     timings = {"load_label_s": round(time.perf_counter() - t0, 3)}
     ckpt = Checkpointer(store, p.policy_name, run_key) if run_key else None
     resume = ckpt.load() if ckpt else None
