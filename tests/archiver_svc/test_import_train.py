@@ -25,14 +25,25 @@ def imported(tmp_path, capsys) -> LocalStore:
     return store
 
 
-def test_fusion_train_on_imported_data(imported, redis_url, capsys) -> None:
+def test_fusion_train_on_imported_data(tmp_path, redis_url, capsys) -> None:
+    import csv
+
+    from tests.fixtures.imports.make import generic_rows
     from trainer_svc.cli import train_main
 
+    rows = generic_rows(n_windows=24)  # the fixture's generator, twice its windows: a hold-out needs 2
+    with (tmp_path / "generic24.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    store = LocalStore(tmp_path / "s")
+    assert import_main([str(tmp_path / "generic24.csv"), "--market", M, "--store-url", store.url, "--json"]) == 0
+    capsys.readouterr()
     rc = train_main(["--market", M, "--inline", "--data-source", "imported", "--epochs", "1", "--no-promote",
-                     "--store-url", imported.url, "--redis-url", redis_url])  # fmt: skip
+                     "--store-url", store.url, "--redis-url", redis_url])  # fmt: skip
     out = json.loads(capsys.readouterr().out)
-    assert rc == 0 and out["data"]["origin"] == "imported" and out["data"]["n_states"] == 1080
-    assert out["splits"]["holdout"]["states"] > 0 and out["splits"]["train"]["windows"] >= 6
+    assert rc == 0 and out["data"]["origin"] == "imported" and out["data"]["n_states"] == 24 * 90
+    assert out["splits"]["holdout"]["windows"] >= 2 and out["splits"]["train"]["windows"] >= 12
 
 
 def test_sync_brings_imported_objects_into_the_cache(imported, tmp_path) -> None:
