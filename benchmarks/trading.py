@@ -58,7 +58,7 @@ def _state(market: str, tick: int, rng: np.random.Generator) -> bytes:
 
 def _publish(url: str, store_dir: str, markets: list[str], n: int, out: Any) -> None:
     """Publisher process: pre-encoded states, one pipeline per tick on the 100 ms grid; swaps mid-run."""
-    from trainer_svc.registry import promote, publish_model_updated
+    from common.artefact import promote, publish_model_updated
 
     r = connect(url)
     store = LocalStore(store_dir)
@@ -91,7 +91,7 @@ def _models(store: LocalStore) -> None:
 
     from safetensors.numpy import save as st_save
 
-    from trainer_svc.registry import promote, save_model
+    from common.artefact import promote, save_model
 
     meta = {**meta_features(), "architecture": architecture(), "algorithm": "bench"}
     for i, v in enumerate(("v1", "v2", "v3"), start=1):

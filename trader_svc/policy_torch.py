@@ -1,4 +1,4 @@
-"""The serving policy: the ``mlp-ln-tanh`` actor as a PyTorch module, CPU, eval mode, no autograd.
+"""The serving policy: the ``mlp-ln-tanh`` actor of :mod:`common.nets.torch_policy`, CPU, eval mode, no autograd.
 
 Guarantees: a :class:`TorchPolicy` is only ever built from a weight dict that passed
 :func:`common.policy.check_weights` (names, shapes, float32, finite), so a NaN/inf or misshapen file
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import torch
-from torch import nn
 
-from common.policy import HIDDEN, INPUT_DIM, LN_EPS, N_ACTIONS, check_weights
+from common.nets.torch_policy import Head
+from common.policy import HIDDEN, INPUT_DIM, N_ACTIONS, check_weights
 
 F32 = npt.NDArray[np.float32]
 I64 = npt.NDArray[np.int64]
@@ -29,22 +29,6 @@ def configure_threads(n: int = 1) -> None:
         torch.set_num_threads(n)
 
 
-class _Actor(nn.Module):
-    def __init__(self, hidden: int) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(INPUT_DIM, hidden)
-        self.ln1 = nn.LayerNorm(hidden, eps=LN_EPS)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.ln2 = nn.LayerNorm(hidden, eps=LN_EPS)
-        self.out = nn.Linear(hidden, N_ACTIONS)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(self.ln1(self.fc1(x)))
-        h = torch.tanh(self.ln2(self.fc2(h)))
-        out: torch.Tensor = self.out(h)
-        return out
-
-
 class TorchPolicy:
     """The actor head of a validated weight set; ``act`` is a batch forward + argmax for all markets."""
 
@@ -53,7 +37,7 @@ class TorchPolicy:
         check_weights(weights, hidden=hidden)  # raises WeightsError (names, shapes, dtype, non-finite)
         configure_threads(1)
         self.hidden = hidden
-        self.net = _Actor(hidden)
+        self.net = Head(N_ACTIONS, hidden)  # the trainer's actor (common.nets.torch_policy)
         state = {k[len("actor.") :]: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in weights.items()
                  if k.startswith("actor.")}  # fmt: skip
         self.net.load_state_dict(state, strict=True)

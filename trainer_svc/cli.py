@@ -193,8 +193,8 @@ def models_main(argv: list[str] | None = None) -> int:
     p_rb = sub.add_parser("rollback", help="re-promote the previous champion")
     p_rb.add_argument("policy", type=name_arg("policy"))
     a = ap.parse_args(argv)
+    from common import artefact as registry
     from common.store import open_store
-    from trainer_svc import registry
 
     store = open_store(a.store_url, s.s3_endpoint_url, s.s3_region)
     try:

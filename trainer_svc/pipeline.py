@@ -20,6 +20,7 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from common import artefact
 from common.log import kv
 from common.markets import joined_name, split_markets
 from common.names import check_name
@@ -27,7 +28,6 @@ from common.policy import architecture, meta_features
 from common.schema import LabelColumns
 from common.settings import get_settings
 from common.store import ObjectStore, open_store
-from trainer_svc import registry
 from trainer_svc.algos import TrainConfig, train
 from trainer_svc.dataset import horizon_index, make_dataset, pool
 from trainer_svc.env import build_batch
@@ -71,7 +71,7 @@ class JobParams:
 
 class Checkpointer:
     def __init__(self, store: ObjectStore, policy: str, run_key: str) -> None:
-        self.store, self.prefix = store, f"checkpoints/{registry._check_name('policy', policy)}/{run_key}/"
+        self.store, self.prefix = store, f"checkpoints/{artefact.checked_name('policy', policy)}/{run_key}/"
 
     def save(self, epoch: int, weights: dict[str, np.ndarray], history: list[dict[str, Any]]) -> None:
         self.store.put(self.prefix + "weights.safetensors", bytes(st_save(dict(weights))))
@@ -163,16 +163,16 @@ def _champion_backtest(
 ) -> tuple[Backtest | None, str | None]:
     """(the champion's hold-out backtest or None, why its pointer is unreadable or None)."""
     try:
-        ptr = registry.champion(store, policy)
-    except registry.ChampionError as e:
+        ptr = artefact.champion(store, policy)
+    except artefact.ChampionError as e:
         kv(log, logging.WARNING, "champion pointer unreadable; the new version is saved, not promoted",
            policy=policy, error=str(e))  # fmt: skip
         return None, str(e)
     if ptr is None:
         return None, None
     try:
-        w, _ = registry.load_model(store, policy, ptr["version"], ptr["sha256"])
-    except registry.ModelError as e:
+        w, _ = artefact.load_model(store, policy, ptr["version"], ptr["sha256"])
+    except artefact.ModelError as e:
         kv(log, logging.WARNING, "champion unusable; comparing against baselines only", error=str(e))
         return None, None
     return run_policy(batch, weights_policy(w), "champion", env_kwargs), None
@@ -187,7 +187,7 @@ def run_training(
     """Train, evaluate, save, maybe promote; returns a JSON-able summary. Names are checked before any work."""
     for m in markets_of(p):
         check_name(m, "market")
-    registry._check_name("policy", p.policy_name)
+    artefact.checked_name("policy", p.policy_name)
     t0 = time.perf_counter()
     prog = progress or (lambda f, i: None)
     s = get_settings()
@@ -256,7 +256,7 @@ def run_training(
     equity = {"candidate": cand.equity_curve().tolist(), **{k: v.equity_curve().tolist() for k, v in base.items()}}
     if champ:
         equity["champion"] = champ.equity_curve().tolist()
-    version = registry.new_version(salt=registry.weights_bytes(res.weights))
+    version = artefact.new_version(salt=artefact.weights_bytes(res.weights))
     summary = {
         "policy": p.policy_name,
         "version": version,
@@ -268,14 +268,14 @@ def run_training(
         "champion_error": champ_error,
     }
     html = render(summary, res.history, equity)
-    ref = registry.save_model(store, p.policy_name, res.weights, meta, version=version, report_html=html)
+    ref = artefact.save_model(store, p.policy_name, res.weights, meta, version=version, report_html=html)
     promoted = None
     if decision.promote and p.promote and champ_error is None:  # never over a pointer nobody can read
         if redis is None and p.redis_url:
             import redis as redis_mod
 
             redis = redis_mod.Redis.from_url(p.redis_url)
-        promoted = registry.promote(store, p.policy_name, ref.version, redis)
+        promoted = artefact.promote(store, p.policy_name, ref.version, redis)
     if ckpt:
         ckpt.clear()
     timings["total_s"] = round(time.perf_counter() - t0, 3)

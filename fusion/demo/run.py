@@ -260,12 +260,12 @@ def _report(d: Demo, r: Any, store: ObjectStore) -> dict[str, Any]:
 
 def _model_meta(store: ObjectStore, training: dict[str, Any]) -> dict[str, Any]:
     """The trained version's meta.json (its comparisons with intervals, its report's URL); {} if none."""
-    from trainer_svc import registry
+    from common import artefact
 
     if not training.get("version"):
         return {}
     try:
-        return registry.read_meta(store, str(training.get("policy", "demo")), str(training["version"]))
+        return artefact.read_meta(store, str(training.get("policy", "demo")), str(training["version"]))
     except Exception:  # a missing or unreadable meta only leaves the report shorter
         return {}
 

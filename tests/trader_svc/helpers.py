@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save as st_save
 
+from common.artefact import ModelRef, save_model
 from common.features import FEATURE_SET, market_features
 from common.policy import architecture, init_weights, meta_features
 from common.schema import N_RAW, RAW_INDEX, PolymarketWindow, State, encode_state
 from common.store import ObjectStore
-from trainer_svc.registry import ModelRef, save_model
 
 T0 = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 WINDOW_MS = 900_000

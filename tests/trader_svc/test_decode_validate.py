@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from common import keys
+from common.artefact import promote
 from common.deadletter import DeadLetters
 from common.schema import encode_state, entry_id
 from common.store import LocalStore
@@ -13,7 +14,6 @@ from tests.archiver_svc.poison import poisoned
 from tests.trader_svc.helpers import T0, encoded, make_state, save_good, synth_raw
 from trader_svc.paper import PaperConfig
 from trader_svc.service import Trader, TraderConfig
-from trainer_svc.registry import promote
 
 P = "val-pol"
 M = "BTC-15M"

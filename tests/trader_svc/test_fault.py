@@ -19,11 +19,11 @@ import time
 import pytest
 
 from common import keys
+from common.artefact import promote
 from common.policy import BUY_UP
 from common.store import LocalStore
 from tests.trader_svc.helpers import T0, save_always
 from tests.trader_svc.test_state import add, records
-from trainer_svc.registry import promote
 
 pytestmark = pytest.mark.slow
 P, TID = "fault-pol", "t-fault"

@@ -9,11 +9,11 @@ import msgpack
 import redis
 
 from common import keys, metrics
+from common.artefact import promote, publish_model_updated
 from common.store import LocalStore
 from tests.trader_svc.helpers import save_good
 from trader_svc.paper import PaperConfig
 from trader_svc.service import Trader, TraderConfig
-from trainer_svc.registry import promote, publish_model_updated
 
 P = "ev-pol"
 HOSTILE = [".", "..", "../ev-pol/v1", "a/b", "v2\n", "v2\nFORGED", "{x}", "A" * 200, "v\u00e9", "", "a.b", 123, None]

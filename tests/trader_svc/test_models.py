@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from common.artefact import promote
 from common.features import N_OBS, OBSERVATION_FEATURES
 from common.policy import init_weights, numpy_forward
 from common.store import LocalStore
 from tests.trader_svc.helpers import good_meta, save_good, save_raw
 from trader_svc.models import ModelRejected, load_champion, load_version
-from trainer_svc.registry import promote
 
 P = "pol"
 

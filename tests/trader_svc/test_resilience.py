@@ -13,6 +13,7 @@ import pytest
 import redis
 
 from common import keys
+from common.artefact import promote
 from common.metrics import snapshot
 from common.policy import BUY_UP
 from common.schema import entry_id
@@ -22,7 +23,6 @@ from tests.trader_svc.test_service import wait_for
 from tests.trader_svc.test_state import add, records
 from trader_svc.paper import PaperConfig
 from trader_svc.service import Trader, TraderConfig
-from trainer_svc.registry import promote
 
 P = "res-pol"
 M = "BTC-15M"
@@ -120,7 +120,7 @@ def test_corrupt_champion_pointer_holds_reports_and_recovers(r, redis_url, tmp_p
 
 @pytest.mark.parametrize("how", ["store", "meta"])
 def test_oversized_model_refused_before_reading_old_one_stays(r, redis_url, tmp_path, how) -> None:
-    from trainer_svc.registry import publish_model_updated
+    from common.artefact import publish_model_updated
 
     store = LocalStore(tmp_path / "store")
     save_good(store, P, "v1")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from common import keys
+from common.artefact import promote, publish_model_updated
 from common.policy import init_weights
 from common.schema import encode_state, entry_id
 from common.store import LocalStore
@@ -19,7 +20,6 @@ from common.streams import publish_states
 from tests.trader_svc.helpers import T0, encoded, make_state, save_good, save_raw, synth_raw
 from trader_svc.paper import PaperConfig
 from trader_svc.service import Trader, TraderConfig
-from trainer_svc.registry import promote, publish_model_updated
 
 P = "swap-pol"
 MARKETS = ["BTC-15M", "ETH-15M", "SOL-15M"]

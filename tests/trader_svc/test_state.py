@@ -8,13 +8,13 @@ import msgpack
 import pytest
 
 from common import keys
+from common.artefact import promote
 from common.policy import BUY_UP
 from common.schema import encode_state, entry_id
 from common.store import LocalStore
 from tests.trader_svc.helpers import T0, make_state, save_always, window_raw
 from trader_svc.paper import PaperConfig
 from trader_svc.service import Trader, TraderConfig
-from trainer_svc.registry import promote
 
 P = "mem-pol"
 M1, M2 = "BTC-15M", "ETH-15M"

@@ -41,7 +41,7 @@ def test_fallback_labels_agree_with_labeler():
 
 
 def test_pooled_markets_split_in_time_order_and_never_mix():
-    from trainer_svc.algos import _future_rows_per_market
+    from trainer_svc.algos.cloning import _future_rows_per_market
     from trainer_svc.dataset import pool
     from trainer_svc.env import build_batch
 

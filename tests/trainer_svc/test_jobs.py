@@ -9,9 +9,9 @@ import time
 import pytest
 import redis
 
+from common import artefact as registry
 from common import keys
 from common.store import LocalStore
-from trainer_svc import registry
 from trainer_svc.jobs import AlreadyRunning, enqueue_training
 from trainer_svc.jobspec import fetch
 

@@ -28,13 +28,13 @@ def test_pooled_markets_train_evaluate_and_save(tmp_path):
 
 @pytest.mark.slow  # ~16 s: one real training run
 def test_corrupt_champion_pointer_saves_the_model_reports_and_does_not_promote(tmp_path):
-    from trainer_svc import registry
+    from common import artefact
 
     store = LocalStore(tmp_path / "store")
     store.put("models/AAA-5M/champion.json", b"\x00garbage{")
     p = JobParams(market="AAA-5M", synthetic=28_800, store_url=store.url, overrides={"epochs": 1})
     out = run_training(p)  # used to fail here, after training, on the unreadable pointer
-    assert out["version"] in registry.list_versions(store, "AAA-5M")
+    assert out["version"] in artefact.list_versions(store, "AAA-5M")
     assert not out["promoted"] and "champion.json" in out["champion_error"]
     assert store.get("models/AAA-5M/champion.json") == b"\x00garbage{"  # not overwritten blindly
     meta = json.loads(store.get(f"models/AAA-5M/{out['version']}/meta.json"))

@@ -1,6 +1,6 @@
-"""MLX backend (Metal on Apple silicon; ``mlx[cpu]`` on Linux): the same networks and update steps as
-the torch backend, parameter names identical (``actor.fc1.weight`` ... as ``mlx.utils.tree_flatten``
-produces them), Linear weights ``[out, in]``.
+"""MLX backend (Metal on Apple silicon; ``mlx[cpu]`` on Linux): the networks of :mod:`common.nets.mlx_policy`
+and the same update steps as the torch backend, parameter names identical (``actor.fc1.weight`` ... as
+``mlx.utils.tree_flatten`` produces them), Linear weights ``[out, in]``.
 """
 
 from __future__ import annotations
@@ -15,32 +15,9 @@ import numpy as np
 import numpy.typing as npt
 from mlx.utils import tree_flatten
 
-from common.policy import HIDDEN, INPUT_DIM, LN_EPS, N_ACTIONS
+from common.nets.mlx_policy import Head, Net
 
 F32 = npt.NDArray[np.float32]
-
-
-class Head(nn.Module):
-    def __init__(self, out: int, hidden: int = HIDDEN) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(INPUT_DIM, hidden)
-        self.ln1 = nn.LayerNorm(hidden, eps=LN_EPS)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.ln2 = nn.LayerNorm(hidden, eps=LN_EPS)
-        self.out = nn.Linear(hidden, out)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        h = mx.tanh(self.ln1(self.fc1(x)))
-        h = mx.tanh(self.ln2(self.fc2(h)))
-        return self.out(h)
-
-
-class Net(nn.Module):
-    def __init__(self, critic: bool, hidden: int = HIDDEN) -> None:
-        super().__init__()
-        self.actor = Head(N_ACTIONS, hidden)
-        if critic:
-            self.critic = Head(1, hidden)
 
 
 def _log_softmax(z: mx.array) -> mx.array:

@@ -1,4 +1,4 @@
-"""PyTorch backend (CPU): the ``mlp-ln-tanh`` actor (and critic) as ``torch.nn`` modules.
+"""PyTorch backend (CPU): update steps on the ``mlp-ln-tanh`` actor (and critic) of :mod:`common.nets.torch_policy`.
 
 Threads: ``torch.set_num_threads(FUSION_TORCH_THREADS or 1)`` at construction, i.e. in the process
 that trains (an RQ work-horse sets it after the fork; the worker parent never imports torch). One
@@ -17,7 +17,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from common.policy import HIDDEN, INPUT_DIM, LN_EPS, N_ACTIONS
+from common.nets.torch_policy import Net
 
 F32 = npt.NDArray[np.float32]
 
@@ -27,28 +27,6 @@ def set_threads(n: int | None = None) -> int:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     return n
-
-
-class Head(nn.Module):
-    def __init__(self, out: int, hidden: int = HIDDEN) -> None:
-        super().__init__()
-        self.fc1 = nn.Linear(INPUT_DIM, hidden)
-        self.ln1 = nn.LayerNorm(hidden, eps=LN_EPS)
-        self.fc2 = nn.Linear(hidden, hidden)
-        self.ln2 = nn.LayerNorm(hidden, eps=LN_EPS)
-        self.out = nn.Linear(hidden, out)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = torch.tanh(self.ln1(self.fc1(x)))
-        h = torch.tanh(self.ln2(self.fc2(h)))
-        return self.out(h)
-
-
-class Net(nn.Module):
-    def __init__(self, critic: bool, hidden: int = HIDDEN) -> None:
-        super().__init__()
-        self.actor = Head(N_ACTIONS, hidden)
-        self.critic = Head(1, hidden) if critic else None
 
 
 class TorchBackend:

@@ -1,13 +1,16 @@
-"""The model registry in an object store (a local directory or S3, same keys).
+"""The model artefact: the one contract between the trainer (writes through it) and the trader (reads through
+it), in an object store (a local directory or S3, same keys).
 
 Layout (DESIGN.md): ``models/{policy}/{version}/model.safetensors`` (float32 weights),
-``models/{policy}/{version}/meta.json`` (incl. ``sha256`` of the weights file),
-``models/{policy}/{version}/report.html`` (optional), ``models/{policy}/champion.json`` ->
+``models/{policy}/{version}/meta.json`` (the trainer's fields plus ``policy, version, sha256, uri, size_bytes,
+created``, ``report``), ``models/{policy}/{version}/report.html`` (optional), ``models/{policy}/champion.json`` ->
 ``{version, uri, sha256, promoted_at}`` and ``models/{policy}/champion-history.json`` (for rollback).
 
 Guarantees: a version's files are written once (``put_if_absent``; the weights before meta.json, so
 a listed version is complete); :func:`load_model` verifies the sha256 (and the expected one, if
-given) and the architecture before returning weights, else raises :class:`ModelError`; the
+given) and the architecture before returning weights, else raises :class:`ModelError`;
+:func:`fetch_verified` (serving) also enforces size limits before reading and meta's features and
+architecture, raising :class:`ModelRejected` whose ``kind`` names the failed check; the
 ``model-updated`` event is published only by :func:`promote` / :func:`rollback`. No pickle.
 Policies and versions follow :mod:`common.names`' grammar (versions made here: ``YYYYmmddTHHMMSSZ-xxxxxx``):
 every key is built by :func:`model_prefix`, which raises :class:`ModelError` for any other name, and
@@ -18,10 +21,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgpack
@@ -31,12 +35,16 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from common import keys
+from common.features import FEATURE_SET, OBSERVATION_FEATURES
 from common.names import InvalidName, NameKind, check_name, is_valid_name
-from common.policy import WeightsError, check_weights
+from common.policy import ARCH_TYPE, INPUT_DIM, LN_EPS, N_ACTIONS, WeightsError, check_weights
+from common.schema import ACTIONS
 from common.store import ObjectStore
 
 F32 = npt.NDArray[np.float32]
 EVENT_VERSION = 1
+MAX_MODEL_BYTES = 64 << 20  # default of ``FUSION_MAX_MODEL_BYTES``
+MAX_META_BYTES = 1 << 20
 
 
 class ModelError(ValueError):
@@ -47,6 +55,18 @@ class ChampionError(ModelError):
     """``champion.json`` exists but is not a pointer (not JSON, not an object, bad version or sha256)."""
 
 
+class ModelRejected(ValueError):
+    """A model refused for serving (:func:`fetch_verified`); ``kind`` is the failed check, ``reason`` the detail.
+
+    Kinds: ``pointer`` (champion.json unreadable), ``size``, ``missing``, ``sha256``, ``features``,
+    ``architecture``, ``format`` (not safetensors), ``shape`` (names, shapes, dtype), ``non-finite``."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(f"{kind}: {reason}")
+        self.kind = kind
+        self.reason = f"{kind}: {reason}"
+
+
 @dataclass(frozen=True, slots=True)
 class ModelRef:
     policy: str
@@ -55,7 +75,7 @@ class ModelRef:
     sha256: str
 
 
-def _check_name(kind: NameKind, v: object) -> str:
+def checked_name(kind: NameKind, v: object) -> str:
     """``v`` when it follows the name grammar; :class:`ModelError` (with the rule) otherwise."""
     try:
         return check_name(v, kind)
@@ -65,8 +85,8 @@ def _check_name(kind: NameKind, v: object) -> str:
 
 def model_prefix(policy: str, version: str | None = None) -> str:
     """``models/{policy}/`` or ``models/{policy}/{version}/``; :class:`ModelError` for a name outside the grammar."""
-    p = f"models/{_check_name('policy', policy)}/"
-    return p + f"{_check_name('version', version)}/" if version is not None else p
+    p = f"models/{checked_name('policy', policy)}/"
+    return p + f"{checked_name('version', version)}/" if version is not None else p
 
 
 def uri_of(store: ObjectStore, key: str) -> str:
@@ -251,11 +271,121 @@ def publish_model_updated(redis: Any, policy: str, ptr: Mapping[str, Any]) -> by
     msg = {
         "v": EVENT_VERSION,
         "type": "model-updated",
-        "policy": _check_name("policy", policy),
-        "version": _check_name("version", ptr["version"]),
+        "policy": checked_name("policy", policy),
+        "version": checked_name("version", ptr["version"]),
         "uri": ptr["uri"],
         "sha256": ptr["sha256"],
         "ts": int(time.time() * 1000),
     }
     eid: bytes = redis.xadd(keys.EVENTS_STREAM, {keys.PAYLOAD_FIELD: msgpack.packb(msg, use_bin_type=True)})
     return eid
+
+
+# ------------------------------------------------------------------ verification for serving
+
+
+@dataclass(slots=True)
+class VerifiedArtefact:
+    """Weights and meta of a version that passed every check of :func:`fetch_verified`."""
+
+    weights: dict[str, F32]
+    meta: dict[str, Any]
+    sha256: str
+    hidden: int
+    timings_s: dict[str, float] = field(default_factory=dict)  # download_s, verify_s
+
+
+def check_meta(meta: dict[str, Any]) -> int:
+    """Raise :class:`ModelRejected` unless meta's features and architecture are :mod:`common.features`' and
+    :mod:`common.policy`'s. Returns the hidden width."""
+    if meta.get("feature_set") != FEATURE_SET:
+        raise ModelRejected("features", f"feature_set {meta.get('feature_set')!r} != {FEATURE_SET!r}")
+    feats = meta.get("features")
+    if feats != list(OBSERVATION_FEATURES):
+        if isinstance(feats, list) and sorted(map(str, feats)) == sorted(OBSERVATION_FEATURES):
+            raise ModelRejected("features", "feature order differs from common.features.OBSERVATION_FEATURES")
+        raise ModelRejected("features", f"features {feats!r} != {list(OBSERVATION_FEATURES)!r}")
+    if "actions" in meta and meta["actions"] != list(ACTIONS):
+        raise ModelRejected("features", f"actions {meta['actions']!r} != {list(ACTIONS)!r}")
+    arch = meta.get("architecture")
+    if not isinstance(arch, dict):
+        raise ModelRejected("architecture", "meta.json has no architecture block")
+    if arch.get("type") != ARCH_TYPE:
+        raise ModelRejected("architecture", f"type {arch.get('type')!r} != {ARCH_TYPE!r}")
+    if arch.get("input_dim") != INPUT_DIM or arch.get("n_actions") != N_ACTIONS:
+        got = f"{arch.get('input_dim')}/{arch.get('n_actions')}"
+        raise ModelRejected("architecture", f"input_dim/n_actions {got} != {INPUT_DIM}/{N_ACTIONS}")
+    eps = arch.get("ln_eps", LN_EPS)
+    if not isinstance(eps, int | float) or not math.isclose(float(eps), LN_EPS, rel_tol=1e-9):
+        raise ModelRejected("architecture", f"ln_eps {eps!r} != {LN_EPS}")
+    hidden = arch.get("hidden")
+    if not isinstance(hidden, int) or not 1 <= hidden <= 4096:
+        raise ModelRejected("architecture", f"hidden {hidden!r} is not a positive int")
+    return hidden
+
+
+def rejected_weights(err: WeightsError) -> ModelRejected:
+    """The :class:`ModelRejected` (``non-finite`` or ``shape``) of a weight set that failed ``check_weights``."""
+    msg = str(err)
+    return ModelRejected("non-finite" if "non-finite" in msg else "shape", msg)
+
+
+def _check_size(name: str, size: int, limit: int, how: str) -> None:
+    if size > limit:
+        raise ModelRejected("size", f"{name} is {size} bytes ({how}) > limit {limit} (FUSION_MAX_MODEL_BYTES)")
+
+
+def fetch_verified(
+    store: ObjectStore,
+    policy: str,
+    version: str,
+    expect_sha256: str | None = None,
+    uri: str | None = None,
+    max_bytes: int = MAX_MODEL_BYTES,
+) -> VerifiedArtefact:
+    """Download and verify ``policy/version`` for serving, in this order: names, sizes (the store's object
+    sizes and meta's ``size_bytes`` before the weights are read, then the bytes read), sha256 (meta's and
+    ``expect_sha256``), meta (:func:`check_meta`), safetensors format, weights (names, shapes, finite).
+    Raises :class:`ModelRejected`."""
+    t0 = time.perf_counter()
+    try:
+        prefix = model_prefix(policy, version)
+    except ValueError as e:
+        raise ModelRejected("missing", str(e)) from e
+    wkey = prefix + "model.safetensors"
+    if uri is not None and not uri.endswith(wkey):
+        raise ModelRejected("missing", f"uri {uri!r} does not name {wkey!r}")
+    try:
+        sizes = {i.key: i.size for i in store.list(prefix)}  # object sizes, no bytes read
+        _check_size("model.safetensors", sizes.get(wkey, 0), max_bytes, "in the store")
+        _check_size("meta.json", sizes.get(prefix + "meta.json", 0), MAX_META_BYTES, "in the store")
+        meta = json.loads(store.get(prefix + "meta.json"))
+        if isinstance(meta, dict) and isinstance(meta.get("size_bytes"), int):
+            _check_size("model.safetensors", meta["size_bytes"], max_bytes, "declared by meta.json")
+        data = store.get(wkey)
+        _check_size("model.safetensors", len(data), max_bytes, "read")  # replaced since it was listed
+    except ModelRejected:
+        raise
+    except KeyError as e:
+        raise ModelRejected("missing", f"{e.args[0]} not in the store") from None
+    except ValueError as e:
+        raise ModelRejected("missing", f"meta.json is not JSON: {e}") from None
+    if not isinstance(meta, dict):
+        raise ModelRejected("missing", "meta.json is not an object")
+    t1 = time.perf_counter()
+    sha = hashlib.sha256(data).hexdigest()
+    if meta.get("sha256") != sha:
+        raise ModelRejected("sha256", f"file {sha[:12]}... != meta.json {str(meta.get('sha256'))[:12]}...")
+    if expect_sha256 is not None and expect_sha256 != sha:
+        raise ModelRejected("sha256", f"file {sha[:12]}... != announced {expect_sha256[:12]}...")
+    hidden = check_meta(meta)
+    try:
+        weights: dict[str, F32] = st_load(data)
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise ModelRejected("format", f"not a safetensors file: {e}") from e
+    try:
+        check_weights(weights, hidden=hidden)
+    except WeightsError as e:
+        raise rejected_weights(e) from e
+    t2 = time.perf_counter()
+    return VerifiedArtefact(weights, meta, sha, hidden, {"download_s": t1 - t0, "verify_s": t2 - t1})

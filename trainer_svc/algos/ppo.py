@@ -34,18 +34,18 @@ import time
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from common.features import N_OBS
 from common.policy import fast_forward, init_weights
+from trainer_svc.algos.cloning import train_bc
+from trainer_svc.algos.config import F32, EpochHook, Progress, TrainConfig, TrainResult
+from trainer_svc.algos.selection import best_bias, with_hold_bias
 from trainer_svc.backends import make_backend, resolve
 from trainer_svc.dataset import Dataset
 from trainer_svc.env import EpisodeBatch, ReplayEnv, build_batch
 
-F32 = npt.NDArray[np.float32]
 
-
-def rollout(batch: EpisodeBatch, net: Any, rng: np.random.Generator, cfg: Any) -> dict[str, np.ndarray]:
+def rollout(batch: EpisodeBatch, net: Any, rng: np.random.Generator, cfg: TrainConfig) -> dict[str, np.ndarray]:
     """Trajectories on the (E, T) grid with ``mask`` marking real steps. ``net`` is a backend (its
     ``forward``/``value``) or a weight dict (numpy forward)."""
     if isinstance(net, dict):
@@ -106,12 +106,15 @@ def gae(
     return adv, adv + val
 
 
-def train_ppo(ds: Dataset, cfg: Any, progress: Any, on_epoch: Any, resume: dict[str, Any] | None) -> Any:
-    from trainer_svc.algos import TrainResult, train_bc, val_pnl, with_hold_bias
+def train_ppo(
+    ds: Dataset, cfg: TrainConfig, progress: Progress, on_epoch: EpochHook | None, resume: dict[str, Any] | None
+) -> TrainResult:
+    """PPO (warm-started by :func:`trainer_svc.algos.cloning.train_bc` unless ``ppo_init="scratch"``).
+    ``resume`` = {"epoch", "weights", "history"} from a checkpoint."""
 
     def select(wts: dict[str, F32]) -> tuple[float, float]:
         """Best greedy validation PnL over the HOLD-bias grid: (pnl, bias)."""
-        return max((val_pnl(val_batch, with_hold_bias(wts, b), cfg), -abs(b), b) for b in cfg.ppo_bias_grid)[::2]
+        return best_bias(val_batch, wts, cfg, cfg.ppo_bias_grid)
 
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 from trainer_svc.algos import TrainConfig, train
+from trainer_svc.algos.ppo import gae
 from trainer_svc.dataset import horizon_index, make_dataset
 from trainer_svc.env import build_batch
 from trainer_svc.evaluate import baselines, promote_decision, run_policy, weights_policy
 from trainer_svc.hindsight import label_columns
-from trainer_svc.ppo import gae
 from trainer_svc.synthetic import generate
 
 

@@ -1,10 +1,7 @@
-"""Training algorithms on any backend: ``awbc``, ``supervised`` (behavioural cloning variants on
-hindsight targets) and ``ppo`` (on replayed trajectories, see ``trainer_svc.ppo``).
+"""Behavioural cloning on hindsight targets, on any backend: ``awbc`` and ``supervised``.
 
-Model selection never looks at the hold-out split: after every epoch the greedy policy is
-backtested on the validation windows in the replay env and the best epoch is kept; then a logit
-bias on HOLD (a grid, validation PnL) makes the policy trade only when confident. The bias is baked
-into ``actor.out.bias``, so the artefact keeps the plain architecture.
+After every epoch the greedy policy is backtested on the validation windows and the best epoch is kept,
+then the HOLD-logit bias is tuned (both in :mod:`trainer_svc.algos.selection`).
 
 * ``awbc``: advantage-weighted behavioural cloning on the hindsight labels of one horizon (default
   30 s): every labelled action a of a state is a target with weight ``w_a = clip(exp(A_a / beta), 0,
@@ -23,119 +20,19 @@ position): the label's action keeps its meaning when holding (same side = keep, 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from common.features import N_MARKET_FEATURES, agent_features, observation
-from common.policy import HOLD
 from common.schema import RAW_INDEX
+from trainer_svc.algos.config import F32, EpochHook, Progress, TrainConfig, TrainResult, noop
+from trainer_svc.algos.selection import tune_hold_bias, val_pnl
 from trainer_svc.backends import Backend, make_backend, resolve
 from trainer_svc.dataset import Dataset, Part, horizon_index
-from trainer_svc.env import EpisodeBatch, build_batch
-from trainer_svc.evaluate import run_policy, weights_policy
+from trainer_svc.env import build_batch
 from trainer_svc.hindsight import future_rows
-
-F32 = npt.NDArray[np.float32]
-Progress = Callable[[float, dict[str, Any]], None]
-EpochHook = Callable[[int, dict[str, F32], list[dict[str, Any]]], None]
-
-
-@dataclass(slots=True)
-class TrainConfig:
-    algo: str = "awbc"
-    backend: str = "auto"
-    horizon_s: int = 30
-    epochs: int = 6
-    batch_size: int = 512
-    lr: float = 1e-3
-    beta: float = 0.1  # awbc temperature, in reward units (return on $1)
-    max_weight: float = 20.0
-    rule_k: float = 2.0  # supervised: move must beat rule_k x spread
-    augment_agent: float = 0.5
-    hold_bias_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
-    max_train_samples: int = 2_000_000
-    seed: int = 0
-    # environment (also used by evaluation)
-    stake: float = 1.0
-    fee_rate: float = 0.07
-    fee_exponent: float = 1.0
-    latency_ticks: int = 0
-    # ppo (see trainer_svc.ppo for the reasoning behind the defaults)
-    ppo_iters: int = 30
-    ppo_episodes: int = 128
-    gamma: float = 0.999
-    gae_lambda: float = 0.95
-    clip: float = 0.2
-    value_clip: float = 0.2
-    entropy: float = 0.005
-    lr_actor: float = 3e-4
-    lr_critic: float = 3e-4
-    ppo_epochs: int = 2
-    minibatch: int = 8192
-    target_kl: float = 0.02
-    max_grad_norm: float = 0.5
-    reward_scale: float = 10.0
-    ppo_init: str = "awbc"  # "awbc": warm-start the actor with awbc; "scratch"
-    ppo_hold_init: float = 4.0  # scratch: initial HOLD-logit bias (exploration that does not churn fees)
-    ppo_bias_grid: tuple[float, ...] = (-4.0, -3.0, -2.0, -1.0, 0.0, 1.0, 2.0)  # greedy selection on val
-    eval_every: int = 2
-
-    def env_kwargs(self) -> dict[str, Any]:
-        return {
-            "stake": self.stake,
-            "fee_rate": self.fee_rate,
-            "fee_exponent": self.fee_exponent,
-            "latency_ticks": self.latency_ticks,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["hold_bias_grid"] = list(self.hold_bias_grid)
-        d["ppo_bias_grid"] = list(self.ppo_bias_grid)
-        return d
-
-
-@dataclass(slots=True)
-class TrainResult:
-    weights: dict[str, F32]
-    history: list[dict[str, Any]]
-    best_epoch: int
-    hold_bias: float
-    backend: str
-    seconds: float
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def _noop(frac: float, info: dict[str, Any]) -> None:
-    return None
-
-
-def val_pnl(batch: EpisodeBatch, weights: dict[str, F32], cfg: TrainConfig) -> float:
-    return float(run_policy(batch, weights_policy(weights), "val", cfg.env_kwargs()).window_pnl.sum())
-
-
-def with_hold_bias(weights: dict[str, F32], bias: float) -> dict[str, F32]:
-    w = dict(weights)
-    b = w["actor.out.bias"].copy()
-    b[HOLD] += np.float32(bias)
-    w["actor.out.bias"] = b
-    return w
-
-
-def tune_hold_bias(
-    batch: EpisodeBatch, weights: dict[str, F32], cfg: TrainConfig
-) -> tuple[float, float, dict[str, F32]]:
-    """Best HOLD-logit bias on validation; returns (bias, val_pnl, weights with the bias)."""
-    best = (-np.inf, 0.0)
-    for b in cfg.hold_bias_grid:
-        p = val_pnl(batch, with_hold_bias(weights, b), cfg)
-        if p > best[0] + 1e-9:
-            best = (p, b)
-    return best[1], best[0], with_hold_bias(weights, best[1])
 
 
 def _augmented_obs(market: F32, frac: float, rng: np.random.Generator) -> F32:
@@ -185,7 +82,7 @@ def _future_rows_per_market(ds: Dataset, horizon_s: int) -> tuple[np.ndarray, ..
 def train_bc(
     ds: Dataset,
     cfg: TrainConfig,
-    progress: Progress = _noop,
+    progress: Progress = noop,
     on_epoch: EpochHook | None = None,
     resume: dict[str, Any] | None = None,
 ) -> TrainResult:
@@ -234,17 +131,3 @@ def train_bc(
         seconds=time.perf_counter() - t0,
         extra={"train_samples": int(n), "val_pnl": vbias},
     )
-
-
-def train(
-    ds: Dataset,
-    cfg: TrainConfig,
-    progress: Progress = _noop,
-    on_epoch: EpochHook | None = None,
-    resume: dict[str, Any] | None = None,
-) -> TrainResult:
-    if cfg.algo == "ppo":
-        from trainer_svc.ppo import train_ppo
-
-        return train_ppo(ds, cfg, progress, on_epoch, resume)
-    return train_bc(ds, cfg, progress, on_epoch, resume)

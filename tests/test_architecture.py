@@ -1,0 +1,211 @@
+"""The package map, enforced from the source (static, ``ast``; imports inside functions count too).
+
+* ``common`` is the ground: contracts and small shared helpers; it imports no service.
+* Each service (``*_svc``) imports ``common`` and itself, and another service only along an edge of
+  :data:`ALLOWED_SERVICE_EDGES` (each with its reason).
+* ``benchmarks`` (and ``fusion``, the orchestration package to come) sit on top: they may import anything,
+  nothing imports them.
+* No import cycle between modules, except the :data:`KNOWN_CYCLES` listed to be removed.
+
+The exception sets only shrink: an entry that no longer matches the code fails the test, so whoever removes
+a cycle or moves a module also deletes its entry and the test gets stricter.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVICES = ("observer_svc", "archiver_svc", "labeler_svc", "trainer_svc", "trader_svc")
+TOP = ("benchmarks", "fusion")
+PACKAGES = ("common", *SERVICES, *TOP)
+
+ALLOWED_SERVICE_EDGES: dict[tuple[str, str], str] = {
+    ("trainer_svc", "archiver_svc"): "training datasets are read from the archive through the archiver's reader",
+    ("trader_svc", "archiver_svc"): "settling a resolution trimmed from the stream reads the archived states",
+    ("trainer_svc", "labeler_svc"): "batch labelling of archived states uses the labeler's hindsight labels",
+}
+
+# Orchestration of the whole system, in common/ until it moves to the top-level ``fusion/`` package: exempt
+# from the direction rules (not from the cycle check) until then.
+PENDING_MOVE_TO_FUSION: frozenset[str] = frozenset(
+    {"common.cli", "common.demo", "common.demo_run", "common.stack", "common.streams_cli"}
+)
+
+# Cycles that exist today, to be removed (each entry is the exact set of modules of one cycle).
+KNOWN_CYCLES: tuple[frozenset[str], ...] = (
+    frozenset({"observer_svc.sim.rest", "observer_svc.sim.server"}),
+    frozenset({"common.demo", "common.demo_run"}),
+)
+
+
+def _modules() -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for pkg in PACKAGES:
+        base = ROOT / pkg
+        if not base.is_dir():
+            continue
+        for path in sorted(base.rglob("*.py")):
+            parts = list(path.relative_to(ROOT).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            out[".".join(parts)] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path) -> Iterator[str]:
+    """The project modules ``name`` imports: ``import a.b`` -> ``a.b``; ``from a import b`` -> ``a.b`` when it is
+    a module, else ``a``; relative imports resolved. Parent packages imported implicitly do not count."""
+    is_pkg = path.name == "__init__.py"
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:
+                base = name.split(".")[: len(name.split(".")) - node.level + (1 if is_pkg else 0)]
+                mod = ".".join(base + ([mod] if mod else []))
+            targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in MODULES else mod for a in node.names]
+        else:
+            continue
+        for t in targets:
+            m = _resolve(t)
+            if m is not None and m != name:
+                yield m
+
+
+def _resolve(target: str) -> str | None:
+    """The project module ``target`` names (the longest existing prefix), None for a third-party module."""
+    parts = target.split(".")
+    while parts:
+        cand = ".".join(parts)
+        if cand in MODULES:
+            return cand
+        parts.pop()
+    return None
+
+
+@functools.cache
+def _graph() -> dict[str, frozenset[str]]:
+    return {name: frozenset(_imports(name, path)) for name, path in MODULES.items()}
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the project modules it imports (a fresh copy)."""
+    return {k: set(v) for k, v in _graph().items()}
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[frozenset[str]]:
+    """Tarjan's SCCs of more than one module (the import cycles)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[frozenset[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = set()
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.add(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(frozenset(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def package_of(module: str) -> str:
+    return module.split(".")[0]
+
+
+def direction_violations(graph: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for src, deps in sorted(graph.items()):
+        if src in PENDING_MOVE_TO_FUSION:
+            continue
+        ps = package_of(src)
+        for dst in sorted(deps):
+            pd = package_of(dst)
+            if pd == ps or ps in TOP:
+                continue
+            if pd in TOP:
+                bad.append(f"{src} -> {dst}: nothing imports the top-level {pd}")
+            elif ps == "common":
+                bad.append(f"{src} -> {dst}: common imports no service")
+            elif pd != "common" and (ps, pd) not in ALLOWED_SERVICE_EDGES:
+                bad.append(f"{src} -> {dst}: {ps} may not import {pd}")
+    return bad
+
+
+def test_graph_sees_imports_inside_functions_and_relative_ones() -> None:
+    g = import_graph()
+    assert "trainer_svc.backends.torch_backend" in g["trainer_svc.backends"]  # imported inside make_backend
+    assert len(MODULES) > 80 and all(package_of(m) in PACKAGES for m in MODULES)
+
+
+def test_no_import_cycles() -> None:
+    cycles = strongly_connected(import_graph())
+    unknown = [sorted(c) for c in cycles if c not in KNOWN_CYCLES]
+    assert not unknown, f"import cycles: {unknown}"
+
+
+def test_known_cycles_still_exist() -> None:
+    """A removed cycle is deleted from KNOWN_CYCLES (the exception list only shrinks)."""
+    cycles = strongly_connected(import_graph())
+    assert [sorted(c) for c in KNOWN_CYCLES if c not in cycles] == []
+
+
+def test_packages_import_only_downwards() -> None:
+    assert direction_violations(import_graph()) == []
+
+
+def test_exceptions_are_current() -> None:
+    """Every allowed service edge is used and every module pending the move to ``fusion/`` still exists in common."""
+    g = import_graph()
+    used = {(package_of(s), package_of(d)) for s, deps in g.items() for d in deps}
+    assert [e for e in ALLOWED_SERVICE_EDGES if e not in used] == []
+    assert sorted(PENDING_MOVE_TO_FUSION - set(MODULES)) == []
+
+
+@pytest.mark.parametrize(
+    ("src", "dst", "why"),
+    [
+        ("common.policy", "trainer_svc.env", "common imports no service"),
+        ("trader_svc.models", "trainer_svc.dataset", "trader_svc may not import trainer_svc"),
+        ("trainer_svc.pipeline", "benchmarks.run", "nothing imports the top-level benchmarks"),
+    ],
+)
+def test_direction_rule_catches(src: str, dst: str, why: str) -> None:
+    g = import_graph()
+    g[src] = g[src] | {dst}
+    assert any(why in v for v in direction_violations(g))
+
+
+def test_cycle_check_catches() -> None:
+    g = import_graph()
+    g["common.keys"] = g["common.keys"] | {"common.streams"}  # streams imports keys
+    assert any({"common.keys", "common.streams"} <= scc for scc in strongly_connected(g))
