@@ -81,6 +81,11 @@ def trader_state_key(trader: str) -> str:
     return f"{TRADER_STATUS_PREFIX}:{trader}:state"
 
 
+def trader_command_key(trader: str) -> str:
+    """List of operator commands for a trader (``kill-on`` / ``kill-off``, JSON), popped by its housekeeping."""
+    return f"{TRADER_STATUS_PREFIX}:{check_name(trader, 'trader')}:commands"
+
+
 def training_lock_key(policy: str) -> str:
     return f"{TRAINING_LOCK_PREFIX}:{check_name(policy, 'policy')}"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from common.markets import parse_market
@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     max_trades_per_day: int = Field(0, ge=0, description="opens per UTC day, every market; 0: no limit")
     max_model_bytes: int = Field(64 << 20, ge=1, description="a model file above this is refused before reading")
     trader_latency_ms: int = 0
+
+    # --- ui (``fusion ui``)
+    ui_host: str = Field("127.0.0.1", description="address the web UI binds to")
+    ui_port: int = Field(8050, ge=0, le=65535)
+    ui_token: SecretStr | None = Field(None, description="token that enables the UI's actions; unset: read-only")
+    ui_refresh_s: float = Field(5.0, gt=0, description="how often the UI's pages refresh themselves")
+    ui_cache_s: float = Field(30.0, ge=0, description="how long the UI reuses a store listing")
+    ui_page_markets: int = Field(50, ge=1, description="markets per page of the UI (bounds its cost per refresh)")
 
     @field_validator("markets", "binance_streams", "trader_markets", mode="before")
     @classmethod

@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "trader": ("trader_svc.cli", "trader_main", "trader tools: status"),
     "demo": ("fusion.demo.cli", "main", "the whole loop on one machine, then a report"),
     "stack": ("fusion.stack", "main", "fusion stack up | down | status"),
+    "ui": ("fusion.ui.__main__", "main", "web dashboard: markets, archive, training, trader"),
     "bench": ("benchmarks.run", "main", "run benchmarks, print JSON"),
 }
 

@@ -157,6 +157,20 @@ class PaperEngine:
             self.kill_trips += 1
             self._risk.append({"type": "kill", "day": self.day, "day_pnl": self.day_pnl()})
 
+    def operator_kill(self, on: bool, by: str = "operator") -> bool:
+        """Trip (``on``) or reset the kill switch by hand; the ``kill`` / ``kill-reset`` record goes out with the
+        next step's records. A reset on a day whose loss is still over the limit trips again at the next check.
+        Returns whether the switch changed."""
+        if self.killed == on:
+            return False
+        self.killed = on
+        if on:
+            self.kill_trips += 1
+            self._risk.append({"type": "kill", "day": self.day, "day_pnl": self.day_pnl(), "by": by})
+        else:
+            self._risk.append({"type": "kill-reset", "day": self.day, "day_pnl": self.day_pnl(), "by": by})
+        return True
+
     def _drain(self, out: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if self._risk:
             out = self._risk + out if self._risk[0]["type"] == "day" else out + self._risk

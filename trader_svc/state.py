@@ -74,6 +74,8 @@ def rebuild(eng: PaperEngine, recs: list[dict[str, Any]]) -> int:
             eng.killed, eng.trades_today = False, 0
         elif kind == "kill":
             eng.killed, eng.kill_trips = True, eng.kill_trips + 1
+        elif kind == "kill-reset":
+            eng.killed = False
         elif kind == "refused":
             t.refused += 1
         elif kind == "fill":

@@ -79,6 +79,30 @@ class StatusReport:
             log_once(log, "status", "status write failed", error=str(e))
         return st
 
+    def _apply_commands(self) -> int:
+        """Operator commands queued on ``trader_command_key`` (``fusion ui``): ``{"cmd": "kill-on"|"kill-off",
+        "by": ...}``; an unknown or malformed command is logged once and dropped. Returns how many were applied."""
+        try:
+            raw = self.r.lpop(keys.trader_command_key(self.lab), 10) or []
+        except Exception as e:
+            log_once(log, "commands", "operator commands unreadable", error=str(e))
+            return 0
+        n = 0
+        for item in raw:
+            try:
+                cmd = json.loads(item)
+                on = {"kill-on": True, "kill-off": False}[cmd["cmd"]]
+            except (ValueError, KeyError, TypeError):
+                log_once(log, "bad-command", "operator command refused", command=repr(item)[:200])
+                continue
+            with self._lock:
+                changed = self.engine.operator_kill(on, by=str(cmd.get("by", "operator"))[:64])
+            log.warning(
+                "kill switch %s by operator (%s)", "tripped" if on else "reset", "changed" if changed else "no change"
+            )
+            n += 1
+        return n
+
     def _write_metrics(self) -> str | None:
         st = self.status()
         now = time.time()
@@ -105,6 +129,7 @@ class StatusReport:
                         log_once(log, f"champion-retry:{type(e).__name__}", "champion re-read failed", error=str(e))
             if now >= due["status"]:
                 due["status"] = now + self.cfg.status_every_s
+                self._apply_commands()
                 self._publish_status()
             if now >= due["metrics"]:
                 due["metrics"] = now + self.cfg.metrics_every_s

@@ -84,6 +84,7 @@ def _run(a: argparse.Namespace, d: Demo, r: Any, markets: list[str], workdir: Pa
         d.proc("labeler", "label")
         d.proc("worker", "worker")
         d.proc("trader", "trade")
+        d.proc("ui", "ui")  # the dashboard while the demo runs: http://127.0.0.1:8050 (FUSION_UI_PORT)
         live_view = not a.no_live and console.is_terminal
         with (
             Live(d.table(r, store), console=console, refresh_per_second=2, transient=False)

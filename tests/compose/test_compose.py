@@ -52,10 +52,12 @@ def test_expected_services(compose: dict[str, Any]) -> None:
         "worker",
         "scheduler",
         "trader",
+        "ui",
+        "prometheus",
     }
     assert want <= set(compose["services"])
     apps = cc.app_services(compose)
-    assert set(apps) == {"observer", "archiver", "labeler", "worker", "scheduler", "trader"}
+    assert set(apps) == {"observer", "archiver", "labeler", "worker", "scheduler", "trader", "ui"}
     assert {s["build"]["dockerfile"] for s in apps.values()} == {"compose/Dockerfile"}
     argv = {n: cc.fusion_argv(s) for n, s in apps.items()}
     assert argv["observer"] == ["observe", "--leases"]
@@ -108,6 +110,7 @@ def test_markets_consistent(compose: dict[str, Any]) -> None:
         "labeler_svc/__main__.py",
         "trader_svc/__main__.py",
         "trainer_svc/cli.py",
+        "fusion/ui/__main__.py",
     ],
 )  # fmt: skip
 def test_services_serve_metrics(module: str) -> None:
@@ -192,9 +195,7 @@ def test_validators_catch_broken_copies(compose: dict[str, Any], raw: dict[str, 
     assert any(
         "container_name" in p for p in cc.check_ports_volumes(_broken(compose, "observer", container_name="obs"))
     )
-    assert any(
-        "host port 9000" in p for p in cc.check_ports_volumes(_broken(compose, "redis", ports=["9000:6379"]))
-    )
+    assert any("host port 9000" in p for p in cc.check_ports_volumes(_broken(compose, "redis", ports=["9000:6379"])))
     assert any("not declared" in p for p in cc.check_ports_volumes(_broken(compose, "worker", volumes=["nope:/x"])))
     assert any("declared but not used" in p for p in cc.check_ports_volumes(_broken(compose, "worker", volumes=None)))
     assert any("'mongo'" in p for p in cc.check_ports_volumes(_broken(compose, "trader", depends_on={"mongo": {}})))

@@ -1,0 +1,1 @@
+"""``fusion ui``: the web dashboard of the whole loop (markets, archive, training, trader)."""
