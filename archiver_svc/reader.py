@@ -284,9 +284,37 @@ def load_market(
     columns_cache: str | os.PathLike[str] | bool | None = None,
     workers: int = 2,
     window_s: int | None = None,
+    origin: str = "recorded",
 ) -> MarketData:
-    """States (and labels) of ``market`` with entry time in ``[start_ms, end_ms)``; see the module doc."""
+    """States (and labels) of ``market`` with entry time in ``[start_ms, end_ms)``; see the module doc.
+
+    ``origin``: ``recorded`` (the live archive), ``imported`` (what ``fusion import``/``backfill`` wrote under
+    ``imported/``) or ``both`` (a recorded state wins over an imported one of the same tick)."""
+    from archiver_svc.origins import check_origin, imported_view, merge_market
+
     store = as_store(source)
+    kw: dict[str, Any] = {"labels": labels, "workers": workers, "window_s": window_s}
+    if check_origin(origin) == "recorded":
+        return _load_market(store, market, start_ms, end_ms, columns_cache=columns_cache, **kw)
+    view = imported_view(store)
+    cache = view.columns_cache if columns_cache is None else columns_cache
+    imported = _load_market(view, market, start_ms, end_ms, columns_cache=cache or False, **kw)
+    if origin == "imported":
+        return imported
+    return merge_market(_load_market(store, market, start_ms, end_ms, columns_cache=columns_cache, **kw), imported)
+
+
+def _load_market(
+    store: ObjectStore,
+    market: str,
+    start_ms: int | None,
+    end_ms: int | None,
+    *,
+    labels: bool,
+    columns_cache: str | os.PathLike[str] | bool | None,
+    workers: int,
+    window_s: int | None,
+) -> MarketData:
     skipped: list[int] = []
     s, problems = load_arrays(store, "states", market, start_ms, end_ms, columns_cache=columns_cache,
                               workers=workers, window_s=window_s, skipped=skipped)  # fmt: skip

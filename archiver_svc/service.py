@@ -1,4 +1,4 @@
-"""The archiver: consumer group ``archiver`` on every states/labels stream -> one object per window.
+"""The archiver: consumer group ``archiver`` on every states/labels/trades stream -> one object per window.
 
 Flow per stream: XREADGROUP (big COUNT) -> validate (template fast path, full schema decode
 otherwise; undecodable -> dead-letter stream + XACK) -> buffer per window -> once the group has
@@ -52,6 +52,7 @@ from archiver_svc.read_ahead import ReadAhead
 from archiver_svc.redis_replies import REDIS_ERRORS, entries_of, stream_replies
 from archiver_svc.redis_replies import as_str as _s
 from archiver_svc.store_backoff import STORE_DOWN, StoreBackoff
+from archiver_svc.summary import DaySummaries
 from archiver_svc.window_writer import Job, WindowWriter
 from archiver_svc.windows import object_key
 from common import keys
@@ -133,6 +134,7 @@ class Archiver(Intake):
         self._raw = redis.Redis(connection_pool=r.connection_pool)
         self._raw.set_response_callback("XREADGROUP", lambda resp, **_: resp)
         self._next_scan = self._next_claim = self._next_heartbeat = 0.0
+        self.summaries = DaySummaries(store, self.window_ms, self.grace_ms)  # trades: daily performance
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -176,6 +178,7 @@ class Archiver(Intake):
                     self._submit_closable(force=True)
                 self._collect(wait=True)
                 self._ack_done()
+                self._summarize(force=final)
                 break
             except REDIS_ERRORS as e:
                 self._on_redis_error(e)
@@ -225,10 +228,11 @@ class Archiver(Intake):
         self._submit_closable(force=False)
         self._collect(wait=False)
         self._ack_done()
+        self._summarize(force=False)
         return got
 
     def discover(self) -> None:
-        for kind in ("states", "labels"):
+        for kind in keys.STREAM_KINDS:  # trades: a trader's records, same windows and rules
             for s in scan_streams(self.r, kind):
                 if s in self.streams:
                     continue
@@ -393,8 +397,15 @@ class Archiver(Intake):
                 pipe.xack(job.stream, keys.ARCHIVER_GROUP, *ids[i : i + 5000])
         pipe.execute()
         for job in self.to_ack:
+            if job.kind == "trades":
+                self.summaries.touch(job.market, job.window_start_ms)
             ENTRIES.labels(job.kind).inc(len(job.entries))
             OBJECTS.labels(job.kind, job.result).inc()
             self.stats.archived += len(job.entries)
             self.stats.objects[job.result] = self.stats.objects.get(job.result, 0) + 1
         self.to_ack = []
+
+    def _summarize(self, force: bool) -> None:
+        """Daily trade summaries of closed days (:mod:`archiver_svc.summary`)."""
+        if self.summaries.touched:
+            self.summaries.flush(lambda t: self.delivered_ms.get(keys.trades_stream(t), -1), force=force)

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from archiver_svc.origins import IMPORTED_PREFIX
 from archiver_svc.windows import PREFIXES
 from common.log import kv
 from common.store import LocalStore, ObjectInfo, ObjectStore
@@ -78,11 +79,13 @@ def sync(
     progress: bool = True,
     workers: int = 4,
 ) -> SyncResult:
-    """Download missing/changed objects under ``prefixes`` (default: every archive prefix)."""
+    """Download missing/changed objects under ``prefixes`` (default: every archive prefix, recorded and
+    imported)."""
     local = LocalStore(cache_dir)
     mpath = local.root / MANIFEST
     manifest = _load_manifest(mpath)
-    pfx = list(prefixes) if prefixes is not None else [p + "/" for p in PREFIXES.values()]
+    every = [o + p + "/" for o in ("", IMPORTED_PREFIX) for p in PREFIXES.values()]
+    pfx = list(prefixes) if prefixes is not None else every
     infos = [o for p in pfx for o in store.list(p)]
     res = SyncResult(listed=len(infos))
     todo = [o for o in infos if not _up_to_date(local, o, manifest)]

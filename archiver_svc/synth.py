@@ -90,7 +90,7 @@ def synth_states(market: str, start_ms: int, n: int, tick_ms: int = 500, seed: i
     """``n`` consecutive states of ``market`` from ``start_ms`` on the tick grid."""
     ticks = start_ms + tick_ms * np.arange(n, dtype=np.int64)
     raw = synth_raw(ticks, seed)
-    feats = market_features(raw, ticks)
+    feats = market_features(raw, ticks, tick_s=tick_ms / 1000.0)
     windows: dict[int, PolymarketWindow] = {}
     out = []
     for i in range(n):

@@ -5,6 +5,7 @@ Windows are fixed in stream-ID time: an entry ``<ms>-<seq>`` belongs to the wind
 
     market-data/{market}/{YYYY-MM-DD}/{window_start_ms}.msgpack.gz   (states)
     labels/{market}/{YYYY-MM-DD}/{window_start_ms}.msgpack.gz        (labels)
+    trades/{trader}/{YYYY-MM-DD}/{window_start_ms}.msgpack.gz        (a trader's records; "market" = trader)
 
 (date = UTC date of the window start). Its bytes are ``gzip(mtime=0, level GZIP_LEVEL)`` (ISA-L's
 deflate via ``isal.isal_zlib``, one shot over the whole body) of a msgpack sequence: a header map
@@ -36,8 +37,8 @@ from common.schema import MAX_MESSAGE_BYTES
 
 OBJECT_VERSION = 1
 GZIP_LEVEL = 1  # fixed: part of the byte-exact format (ISA-L level 1: ~5x faster than zlib's 1, same size)
-KINDS = ("states", "labels")
-PREFIXES = {"states": "market-data", "labels": "labels"}
+KINDS = ("states", "labels", "trades")
+PREFIXES = {"states": "market-data", "labels": "labels", "trades": "trades"}
 SUFFIX = ".msgpack.gz"
 QUARANTINE_PREFIX = "quarantine/"
 MAX_OBJECT_BYTES = 1 << 30  # absolute cap of an inflated object, whatever the window

@@ -92,7 +92,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     settings = Settings(tick_ms=500, stream_max_age_s=3600)
     bn, pm, names = _setup(n_markets, n_symbols, settings)
     sides = [MarketSides(n, bn.symbols[pm.specs[n].binance_symbol], pm.markets[n]) for n in names]
-    builder = StateBuilder(sides, settings.stale_binance_ms, settings.stale_poly_ms)
+    builder = StateBuilder(sides, settings.stale_binance_ms, settings.stale_poly_ms, settings.tick_ms)
     rng = random.Random(1)
     frames = [_frames(s, bn, pm, rng) for s in range(seconds)]
     n_frames = sum(len(f) for f in frames)

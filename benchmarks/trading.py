@@ -133,7 +133,7 @@ def run(quick: bool = False) -> dict[str, Any]:
         trader.stop()
         runner.join(10)
         r = connect(srv.url)
-        recs = [msgpack.unpackb(f[keys.PAYLOAD_FIELD], raw=False) for _, f in r.xrange(keys.TRADES_STREAM)]
+        recs = [msgpack.unpackb(f[keys.PAYLOAD_FIELD], raw=False) for _, f in r.xrange(keys.trades_stream("bench"))]
         r.close()
     stamp = dict(zip(res["ticks"], res["stamps"], strict=True))
     dec = [x for x in recs if x["type"] == "decision"]

@@ -35,6 +35,7 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from common import keys
+from common.alerts import notify
 from common.features import FEATURE_SET, OBSERVATION_FEATURES
 from common.names import InvalidName, NameKind, check_name, is_valid_name
 from common.policy import ARCH_TYPE, INPUT_DIM, LN_EPS, N_ACTIONS, WeightsError, check_weights
@@ -254,8 +255,11 @@ def _set_champion(
 
 
 def promote(store: ObjectStore, policy: str, version: str, redis: Any = None) -> dict[str, Any]:
-    """Make ``version`` the champion (verified first) and publish ``model-updated`` if ``redis``."""
-    return _set_champion(store, policy, version, redis, _history(store, policy))
+    """Make ``version`` the champion (verified first) and publish ``model-updated`` if ``redis``; alert."""
+    ptr = _set_champion(store, policy, version, redis, _history(store, policy))
+    notify("model-promoted", f"{policy} {version} is the champion", key=f"{policy}/{version}", policy=policy,
+           version=version)  # fmt: skip
+    return ptr
 
 
 def rollback(store: ObjectStore, policy: str, redis: Any = None) -> dict[str, Any]:
@@ -263,7 +267,11 @@ def rollback(store: ObjectStore, policy: str, redis: Any = None) -> dict[str, An
     hist = _history(store, policy)
     if len(hist) < 2:
         raise ModelError(f"policy {policy} has no previous champion to roll back to")
-    return _set_champion(store, policy, hist[-2]["version"], redis, hist[:-2])
+    ptr = _set_champion(store, policy, hist[-2]["version"], redis, hist[:-2])
+    old, new = hist[-1]["version"], ptr["version"]
+    notify("model-rolled-back", f"{policy} rolled back from {old} to {new}", key=f"{policy}/{new}", policy=policy,
+           version=new, previous=old)  # fmt: skip
+    return ptr
 
 
 def publish_model_updated(redis: Any, policy: str, ptr: Mapping[str, Any]) -> bytes:

@@ -17,7 +17,7 @@ features, which belong to the agent: :func:`agent_features`), with the upstream'
 * ``large_trade_flag`` decays with a 10 s time constant since the last large trade;
 * ``time_remaining`` is the fraction of the window left, for any window length.
 
-Feature set ``market-v2`` (this one) adds what an Up/Down market is priced on and upstream never
+Feature set ``market-v2`` adds what an Up/Down market is priced on and upstream never
 showed its policy, so a lead-lag between the venues can be learnt at all:
 
 * ``up_mid``: the Up token's mid price, as ``2 * mid - 1`` (the price the policy would pay);
@@ -27,6 +27,24 @@ showed its policy, so a lead-lag between the venues can be learnt at all:
 * ``fair_gap``: ``Phi(z) - mid`` (x 2): the Up probability that Binance implies now minus the
   price Polymarket shows; positive when the Up token is cheap against Binance.
 
+Feature set ``market-v3`` (this one) makes every feature correct at any tick (0.5 s to 1 minute) and
+window length (5 minutes to 4 hours):
+
+* ``vol_5m`` still needs a 300 s window of Up mids, but the minimum sample count fits the tick:
+  half the samples the window can hold, between 3 and 30 (v2 asked 30: always 0 above a 10 s tick);
+* ``spread_pct`` is the relative spread ``(ask - bid) / mid`` on a log scale that reaches 1 only at a
+  placeholder book (relative spread 2): ``log1p(rel / 0.01) / log1p(200)`` (v2's ``20 * rel`` clipped
+  at 1.0 for an ordinary one-cent spread at a 20-cent mid);
+* stale inputs are neutralised: when the state's Binance side is stale (``STALE_BINANCE``) every
+  Binance-derived feature is 0, when its Polymarket side is stale (``STALE_POLY``) every book-derived
+  one is 0 (v2 showed trade flow frozen at its last value for hours after a feed ended), and the two
+  flags are features ``binance_stale`` / ``poly_stale`` (1.0 = stale), so the policy sees them.
+
+The tick length comes from the caller (``tick_s``: the observer's and trader's setting) or, when not
+given, from the spacing of the rows' ticks (default 0.5 s for a single tick). Staleness comes from the
+state's ``flags`` when given (the observer's verdict, carried by the state), else from its recorded
+ages against ``STALE_*_MS`` (at least two ticks).
+
 Every feature is finite and in [-1, 1]; a missing input gives 0, never NaN.
 """
 
@@ -35,9 +53,9 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from common.schema import N_RAW, RAW_INDEX
+from common.schema import N_RAW, RAW_INDEX, STALE_BINANCE, STALE_POLY
 
-FEATURE_SET = "market-v2"
+FEATURE_SET = "market-v3"
 MARKET_FEATURES: tuple[str, ...] = (
     "returns_1m",
     "returns_5m",
@@ -57,6 +75,8 @@ MARKET_FEATURES: tuple[str, ...] = (
     "up_mid",
     "strike_z",
     "fair_gap",
+    "binance_stale",
+    "poly_stale",
 )
 AGENT_FEATURES: tuple[str, ...] = ("has_position", "position_side", "position_pnl")
 OBSERVATION_FEATURES: tuple[str, ...] = MARKET_FEATURES + AGENT_FEATURES
@@ -65,9 +85,16 @@ N_OBS = len(OBSERVATION_FEATURES)
 
 # constants of the market features
 RETURN_SCALE = 50.0
-SPREAD_SCALE = 20.0
+SPREAD_UNIT = 0.01  # relative spread of one log step
+SPREAD_FULL = 2.0  # relative spread that maps to 1.0 (a 0.01/0.99 placeholder book)
 VOL5M_SCALE = 20.0
-VOL5M_MIN_SAMPLES = 30
+VOL5M_WINDOW_S = 300.0
+VOL5M_MIN_SAMPLES = 30  # at most (the v2 rule at the default 0.5 s tick)
+VOL5M_FLOOR_SAMPLES = 3  # at least: a std of fewer samples is noise
+VOL5M_COVERAGE = 0.5  # fraction of the window's possible samples required
+DEFAULT_TICK_S = 0.5
+STALE_BINANCE_MS = 5_000.0  # the observer's defaults (common.settings), used when no flags are given
+STALE_POLY_MS = 60_000.0
 CVD_SCALE_USD = 1e6
 INTENSITY_FULL_SCALE = 100.0  # trades/s that map to 1.0
 LARGE_TRADE_TAU_S = 10.0
@@ -75,6 +102,9 @@ VOL_REGIME_RV = 0.01
 TREND_REGIME_RET = 0.005
 STRIKE_Z_SCALE = 3.0
 FAIR_GAP_SCALE = 2.0
+# features computed from each venue: zeroed when that venue's inputs are stale
+BINANCE_DERIVED = (0, 1, 2, 5, 6, 8, 9, 11, 13, 14, 16, 17)
+POLY_DERIVED = (3, 4, 7, 10, 15, 17)
 MIN_MINUTES_LEFT = 5.0 / 60.0  # sigma of the remaining move is floored at 5 s of it
 
 F32 = npt.NDArray[np.float32]
@@ -104,14 +134,45 @@ def norm_cdf(z: F64) -> F64:
     return np.asarray(0.5 * (1.0 + np.sign(z) * erf), dtype=np.float64)
 
 
-def market_features(raw: F64, tick_ms: npt.NDArray[np.int64]) -> F32:
-    """Features ``FEATURE_SET`` of N states: ``raw`` (N, N_RAW) and ``tick_ms`` (N,) -> (N, 18) float32."""
+def infer_tick_s(tick_ms: npt.NDArray[np.int64]) -> float:
+    """The tick length of rows of one market: the median spacing of their distinct ticks (0.5 s if one)."""
+    t = np.asarray(tick_ms, dtype=np.int64)
+    d = np.diff(t)
+    if d.size and d.min() < 0:  # not in order: sort first (the trainer's archives are)
+        d = np.diff(np.sort(t))
+    d = d[d > 0]
+    return float(np.median(d)) / 1000.0 if d.size else DEFAULT_TICK_S
+
+
+def vol5m_min_samples(tick_s: float) -> int:
+    """Samples ``vol_5m`` needs in its 300 s window at this tick (between 3 and 30)."""
+    fit = int(VOL5M_COVERAGE * VOL5M_WINDOW_S / max(float(tick_s), 1e-3))
+    return max(VOL5M_FLOOR_SAMPLES, min(VOL5M_MIN_SAMPLES, fit))
+
+
+def market_features(
+    raw: F64,
+    tick_ms: npt.NDArray[np.int64],
+    flags: npt.ArrayLike | None = None,
+    *,
+    tick_s: float | None = None,
+) -> F32:
+    """Features ``FEATURE_SET`` of N states: ``raw`` (N, N_RAW), ``tick_ms`` (N,), the states' ``flags``
+    (N,) when known and the tick length -> (N, N_MARKET_FEATURES) float32 (see the module doc)."""
     raw = np.asarray(raw, dtype=np.float64)
     if raw.ndim != 2 or raw.shape[1] != N_RAW:
         raise ValueError(f"raw must have shape (N, {N_RAW}), got {raw.shape}")
     n = raw.shape[0]
     out = np.zeros((n, N_MARKET_FEATURES), dtype=np.float64)
     t_s = np.asarray(tick_ms, dtype=np.float64) / 1000.0
+    tick = infer_tick_s(np.asarray(tick_ms)) if tick_s is None else float(tick_s)
+    if flags is not None:
+        fl = np.asarray(flags, dtype=np.int64).reshape(n)
+        stale_bn, stale_pm = (fl & STALE_BINANCE) != 0, (fl & STALE_POLY) != 0
+    else:
+        age_bn, age_pm = _col(raw, "age_binance_ms"), _col(raw, "age_poly_ms")
+        stale_bn = np.isfinite(age_bn) & (age_bn > max(STALE_BINANCE_MS, 2000.0 * tick))
+        stale_pm = np.isfinite(age_pm) & (age_pm > max(STALE_POLY_MS, 2000.0 * tick))
 
     c0 = _col(raw, "bn_close_0")
     out[:, 0] = RETURN_SCALE * _ret(c0, _col(raw, "bn_close_1m"))
@@ -133,7 +194,8 @@ def market_features(raw: F64, tick_ms: npt.NDArray[np.int64]) -> F32:
     bid, ask = _col(raw, "up_bid_px_0"), _col(raw, "up_ask_px_0")
     both = np.isfinite(bid) & np.isfinite(ask)
     mid = np.where(both, (bid + ask) / 2.0, 0.0)
-    out[:, 7] = np.where(both, SPREAD_SCALE * _safe_ratio(ask - bid, np.maximum(0.01, mid)), 0.0)
+    rel = np.maximum(_safe_ratio(ask - bid, np.maximum(0.01, mid)), 0.0)
+    out[:, 7] = np.where(both, np.log1p(rel / SPREAD_UNIT) / np.log1p(SPREAD_FULL / SPREAD_UNIT), 0.0)
 
     rate = np.nan_to_num(_col(raw, "bn_trades_10s")) / 10.0
     out[:, 8] = np.log1p(np.maximum(rate, 0.0)) / np.log1p(INTENSITY_FULL_SCALE)
@@ -142,7 +204,7 @@ def market_features(raw: F64, tick_ms: npt.NDArray[np.int64]) -> F32:
     out[:, 9] = np.where(np.isfinite(age), np.exp(-np.maximum(age, 0.0) / LARGE_TRADE_TAU_S), 0.0)
 
     std5 = _col(raw, "up_mid_std_5m")
-    enough = np.nan_to_num(_col(raw, "up_mid_n_5m")) >= VOL5M_MIN_SAMPLES
+    enough = np.nan_to_num(_col(raw, "up_mid_n_5m")) >= vol5m_min_samples(tick)
     out[:, 10] = np.where(enough & np.isfinite(std5), VOL5M_SCALE * np.nan_to_num(std5), 0.0)
 
     v1h, v24 = _col(raw, "bn_vol_1h"), _col(raw, "bn_vol_24h_per_h")
@@ -169,6 +231,10 @@ def market_features(raw: F64, tick_ms: npt.NDArray[np.int64]) -> F32:
     out[:, 16] = z / STRIKE_Z_SCALE
     out[:, 17] = np.where(okz & both, FAIR_GAP_SCALE * (norm_cdf(z) - mid), 0.0)
 
+    out[np.ix_(stale_bn, BINANCE_DERIVED)] = 0.0
+    out[np.ix_(stale_pm, POLY_DERIVED)] = 0.0
+    out[:, 18] = stale_bn
+    out[:, 19] = stale_pm
     np.clip(out, -1.0, 1.0, out=out)
     out[~np.isfinite(out)] = 0.0
     return out.astype(np.float32)

@@ -15,7 +15,7 @@ PREFIX = "fusion"
 # Streams (msgpack payload under the single field ``d``)
 PAYLOAD_FIELD = b"d"
 EVENTS_STREAM = f"{PREFIX}:events"  # model-updated, model-rejected, ... (global)
-TRADES_STREAM = f"{PREFIX}:trades"  # trader decisions and fills (global)
+TRADES_STREAM = f"{PREFIX}:trades"  # legacy global trade stream: only read (recovery), see trades_stream
 DEAD_LETTER_STREAM = f"{PREFIX}:deadletter"  # undecodable entries, with their reason (see common.deadletter)
 DEAD_LETTER_BYTES = f"{PREFIX}:deadletter:bytes"  # payload bytes held in the dead-letter stream
 DEAD_LETTER_SEEN_PREFIX = f"{PREFIX}:deadletter:seen"  # one marker per parked (stream, entry id)
@@ -26,6 +26,8 @@ ARCHIVER_GROUP = "archiver"
 LABELER_GROUP = "labeler"
 STATES_GROUPS = (ARCHIVER_GROUP, LABELER_GROUP)
 LABELS_GROUPS = (ARCHIVER_GROUP,)
+TRADES_GROUPS = (ARCHIVER_GROUP,)
+STREAM_KINDS = ("states", "labels", "trades")  # kinds of ``fusion:{NAME}:<kind>`` streams
 
 # Observer leases (market -> holders), see observer_svc.leases
 LEASE_PREFIX = f"{PREFIX}:lease"
@@ -48,6 +50,12 @@ def states_stream(market: str) -> str:
 def labels_stream(market: str) -> str:
     """Stream of hindsight labels, entry ID = the labelled state's ID."""
     return f"{PREFIX}:{{{check_name(market)}}}:labels"
+
+
+def trades_stream(trader: str) -> str:
+    """Stream of one trader's records (decisions, fills, refusals, settlements, swaps, day, kill), auto IDs
+    (Redis time); archived by the archiver as kind ``trades``, written in one MULTI with its state key."""
+    return f"{PREFIX}:{{{check_name(trader, 'trader')}}}:trades"
 
 
 def published_tick_key(market: str) -> str:
@@ -77,8 +85,14 @@ def trader_status_key(trader: str) -> str:
 
 def trader_state_key(trader: str) -> str:
     """Hash ``{seq, d}``: the trader's positions, cash, PnL, day and kill switch (msgpack under ``d``), written in
-    the same MULTI as its records on ``TRADES_STREAM`` (see trader_svc.recovery)."""
-    return f"{TRADER_STATUS_PREFIX}:{trader}:state"
+    the same MULTI as its records on ``trades_stream(trader)`` (see trader_svc.recovery): both carry the hash tag
+    ``{trader}``, so a Redis Cluster keeps them in one slot (a MULTI cannot span slots)."""
+    return f"{TRADER_STATUS_PREFIX}:{{{check_name(trader, 'trader')}}}:state"
+
+
+def legacy_trader_state_key(trader: str) -> str:
+    """Where the state lived before it carried a hash tag: read once on start when the new key is absent."""
+    return f"{TRADER_STATUS_PREFIX}:{check_name(trader, 'trader')}:state"
 
 
 def trader_command_key(trader: str) -> str:
@@ -91,8 +105,9 @@ def training_lock_key(policy: str) -> str:
 
 
 def market_of_stream(stream: str | bytes) -> tuple[str, str] | None:
-    """Parse ``fusion:{M}:states`` / ``fusion:{M}:labels`` into ``(M, kind)``; None otherwise, and None
-    when ``M`` is outside the name grammar (e.g. ``fusion:{BTC-5M/.}:states``: never another market's)."""
+    """Parse ``fusion:{M}:states`` / ``fusion:{M}:labels`` / ``fusion:{T}:trades`` into ``(name, kind)`` (for
+    trades the name is the trader's); None otherwise, and None when the name is outside the name grammar
+    (e.g. ``fusion:{BTC-5M/.}:states``: never another market's)."""
     s = stream.decode(errors="replace") if isinstance(stream, bytes) else stream
     head = f"{PREFIX}:{{"
     if not s.startswith(head):
@@ -101,7 +116,7 @@ def market_of_stream(stream: str | bytes) -> tuple[str, str] | None:
     if close < 0:
         return None
     kind = s[close + 2 :]
-    if kind not in ("states", "labels"):
+    if kind not in STREAM_KINDS:
         return None
     market = s[len(head) : close]
     return (market, kind) if is_valid_name(market) else None

@@ -10,7 +10,7 @@ Actions (the upstream's semantics, one position per market):
 
 A position never flips in one step: closing leaves the agent flat.
 
-Architecture ``mlp-ln-tanh``: ``x (N_OBS = 21) -> Linear(64) -> LayerNorm -> tanh -> Linear(64) -> LayerNorm
+Architecture ``mlp-ln-tanh``: ``x (N_OBS = 23) -> Linear(64) -> LayerNorm -> tanh -> Linear(64) -> LayerNorm
 -> tanh -> Linear(3)`` (actor logits). PPO adds a critic of the same shape with one output and its
 own weights. Weights are float32, Linear weights are ``[out, in]`` (``y = x @ W.T + b``), names
 ``actor.fc1.weight`` ... ``actor.out.bias`` and optionally ``critic.*``.

@@ -93,7 +93,7 @@ def repair_forged_top(
     """Park and delete every entry of ``stream`` above ``max(published tick, tick_ms) + tolerance_ms``, set the
     stream's last ID back to its real top and move consumer groups past it back (see the module docstring)."""
     parsed = keys.market_of_stream(stream)
-    if parsed is None:
+    if parsed is None or parsed[1] == "trades":
         raise ValueError(f"not a market stream: {stream!r}")
     marker = keys.published_tick_key(parsed[0])
     script = r.register_script(_REPAIR)

@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 STATE_VERSION = 2  # v2 added bn_open_px (v1 states are rejected as an unknown version)
 LABEL_VERSION = 1
+TRADE_VERSION = 1  # a trader's record (msgpack map: v, trader, type, ...; see trader_svc.recovery)
 MAX_MESSAGE_BYTES = 16 * 1024
 BOOK_LEVELS = 5
 
@@ -89,6 +90,16 @@ NO_PM_MARKET = 4  # no current Polymarket market known
 BINANCE_BOOK_INVALID = 8  # local depth book out of sync (awaiting a snapshot)
 POLY_BOOK_EMPTY = 16  # Up book has neither bids nor asks
 PM_RESOLVED = 32  # the current Polymarket market has resolved
+# Provenance and fidelity (no bit set: a live, fully recorded state). A state written by ``fusion import`` /
+# ``fusion backfill`` carries its origin and which groups of raw fields were derived rather than recorded;
+# fields that were absent are NaN as always. The per-field detail is in the import's manifest.
+ORIGIN_IMPORTED = 64  # written by ``fusion import`` from a user's recording
+ORIGIN_BACKFILLED = 128  # written by ``fusion backfill`` from public history
+DERIVED_POLY_BOOK = 256  # Polymarket tops derived (e.g. from a price history or one token's book), sizes unknown
+DERIVED_BINANCE_BOOK = 512  # Binance bid/ask derived from a last price or a 1-minute bar, not a live book
+DERIVED_BINANCE_FLOW = 1024  # Binance trade aggregates derived from bars or absent, not from every trade
+ORIGIN_MASK = ORIGIN_IMPORTED | ORIGIN_BACKFILLED
+DERIVED_MASK = DERIVED_POLY_BOOK | DERIVED_BINANCE_BOOK | DERIVED_BINANCE_FLOW
 FLAG_NAMES = {
     STALE_BINANCE: "stale_binance",
     STALE_POLY: "stale_poly",
@@ -96,6 +107,11 @@ FLAG_NAMES = {
     BINANCE_BOOK_INVALID: "binance_book_invalid",
     POLY_BOOK_EMPTY: "poly_book_empty",
     PM_RESOLVED: "pm_resolved",
+    ORIGIN_IMPORTED: "imported",
+    ORIGIN_BACKFILLED: "backfilled",
+    DERIVED_POLY_BOOK: "derived_poly_book",
+    DERIVED_BINANCE_BOOK: "derived_binance_book",
+    DERIVED_BINANCE_FLOW: "derived_binance_flow",
 }
 
 

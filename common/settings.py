@@ -126,6 +126,14 @@ class Settings(BaseSettings):
     ui_cache_s: float = Field(30.0, ge=0, description="how long the UI reuses a store listing")
     ui_page_markets: int = Field(50, ge=1, description="markets per page of the UI (bounds its cost per refresh)")
 
+    # --- alerts (common.alerts): off while the URL is empty
+    alert_webhook_url: SecretStr = Field(SecretStr(""), description="incoming-webhook URL (a secret); empty: off")
+    alert_format: Literal["json", "slack", "discord"] = Field("json", description="payload preset of the webhook")
+    alert_dedup_s: float = Field(300.0, ge=0, description="the same alert (kind + key) is sent once per this period")
+    alert_rate_per_min: int = Field(20, ge=1, description="at most this many alerts per minute; the rest are dropped")
+    alert_queue: int = Field(100, ge=1, description="alerts waiting to be sent; when full new ones are dropped")
+    alert_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one webhook POST")
+
     @field_validator("markets", "binance_streams", "trader_markets", mode="before")
     @classmethod
     def _lists(cls, v: Any) -> Any:

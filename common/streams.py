@@ -22,7 +22,7 @@ from typing import Any
 import redis
 
 from common import metrics
-from common.keys import LABELS_GROUPS, PAYLOAD_FIELD, STATES_GROUPS, market_of_stream
+from common.keys import LABELS_GROUPS, PAYLOAD_FIELD, STATES_GROUPS, TRADES_GROUPS, market_of_stream
 from common.log import kv, log_once
 from common.repair import RepairResult, repair_forged_top
 
@@ -93,11 +93,11 @@ def ensure_group(r: redis.Redis, stream: str, group: str, start_id: str = "0") -
 
 
 def groups_of(stream: str) -> tuple[str, ...]:
-    """The consumer groups that read ``stream`` (states: archiver + labeler; labels: archiver)."""
+    """The consumer groups that read ``stream`` (states: archiver + labeler; labels, trades: archiver)."""
     parsed = market_of_stream(stream)
     if parsed is None:
         return ()
-    return STATES_GROUPS if parsed[1] == "states" else LABELS_GROUPS
+    return {"states": STATES_GROUPS, "labels": LABELS_GROUPS, "trades": TRADES_GROUPS}[parsed[1]]
 
 
 def ensure_groups(r: redis.Redis, stream: str) -> None:
@@ -108,7 +108,7 @@ def ensure_groups(r: redis.Redis, stream: str) -> None:
 
 
 def scan_streams(r: redis.Redis, kind: str) -> list[str]:
-    """Every ``fusion:{M}:<kind>`` stream that exists (kind = states | labels) whose ``M`` follows the name
+    """Every ``fusion:{M}:<kind>`` stream that exists (kind = states | labels | trades) whose ``M`` follows the name
     grammar; any other is ignored, counted (``fusion_streams_ignored_total``, once per stream and process)
     and logged once (the log formatters quote control characters)."""
     out = []

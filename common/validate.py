@@ -23,6 +23,10 @@ A state entry is usable when (each rule names its reason):
 A label entry is usable when it decodes (:func:`common.schema.decode_label`), names the stream's market
 and its entry ID is ``<tick_ms>-0`` of its own ``t`` (the ID of the state it labels).
 
+A trade record (``fusion:{T}:trades``) is usable when it is a msgpack map of at most ``MAX_TRADE_BYTES`` with
+``v`` = ``TRADE_VERSION``, ``trader`` = the stream's trader and a non-empty string ``type``; any entry ID
+(Redis-generated) is accepted.
+
 Checks are vectorised over a batch: :func:`row_problems` on columns, :func:`check_payloads` on raw
 payloads (template fast path of :mod:`common.layout`, full decode for the rest).
 """
@@ -32,14 +36,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgpack
 import numpy as np
 import numpy.typing as npt
 
 from common.features import FEATURE_SET, N_MARKET_FEATURES
 from common.layout import extract
-from common.schema import N_RAW, RAW_FIELDS, SchemaError, State, decode_label, decode_state
+from common.schema import N_RAW, RAW_FIELDS, TRADE_VERSION, SchemaError, State, decode_label, decode_state
 
 MAX_TICK_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z
+MAX_TRADE_BYTES = 16 * 1024  # as a state or label (the archive's per-window byte bound holds)
 Problems = list[tuple[int, str]]
 I64 = npt.NDArray[np.int64]
 
@@ -173,6 +179,12 @@ def check_payloads(market: str, kind: str, ids: Sequence[str | bytes], payloads:
             good.append(i)
     if not good:
         return sorted(out.items())
+    if kind == "trades":
+        for i in good:
+            problem = check_trade(market, payloads[i])  # type: ignore[arg-type]
+            if problem:
+                out[i] = problem
+        return sorted(out.items())
     ps: list[bytes] = [payloads[i] for i in good]  # type: ignore[misc]
     at = np.asarray(good, np.int64)
     groups, left = extract(ps, kind)
@@ -201,3 +213,22 @@ def check_payloads(market: str, kind: str, ids: Sequence[str | bytes], payloads:
         if why:
             out[i] = why
     return sorted(out.items())
+
+
+def check_trade(trader: str, payload: bytes) -> str | None:
+    """Why ``payload`` is not a usable record of ``trader``'s trade stream; None when it is (see the module doc)."""
+    if len(payload) > MAX_TRADE_BYTES:
+        return f"trade record of {len(payload)} bytes > {MAX_TRADE_BYTES}"
+    try:
+        rec = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except Exception as e:
+        return f"trade record undecodable: {type(e).__name__}"
+    if not isinstance(rec, dict):
+        return f"trade record is {type(rec).__name__}, not a map"
+    if rec.get("v") != TRADE_VERSION:
+        return f"trade record version {str(rec.get('v'))[:20]!r} != {TRADE_VERSION}"
+    if rec.get("trader") != trader:
+        return f"trade record of trader {str(rec.get('trader'))[:60]!r} on {trader!r}'s stream"
+    if not isinstance(rec.get("type"), str) or not rec["type"]:
+        return "trade record without a type"
+    return None

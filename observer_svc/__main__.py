@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
 
     asyncio.run(run())
     print(obs.summary_text())
+    problem = obs.replay_problem()
+    if problem:
+        import logging
+
+        logging.getLogger("observer").error(problem)
+        print(f"fusion observe: {problem}", flush=True)
+        return 3
     return 0
 
 

@@ -87,7 +87,12 @@ class Observer:
             )
             for name in sorted(self.active)
         ]
-        self.builder = StateBuilder(sides, self.settings.stale_binance_ms, self.settings.stale_poly_ms)
+        old = getattr(self, "builder", None)
+        self.builder = StateBuilder(
+            sides, self.settings.stale_binance_ms, self.settings.stale_poly_ms, self.settings.tick_ms
+        )
+        if old is not None:  # the replay check counts over the whole run
+            self.builder.n_poly_states, self.builder.n_poly_empty = old.n_poly_states, old.n_poly_empty
 
     def _on_tick(self, tick_ms: int) -> None:
         t0 = time.perf_counter()
@@ -190,7 +195,24 @@ class Observer:
             "publish_errors": self.publisher.errors,
             "first_tick_ms": self.first_tick,
             "last_tick_ms": self.last_tick,
+            "poly_states_empty": f"{self.builder.n_poly_empty}/{self.builder.n_poly_states}",
         }
+
+    def replay_problem(self, max_empty: float = 0.5) -> str | None:
+        """Event-clock feeds (sim, replay): why the run produced nothing usable, else None. A replay
+        that published no state, or whose states mostly lack a Polymarket market or book (rows that
+        never reached the observer, or a recording in another timezone than its windows), is an error."""
+        if not self.event_clock:
+            return None
+        if self.publisher.added == 0:
+            return (f"replay delivered nothing: {self.ticks} ticks, no state published (venues ended: "
+                    f"{sorted(self._ended) or 'none'}); is the sim serving data for {sorted(self.specs)}?")  # fmt: skip
+        n, empty = self.builder.n_poly_states, self.builder.n_poly_empty
+        if n and empty / n > max_empty:
+            return (f"replay states mostly empty: {empty} of {n} ({100 * empty / n:.0f} %) have no Polymarket "
+                    f"market or book; the Polymarket rows did not reach the observer or do not overlap the "
+                    f"Binance data (timezone or alignment: see `fusion sim recorded --help`)")  # fmt: skip
+        return None
 
     def summary_text(self) -> str:
         s = self.summary()

@@ -19,6 +19,8 @@ from common import keys
 from common.features import FEATURE_SET, market_features
 from common.schema import (
     N_RAW,
+    NO_PM_MARKET,
+    POLY_BOOK_EMPTY,
     RAW_INDEX,
     STALE_BINANCE,
     STALE_POLY,
@@ -68,8 +70,13 @@ _OPEN = RAW_INDEX["bn_open_px"]
 class StateBuilder:
     """Turns the venue sides of many markets into encoded states for one tick."""
 
-    def __init__(self, markets: Sequence[MarketSides], stale_binance_ms: int, stale_poly_ms: int) -> None:
+    def __init__(
+        self, markets: Sequence[MarketSides], stale_binance_ms: int, stale_poly_ms: int, tick_ms: int = 500
+    ) -> None:
         self.markets = list(markets)
+        self.tick_s = tick_ms / 1000.0  # the tick length the features fit (vol_5m's minimum, staleness)
+        self.n_poly_states = 0  # states of markets with a Polymarket side ...
+        self.n_poly_empty = 0  # ... of which without a Polymarket market or book
         self.stale_binance_ms = stale_binance_ms
         self.stale_poly_ms = stale_poly_ms
         self.streams = [keys.states_stream(m.name) for m in self.markets]
@@ -100,8 +107,10 @@ class StateBuilder:
         has_pm = np.array([m.polymarket is not None for m in self.markets], dtype=bool)
         flags |= np.where(has_bn & ~(age_bn <= self.stale_binance_ms), STALE_BINANCE, 0)
         flags |= np.where(has_pm & ~(age_pm <= self.stale_poly_ms), STALE_POLY, 0)
+        self.n_poly_states += int(has_pm.sum())
+        self.n_poly_empty += int((has_pm & ((flags & (NO_PM_MARKET | POLY_BOOK_EMPTY)) != 0)).sum())
         ticks = np.full(n, tick_ms, dtype=np.int64)
-        feats = market_features(x, ticks)
+        feats = market_features(x, ticks, flags, tick_s=self.tick_s)
         return [
             State(
                 market=m.name,

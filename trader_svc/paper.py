@@ -88,6 +88,7 @@ class Position:
     window_end_s: float
     opened_tick: int
     mark: float  # liquidation value at the best bid net of fees (last known)
+    model: str = ""  # the model version that opened it (its settlement is recorded under that version)
 
 
 @dataclass(slots=True)
@@ -329,7 +330,9 @@ class PaperEngine:
         rec["window_end_s"] = end
         self.trades_today += 1
         self.totals.fees += w.fee
-        self.pos[o.market] = Position(new_side, w.shares, cost, end, tick_ms, cost)  # marked at cost until a bid
+        self.pos[o.market] = Position(
+            new_side, w.shares, cost, end, tick_ms, cost, o.version
+        )  # marked at cost until a bid
         self._mark(o.market, raw)
         return [rec]
 
@@ -352,7 +355,7 @@ class PaperEngine:
         value = pos.shares * px
         realised = value - pos.cost
         w = Walk(pos.shares, value, 0.0, 0)
-        rec = self._record(None, market, "settle", pos.side, tick_ms, w, pos.shares, False, value, realised, "")
+        rec = self._record(None, market, "settle", pos.side, tick_ms, w, pos.shares, False, value, realised, pos.model)
         rec["settle_up"] = s
         self.totals.realised += realised
         self.totals.settlements += 1

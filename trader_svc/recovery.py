@@ -2,15 +2,19 @@
 
 Guarantees:
 
-* **state and record never disagree**: :meth:`Ledger.commit` XADDs a batch of records to ``fusion:trades``
+* **state and record never disagree**: :meth:`Ledger.commit` XADDs a batch of records to ``fusion:{T}:trades``
   and writes the engine's state (:mod:`trader_svc.state`) to ``trader_state_key(trader)`` (a hash: ``seq``,
-  ``d``) in one MULTI/EXEC, so either both are stored or neither. A batch that fails (Redis down) stays
-  pending, in order, and is written with the next successful commit; when the connection broke *during*
-  EXEC, the stored ``seq`` tells whether it was applied, so no record is written twice.
+  ``d``) in one MULTI/EXEC, so either both are stored or neither (both keys carry the hash tag ``{trader}``: one
+  Redis Cluster slot; a state under the untagged key of older versions is moved on load). A batch that fails
+  (Redis down) stays pending, in order, and is written with the next successful commit; when the connection
+  broke *during* EXEC, the stored ``seq`` tells whether it was applied, so no record is written twice.
 * **restart**: :meth:`Ledger.load` restores the state from that key; when the key is missing (or
   unreadable: logged once, its bytes parked in the dead-letter stream) it rebuilds it from the trader's own
-  records in ``fusion:trades`` (see :func:`trader_svc.state.rebuild`). ``source`` says which: ``redis``,
-  ``trades`` or ``new``.
+  records in ``fusion:{T}:trades`` (after those in the legacy global ``fusion:trades``, see
+  :func:`trader_svc.state.rebuild`). ``source`` says which: ``redis``, ``trades`` or ``new``.
+* **the record reaches the store**: the trade stream is created with the archiver's group at ID 0 and is never
+  capped by length; :meth:`Ledger.trim` trims it by age but never below an entry the archiver has not
+  acknowledged (:func:`common.streams.trim_by_age`), so every record is archived exactly once.
 * **settlement across a restart**: :func:`settle_from_streams` settles a position whose window ended (the
   market's stream has a state past the window's end) from the recorded states of its market, read from the
   tick the position was opened at: the first state that knows the resolution of the position's window (its
@@ -36,13 +40,14 @@ import msgpack
 from common import keys
 from common.deadletter import DeadLetters
 from common.log import log_once
-from common.schema import SchemaError, decode_state, tick_of_entry_id
+from common.schema import TRADE_VERSION, SchemaError, decode_state, tick_of_entry_id
 from common.store import ObjectStore
+from common.streams import ensure_groups, trim_by_age
 from trader_svc import state
 from trader_svc.paper import PaperEngine
 
 log = logging.getLogger("trader")
-EVENT_VERSION = 1
+EVENT_VERSION = TRADE_VERSION
 SCAN_COUNT = 500
 ARCHIVE_LOOKUP_MS = 3_600_000
 
@@ -56,15 +61,22 @@ def _id_key(eid: bytes | str) -> tuple[int, int]:
 class Ledger:
     """Durable trader state + its trade records, committed together (see the module docstring)."""
 
-    def __init__(self, r: Any, trader: str, trades_maxlen: int) -> None:
-        self.r, self.trader, self.maxlen = r, trader, trades_maxlen
+    def __init__(self, r: Any, trader: str, trades_max_age_s: int) -> None:
+        self.r, self.trader, self.max_age_s = r, trader, trades_max_age_s
         self.key = keys.trader_state_key(trader)
+        self.stream = keys.trades_stream(trader)
         self.seq = 0
         self.pending: list[dict[str, Any]] = []
         self._sent: tuple[int, int] | None = None  # (seq, n records) of an EXEC whose reply was lost
 
     def load(self, eng: PaperEngine) -> str:
+        ensure_groups(self.r, self.stream)  # before the first record: trimming waits for the archiver
         h = self.r.hgetall(self.key)
+        if not h:  # written before the key carried a hash tag: move it (copy first, then drop the old one)
+            legacy = keys.legacy_trader_state_key(self.trader)
+            h = self.r.hgetall(legacy)
+            if h:
+                self.r.pipeline(transaction=False).hset(self.key, mapping=h).delete(legacy).execute()
         if h.get(b"d"):
             try:
                 state.load(eng, h[b"d"])
@@ -81,11 +93,15 @@ class Ledger:
         return "new"
 
     def own_records(self) -> list[dict[str, Any]]:
-        """This trader's records in ``fusion:trades``, oldest first (undecodable ones skipped)."""
+        """This trader's records (legacy ``fusion:trades``, then its own stream), oldest first (undecodable
+        ones skipped)."""
+        return self._records(keys.TRADES_STREAM) + self._records(self.stream)
+
+    def _records(self, stream: str) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         start = "-"
         while True:
-            chunk = self.r.xrange(keys.TRADES_STREAM, min=start, count=2000)
+            chunk = self.r.xrange(stream, min=start, count=2000)
             for _eid, f in chunk:
                 try:
                     rec = msgpack.unpackb(f.get(keys.PAYLOAD_FIELD, b""), raw=False)
@@ -116,11 +132,15 @@ class Ledger:
         pipe = self.r.pipeline(transaction=True)
         for rec in self.pending:
             payload = msgpack.packb(rec, use_bin_type=True)
-            pipe.xadd(keys.TRADES_STREAM, {keys.PAYLOAD_FIELD: payload}, maxlen=self.maxlen, approximate=True)
+            pipe.xadd(self.stream, {keys.PAYLOAD_FIELD: payload})
         pipe.hset(self.key, mapping={"seq": seq, "d": state.dump(eng)})
         self._sent = (seq, len(self.pending))
         pipe.execute()
         self.seq, self.pending, self._sent = seq, [], None
+
+    def trim(self, now_ms: int) -> None:
+        """Trim the trade stream to ``max_age_s``, never below what the archiver has not acknowledged."""
+        trim_by_age(self.r, [self.stream], now_ms, self.max_age_s)
 
     @property
     def dirty(self) -> bool:

@@ -1,4 +1,4 @@
-"""The trader's IO: newest states from Redis -> features -> PyTorch policy -> paper engine -> fusion:trades;
+"""The trader's IO: newest states from Redis -> features -> PyTorch policy -> paper engine -> fusion:{T}:trades;
 a listener thread that hot-swaps models on ``model-updated``; a housekeeping thread for status/metrics.
 
 Guarantees:
@@ -16,11 +16,11 @@ Guarantees:
   and versions change in event order. A rejected model leaves the current one in place and an
   XADD ``{type: model-rejected, policy, version, reason, trader, ts}`` to ``fusion:events`` says why.
 * **output**: every decision, fill, refusal and swap is XADDed (msgpack under ``d``, MAXLEN ~) to
-  ``fusion:trades``; status JSON at ``trader_status_key(trader)`` every ``status_every_s``; a metrics
+  ``fusion:{T}:trades``; status JSON at ``trader_status_key(trader)`` every ``status_every_s``; a metrics
   JSON file ``live-metrics/{trader}/{YYYY-MM-DD}/{ts}.json`` every ``metrics_every_s`` and at stop.
 * A bad state entry is parked in the dead-letter stream with its reason (logged once), never fatal.
 * **memory** (:mod:`trader_svc.recovery`): positions, cash, PnL, the day's loss and the kill switch are written
-  with every batch of records, in the same MULTI; a restart continues from them (or from ``fusion:trades``),
+  with every batch of records, in the same MULTI; a restart continues from them (or from ``fusion:{T}:trades``),
   first settling the positions whose window ended while it was down.
 * **faults**: Redis unreachable -> the trader waits with backoff (logged once per outage, counted), keeps its
   state in memory and writes what is pending when Redis is back; a stream whose top moves below the
@@ -43,6 +43,7 @@ import numpy as np
 import redis
 
 from common import keys
+from common.alerts import notify
 from common.deadletter import DeadLetters
 from common.features import FEATURE_SET, N_MARKET_FEATURES, agent_features, market_features, observation
 from common.log import kv, log_once
@@ -79,7 +80,8 @@ class TraderConfig:
     tick_ms: int = 500  # the states' grid (only to estimate misses beyond one read)
     block_ms: int = 100
     read_count: int = 256
-    trades_maxlen: int = 200_000
+    trades_max_age_s: int = 7 * 86_400  # the trade stream's age bound (never below what is not archived)
+    trim_every_s: float = 60.0
     status_every_s: float = 1.0
     metrics_every_s: float = 60.0
     swap_max_wait_s: float = 1.0
@@ -128,10 +130,10 @@ class Trader(ModelSwap, StatusReport):
         self.lab = cfg.trader_id
         self._m_decisions, self._m_fills = DECISIONS.labels(self.lab), FILLS.labels(self.lab)
         self._m_tick = TICK_S.labels(self.lab)
-        self.ledger = Ledger(self.r, cfg.trader_id, cfg.trades_maxlen)
+        self.ledger = Ledger(self.r, cfg.trader_id, cfg.trades_max_age_s)
         self.state_source = "new"
         self._scan = SettleScan()
-        self._next_check = {"cursor": 0.0, "settle": 0.0}
+        self._next_check = {"cursor": 0.0, "settle": 0.0, "trim": 0.0}
         self.champion_error: str | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -287,6 +289,9 @@ class Trader(ModelSwap, StatusReport):
                 if self.stats.last_tick.get(market, -1) > tick:
                     self.stats.last_tick[market] = tick
                 self._max_tick = max(self.stats.last_tick.values(), default=-1)
+        if now >= self._next_check["trim"]:
+            self._next_check["trim"] = now + self.cfg.trim_every_s
+            self.ledger.trim(int(time.time() * 1000))
         if self.engine.pos and now >= self._next_check["settle"]:
             self._next_check["settle"] = now + self.cfg.settle_check_s
             with self._lock:
@@ -324,7 +329,8 @@ class Trader(ModelSwap, StatusReport):
         with self._lock:
             for s in batch:
                 recs += self.engine.on_state(s.market, s.tick_ms, s.raw, s.flags)
-            mf = market_features(raw, ticks)
+            flags = np.fromiter((s.flags for s in batch), dtype=np.int64, count=len(batch))
+            mf = market_features(raw, ticks, flags, tick_s=self.cfg.tick_ms / 1000.0)
             self._check_features(batch, mf)
             has, side, frac = self.engine.agent_features(markets)
             obs = observation(mf, agent_features(has, side, frac))
@@ -372,3 +378,8 @@ class Trader(ModelSwap, StatusReport):
         """Records + the engine's state, one MULTI (:meth:`trader_svc.recovery.Ledger.commit`)."""
         if recs:
             self.ledger.commit(self.engine, recs)
+            for rec in recs:
+                if rec["type"] == "kill":
+                    notify("kill-switch", f"trader {self.lab} stopped opening for the day: day PnL "
+                           f"{rec.get('day_pnl', 0.0):.2f} USD", key=f"{self.lab}/{rec.get('day')}", trader=self.lab,
+                           day=rec.get("day"), day_pnl_usd=rec.get("day_pnl"))  # fmt: skip

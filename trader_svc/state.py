@@ -5,7 +5,7 @@ Guarantees:
 * :func:`dump` / :func:`load` round-trip exactly (msgpack; floats are float64, so PnL, cost and marks come
   back bit-identical): positions (side, shares, cost, window end, mark), orders in flight, totals (realised
   PnL, fees, fill counts), the UTC day, its start equity, the trades of the day and the kill switch.
-* :func:`rebuild` folds a trader's own records of ``fusion:trades`` (in stream order) into the same state
+* :func:`rebuild` folds a trader's own records of ``fusion:{T}:trades`` (in stream order) into the same state
   when the Redis key is gone: every ``fill`` (open / close / settle) moves cash and positions as the engine
   did, ``refused`` counts, ``day`` and ``kill`` restore the risk state. What the records do not carry comes
   back approximately: a position's mark is its cost until the next state re-marks it; orders in flight
@@ -94,7 +94,7 @@ def _fill(eng: PaperEngine, rec: dict[str, Any]) -> None:
     if rec["kind"] == "open":
         cost = -float(rec["cash"])
         eng.pos[m] = Position(_SIDE[rec["side"]], float(rec["shares"]), cost, float(rec["window_end_s"]),
-                              int(rec["fill_tick"]), cost)  # fmt: skip
+                              int(rec["fill_tick"]), cost, str(rec.get("model", "")))  # fmt: skip
         eng.trades_today += 1
         return
     realised = float(rec["realised"])

@@ -17,6 +17,7 @@ from typing import Any
 import msgpack
 
 from common import keys
+from common.alerts import notify
 from common.deadletter import DeadLetters
 from common.log import kv, log_once
 from common.metrics import counter, gauge
@@ -167,6 +168,8 @@ class ModelSwap:
         self.stats.rejected.append(msg)
         REJECTED.labels(self.lab).inc()
         kv(log, logging.WARNING, "model rejected", trader=self.lab, version=version, reason=reason)
+        notify("model-rejected", f"trader {self.lab} refused {self.cfg.policy} {version}: {reason}",
+               key=f"{self.lab}/{version}", trader=self.lab, policy=self.cfg.policy, version=version)  # fmt: skip
         try:
             self.r.xadd(keys.EVENTS_STREAM, {keys.PAYLOAD_FIELD: msgpack.packb(msg, use_bin_type=True)})
         except Exception as e:

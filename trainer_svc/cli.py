@@ -13,7 +13,11 @@ from common.log import setup_logging
 from common.markets import joined_name
 from common.metrics import serve_metrics
 from common.names import InvalidName, check_name, name_arg, name_list_arg
+from common.schema import DERIVED_MASK, ORIGIN_MASK
 from common.settings import get_settings
+
+# --fidelity: flag bits of the states left out of training
+FIDELITY = {"any": 0, "no-derived": DERIVED_MASK, "live": ORIGIN_MASK | DERIVED_MASK}
 
 
 def _ms(v: str | None) -> int | None:
@@ -116,6 +120,10 @@ def train_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--follow", action="store_true", help="show the job's progress until it ends")
     ap.add_argument("--redis-url", default=s.redis_url)
     ap.add_argument("--store-url", default=s.store_url)
+    ap.add_argument("--data-source", choices=("recorded", "imported", "both"), default="both",
+                    help="archived states to train on: live recordings, imported/backfilled ones, or both")  # fmt: skip
+    ap.add_argument("--fidelity", choices=tuple(FIDELITY), default="any",
+                    help="any; no-derived: without states with derived fields; live: live recordings only")  # fmt: skip
     a = ap.parse_args(argv)
     try:  # the default policy name (markets joined with _) must follow the grammar too, before any work
         check_name(a.policy or joined_name(a.market), "policy")
@@ -145,6 +153,8 @@ def train_main(argv: list[str] | None = None) -> int:
         "margin": a.margin,
         "promote": not a.no_promote,
         "overrides": overrides,
+        "origin": a.data_source,
+        "exclude_flags": FIDELITY[a.fidelity],
     }
     import redis
 
@@ -161,7 +171,13 @@ def train_main(argv: list[str] | None = None) -> int:
             if a.follow:
                 print(f"[{f * 100:5.1f}%] {json.dumps(info, default=str)}", file=sys.stderr)
 
-        summary = run_training(spec.to_pipeline(), prog, redis=redis.Redis.from_url(a.redis_url))
+        from trainer_svc.preflight import NotTrainable
+
+        try:
+            summary = run_training(spec.to_pipeline(), prog, redis=redis.Redis.from_url(a.redis_url))
+        except NotTrainable as e:
+            print(f"fusion train: not trainable: {e}", file=sys.stderr)
+            return 2
         print(json.dumps(summary, indent=2, default=str))
         return 0
     from trainer_svc.jobs import AlreadyRunning, enqueue_training

@@ -3,8 +3,8 @@
 A policy is a function ``(env, obs) -> actions`` called once per step for all episodes. Backtests
 are greedy (no sampling) and use the same environment as training (fees, spread crossing,
 settlement). Baselines: ``hold`` (never trades), ``random`` (uniform actions, seeded), ``momentum``
-(sign of the Binance 1-minute return feature), ``oracle`` (hindsight: opens the label's best action
-and closes after the label's horizon: the ceiling, not a competitor).
+(sign of the Binance 1-minute return feature), ``oracle`` (hindsight: the exact optimum of the same
+environment, a true ceiling of every policy, not a competitor; ``labels``/``h_index`` are kept for callers).
 
 :func:`promote_decision` promotes a candidate only if, on the same hold-out windows, its per-window
 PnL beats the champion's and every non-oracle baseline's by more than ``margin`` with the paired
@@ -21,9 +21,10 @@ import numpy as np
 import numpy.typing as npt
 
 from common.features import MARKET_FEATURES
-from common.policy import BUY_DOWN, BUY_UP, FLAT, HOLD, SIDE_UP, fast_forward
+from common.policy import BUY_DOWN, BUY_UP, HOLD, fast_forward
 from common.schema import LabelColumns
 from trainer_svc.env import EpisodeBatch, ReplayEnv
+from trainer_svc.oracle import optimal_plan
 
 F64 = npt.NDArray[np.float64]
 Policy = Callable[[ReplayEnv, npt.NDArray[np.float32]], npt.ArrayLike]
@@ -121,22 +122,13 @@ def momentum_policy(env: ReplayEnv, obs: npt.NDArray[np.float32]) -> npt.ArrayLi
     return np.where(r > 0, BUY_UP, np.where(r < 0, BUY_DOWN, HOLD))
 
 
-def oracle_policy(batch: EpisodeBatch, labels: LabelColumns, h_index: int) -> Policy:
-    """Hindsight oracle: when flat, take the label's best action; close once the horizon has passed
-    (or let the position settle when the window ends first). Realises the labels' rewards."""
-    rows = np.maximum(batch.rows, 0)
-    best = np.where(batch.rows >= 0, labels.best[rows, h_index], -1)
-    valid = np.where(batch.rows >= 0, labels.valid[rows, h_index], 0).astype(bool)
-    h_ms = int(labels.horizons_s[h_index]) * 1000
+def oracle_policy(batch: EpisodeBatch, env_kwargs: Mapping[str, Any] | None = None) -> Policy:
+    """Hindsight oracle: replays the exact optimum of the same environment (``trainer_svc.oracle``), so its
+    PnL is an upper bound of every policy's on every window (same fills, fees, latency and settlement)."""
+    plan, _ = optimal_plan(batch, **dict(env_kwargs or {}))
 
     def act(env: ReplayEnv, obs: npt.NDArray[np.float32]) -> npt.ArrayLike:
-        t = min(env.t, batch.horizon - 1)
-        a = np.where(valid[:, t] & (best[:, t] > 0), best[:, t], HOLD)
-        holding = env.side != FLAT
-        entry = np.maximum(env.entry_t, 0)
-        elapsed = batch.tick_ms[:, t] - batch.tick_ms[env.ar, entry]
-        close = np.where(env.side == SIDE_UP, BUY_DOWN, BUY_UP)
-        return np.where(holding, np.where(elapsed >= h_ms - 250, close, HOLD), a)
+        return plan[:, min(env.t, batch.horizon - 1)]
 
     return act
 
@@ -162,8 +154,7 @@ def baselines(
         "random": run_policy(batch, random_policy(seed), "random", env_kwargs),
         "momentum": run_policy(batch, momentum_policy, "momentum", env_kwargs),
     }
-    if labels is not None:
-        out["oracle"] = run_policy(batch, oracle_policy(batch, labels, h_index), "oracle", env_kwargs)
+    out["oracle"] = run_policy(batch, oracle_policy(batch, env_kwargs), "oracle", env_kwargs)
     return out
 
 

@@ -146,7 +146,15 @@ def training_job(params: dict[str, Any]) -> dict[str, Any]:
     if job is not None:
         job.meta["attempt"] = int(job.meta.get("attempt", 0)) + 1
         job.save_meta()
-    summary = run_training(p, progress, run_key=job.id if job is not None else None, redis=conn)
+    from trainer_svc.preflight import NotTrainable
+
+    try:
+        summary = run_training(p, progress, run_key=job.id if job is not None else None, redis=conn)
+    except NotTrainable as e:  # the data cannot train this job: retrying would not help, say what to change
+        summary = {"trained": False, "not_trainable": str(e), "policy": p.policy_name}
+        if job is not None:
+            job.meta.update(stage="not_trainable", not_trainable=str(e))
+            job.save_meta()
     if conn is not None and job is not None:
         release_lock(conn, p.policy_name, job.id)
     # stored in Redis as the job's result: plain JSON, URL credentials (e.g. of the worker's own store) redacted

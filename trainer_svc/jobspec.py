@@ -139,6 +139,8 @@ class TrainingParams(BaseModel):
     margin: float = Field(0.0, ge=-1e6, le=1e6)
     promote: bool = True
     overrides: dict[str, Any] = Field(default_factory=dict)
+    origin: Literal["recorded", "imported", "both"] = "both"  # archived states: live, imported/backfilled, both
+    exclude_flags: int = Field(0, ge=0, le=2**31 - 1)  # drop states with any of these flag bits (fidelity filter)
 
     @field_validator("market")
     @classmethod

@@ -21,11 +21,12 @@ from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
 from common import artefact
+from common.alerts import notify
 from common.log import kv
 from common.markets import joined_name, split_markets
 from common.names import check_name
 from common.policy import architecture, meta_features
-from common.schema import LabelColumns
+from common.schema import LabelColumns, StateColumns
 from common.settings import get_settings
 from common.store import ObjectStore, open_store
 from trainer_svc.algos import TrainConfig, train
@@ -33,6 +34,7 @@ from trainer_svc.dataset import horizon_index, make_dataset, pool
 from trainer_svc.env import build_batch
 from trainer_svc.evaluate import Backtest, baselines, promote_decision, run_policy, weights_policy
 from trainer_svc.hindsight import label_columns
+from trainer_svc.preflight import NotTrainable, check_trainable
 from trainer_svc.report import render
 
 log = logging.getLogger("trainer.pipeline")
@@ -55,6 +57,8 @@ class JobParams:
     margin: float = 0.0
     promote: bool = True
     overrides: dict[str, Any] = field(default_factory=dict)  # TrainConfig fields
+    origin: str = "both"  # archived states read: recorded, imported (fusion import/backfill) or both
+    exclude_flags: int = 0  # states with any of these flag bits are left out (e.g. DERIVED_MASK)
 
     @property
     def policy_name(self) -> str:
@@ -112,9 +116,16 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
     else:
         from archiver_svc.reader import load_market
 
-        md = load_market(p.store_url or s.store_url, market, p.from_ms, p.to_ms)
+        md = load_market(p.store_url or s.store_url, market, p.from_ms, p.to_ms, origin=p.origin)
         states, labels = md.states, md.labels
-        info.update(source=p.store_url or s.store_url, problems=len(md.problems), skipped=md.skipped)
+        info.update(source=p.store_url or s.store_url, problems=len(md.problems), skipped=md.skipped, origin=p.origin)
+        if p.exclude_flags and len(states):
+            keep = (states.flags & p.exclude_flags) == 0
+            info["excluded_by_flags"] = int((~keep).sum())
+            if not keep.all():
+                slugs = [x for x, k in zip(states.slugs, keep.tolist(), strict=True) if k]
+                states = StateColumns(states.tick_ms[keep], states.raw[keep], states.features[keep],
+                                      states.flags[keep], slugs)  # fmt: skip
     if len(states) == 0:
         raise ValueError(f"no states for market {market}")
     # archived labels only when they label exactly these states (rows of either may have been quarantined)
@@ -204,7 +215,13 @@ def run_training(
     prog(0.0, {"stage": "load"})
     states, labels, info = load_data(p, horizons)
     pooled = info.pop("pooled", None) or {}
-    ds = make_dataset(states, labels, windows=pooled.get("windows"), parts=pooled.get("parts"))
+    try:
+        ds = make_dataset(states, labels, windows=pooled.get("windows"), parts=pooled.get("parts"))
+    except ValueError as e:  # fewer than 3 windows: no split at all
+        if "windows" not in str(e):
+            raise
+        raise NotTrainable(f"{e}: give the job more data (a wider --from/--to range, or import/record more)") from e
+    info["preflight"] = check_trainable(ds, cfg.horizon_s, s.label_tolerance_ms)
     timings = {"load_label_s": round(time.perf_counter() - t0, 3)}
     ckpt = Checkpointer(store, p.policy_name, run_key) if run_key else None
     resume = ckpt.load() if ckpt else None
@@ -270,6 +287,9 @@ def run_training(
     html = render(summary, res.history, equity)
     ref = artefact.save_model(store, p.policy_name, res.weights, meta, version=version, report_html=html)
     promoted = None
+    if not decision.promote:
+        notify("model-rejected", f"{p.policy_name} {version} not promoted: {decision.reason}",
+               key=f"{p.policy_name}/{version}", policy=p.policy_name, version=version)  # fmt: skip
     if decision.promote and p.promote and champ_error is None:  # never over a pointer nobody can read
         if redis is None and p.redis_url:
             import redis as redis_mod

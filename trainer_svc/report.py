@@ -52,9 +52,12 @@ def svg_lines(series: Mapping[str, Sequence[float]], title: str, xlabel: str, w:
 
 
 def render(
-    summary: Mapping[str, Any], history: Sequence[Mapping[str, Any]], equity: Mapping[str, Sequence[float]]
+    summary: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    equity: Mapping[str, Sequence[float]],
+    heading: str | None = None,
 ) -> str:
-    """The report page for one training run."""
+    """The report page for one training run (or a backtest: ``heading`` replaces the promotion decision)."""
     learn: dict[str, list[float]] = {}
     for key in ("loss", "val_pnl", "mean_reward"):
         vals = [float(h[key]) for h in history if key in h]
@@ -78,9 +81,13 @@ def render(
         f"<h2>{html.escape(str(summary.get('policy', '')))} {html.escape(str(summary.get('version', '')))}</h2>"
         f"<p>algorithm <b>{html.escape(str(summary.get('algorithm', '')))}</b>, backend "
         f"{html.escape(str(summary.get('backend', '')))}, market {html.escape(str(summary.get('market', '')))}</p>"
-        f"<p>decision: <b>{'promoted' if decision.get('promote') else 'not promoted'}</b>: "
-        f"{html.escape(str(decision.get('reason', '')))}</p>"
-        "<table><tr><th>policy</th><th>PnL</th><th>ROI</th><th>trades</th><th>win rate</th><th>max DD</th>"
+        + (
+            f"<p>{html.escape(heading)}</p>"
+            if heading is not None
+            else f"<p>decision: <b>{'promoted' if decision.get('promote') else 'not promoted'}</b>: "
+            f"{html.escape(str(decision.get('reason', '')))}</p>"
+        )
+        + "<table><tr><th>policy</th><th>PnL</th><th>ROI</th><th>trades</th><th>win rate</th><th>max DD</th>"
         "<th>PnL/window</th><th>95% CI</th></tr>"
         + "".join(rows)
         + "</table>"

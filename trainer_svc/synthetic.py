@@ -168,7 +168,7 @@ def generate(cfg: SynthConfig | None = None, **overrides: object) -> StateColumn
     decay = 0.5 ** (dt / cfg.flow_half_life_s)
     put("bn_buy_notional", _ema_sum(buy, decay))
     put("bn_sell_notional", _ema_sum(sell, decay))
-    w10 = int(round(10 / dt))
+    w10 = max(1, int(round(10 / dt)))  # at ticks above 10 s: the last tick's flow
     net10 = _rolling_sum(buy - sell, w10)
     put("bn_net_10s", net10)
     put("bn_net_prev_10s", np.concatenate([np.zeros(w10), net10[:-w10]]) if n > w10 else np.zeros(n))
@@ -179,7 +179,7 @@ def generate(cfg: SynthConfig | None = None, **overrides: object) -> StateColumn
     put("age_binance_ms", rng.integers(0, 200, n).astype(np.float64))
     put("age_poly_ms", rng.integers(0, 2000, n).astype(np.float64))
 
-    feats = market_features(raw, t_ms)
+    feats = market_features(raw, t_ms, np.zeros(n, np.int32), tick_s=dt)
     slugs_by_start = {int(s): f"synthetic-updown-15m-{int(s)}" for s in np.unique(w_start)}
     return StateColumns(
         tick_ms=t_ms.astype(np.int64),

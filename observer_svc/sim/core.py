@@ -123,6 +123,9 @@ class Driver(ABC):
     wait_for_clients = False  # start the clock only once a client subscribed
     exact_streams = False  # recorded frames: no stream-name aliasing (bytes are fixed)
     max_gap_ms: int | None = None  # paced replay jumps over event-time gaps longer than this
+    # recorded rows: hold a Polymarket book for tokens nobody subscribed yet (the observer subscribes a
+    # window's tokens once event time reached it) instead of dropping it; give up after this many seconds
+    hold_unsubscribed_s: float | None = None
     now_ms: int = 0
 
     @abstractmethod

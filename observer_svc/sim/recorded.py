@@ -96,6 +96,7 @@ class RecordedDriver(Driver):
     name = "recorded"
     binance_kind = "spot"
     exact_streams = True
+    hold_unsubscribed_s = 30.0
 
     def __init__(
         self,

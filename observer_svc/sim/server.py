@@ -4,7 +4,12 @@ and plain HTTP GETs (Binance/Gamma/CLOB REST, /sim control) on one port.
 Paths match ``Settings.venue_urls()`` with feed=sim|replay and base ``http://HOST:PORT``.
 Guarantees: frames reach each connection in driver order through a per-connection queue; with
 ``speed == 0`` the driver waits for the slowest client (nothing dropped), otherwise a client
-that falls ``max_queue`` frames behind is closed (1008), as a venue would. At the end of a
+that falls ``max_queue`` frames behind is closed (1008), as a venue would. A driver with
+``hold_unsubscribed_s`` (recorded rows) starts once Binance is subscribed (a client subscribes to a
+Polymarket window only once event time has reached it, and event time starts with the replay) and
+holds a Polymarket book until a client subscribed to its token, at any speed (the paced clock
+re-anchors after a hold); a token nobody subscribes to within that time is given up, its frames
+counted in ``dropped_unsubscribed`` and logged once with the reason. At the end of a
 recorded driver's data each socket gets a normal close: code 1000, reason "end of data".
 """
 
@@ -25,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from common.log import log_once
 from observer_svc.sim import rest
 from observer_svc.sim import wire_out as wo
 from observer_svc.sim.core import BOut, Driver, End, Out, POut
@@ -69,6 +75,15 @@ class SimServer:
         self.driver, self.host, self._port = driver, host, port
         self.max_queue = max_queue if driver.speed > 0 else min(max_queue, 4096)
         self.wait_for = set(driver.venues() if wait_for is None else wait_for) if driver.wait_for_clients else set()
+        self.hold_s = driver.hold_unsubscribed_s
+        if self.hold_s is not None and "binance" in self.wait_for:
+            self.wait_for.discard("polymarket")  # its rows are held per token instead (see the module doc)
+        self.dropped_unsubscribed = 0
+        self.coalesced_before_start = 0
+        self.binance_dispatched = 0
+        self.held_s = 0.0
+        self._given_up: set[str] = set()
+        self._held = False
         self.conns: dict[str, set[_Conn]] = {"binance": set(), "polymarket": set()}
         self.bidx: dict[str, set[_Conn]] = {}
         self.pidx: dict[str, set[_Conn]] = {}
@@ -149,7 +164,10 @@ class SimServer:
                     await self._wait(lambda: self._subscribed("binance") or self._subscribed("polymarket"))
                 self.sim_now = max(self.sim_now, t)
                 last_t = t
+                self._held = False
                 await self._dispatch(outs)
+                if self._held:  # a held book: the paced clock goes on from now
+                    base_wall = None
                 if loop.time() - last_yield > _YIELD_S:  # behind schedule: still let REST and sockets in
                     await asyncio.sleep(0)
                     last_yield = loop.time()
@@ -181,6 +199,7 @@ class SimServer:
                 subs = self.bidx.get(o.stream)
                 if not subs:
                     continue
+                self.binance_dispatched += 1
                 payload = orjson.dumps(o.payload()) if o.raw is None else None
                 env: dict[str, bytes] = {}
                 for c in list(subs):
@@ -201,6 +220,8 @@ class SimServer:
                     subs = set().union(*(self.pidx.get(a, ()) for a in o.assets))
                     if o.custom:
                         subs = {c for c in subs if c.custom}
+                if not subs and self.hold_s is not None and not o.broadcast and not o.custom:
+                    subs = await self._hold(o.assets)
                 if not subs:
                     continue
                 frame = o.encode()
@@ -208,6 +229,39 @@ class SimServer:
                     await self._put(c, frame)
             elif isinstance(o, End):
                 await self._end_venue(o.venue)
+
+    async def _hold(self, assets: Iterable[str]) -> set[_Conn]:
+        """Wait (at most ``hold_s``) until a client subscribed to one of ``assets``; its subscribers.
+
+        Before any Binance frame reached a client, no client can know the window (its event time has not
+        started): the book is not held but kept as the token's latest, which a subscriber gets first
+        (the initial dump), as from the venue."""
+        assets = list(assets)
+        if self.binance_dispatched == 0 and "binance" in self.driver.venues():
+            self.coalesced_before_start += 1
+            return set()
+        w = self.driver.window_by_token(assets[0]) if assets else None
+        key = w.slug if w is not None else ",".join(sorted(assets))
+        if key in self._given_up or self.hold_s is None:
+            self.dropped_unsubscribed += 1
+            return set()
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        def subs() -> set[_Conn]:
+            return set().union(*(self.pidx.get(a, ()) for a in assets))
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wait(lambda: bool(subs())), self.hold_s)
+        self._held = True
+        self.held_s += loop.time() - t0
+        got = subs()
+        if not got:
+            self._given_up.add(key)
+            self.dropped_unsubscribed += 1
+            log_once(log, f"unsub:{key}", "no client subscribed to a recorded Polymarket token: its books are dropped",
+                     tokens=key[:200], waited_s=self.hold_s, sim_time_ms=self.sim_now)  # fmt: skip
+        return got
 
     async def _end_venue(self, venue: str) -> None:
         if venue in self.ended:
@@ -382,6 +436,9 @@ class SimServer:
             "frames_sent": dict(self.frames),
             "garbage_sent": self.garbage_sent,
             "dropped_slow": self.dropped_slow,
+            "dropped_unsubscribed": self.dropped_unsubscribed,
+            "held_s": round(self.held_s, 3),
+            "coalesced_before_start": self.coalesced_before_start,
             "connections": {v: len(cs) for v, cs in self.conns.items()},
             "subscriptions": {"binance": sorted(self.bidx), "polymarket": len(self.pidx)},
             "poly_silent_until_ms": self.poly_silent_until,

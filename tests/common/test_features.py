@@ -55,7 +55,7 @@ def test_book_features() -> None:
     f = feat(row(up_bid_px_0=0.48, up_ask_px_0=0.52, up_bid_sz_0=300, up_ask_sz_0=100, up_bid_sz_1=100))
     assert abs(f["ob_imbalance_l1"] - 0.5) < 1e-6
     assert abs(f["ob_imbalance_l5"] - (400 - 100) / 500) < 1e-6
-    assert abs(f["spread_pct"] - min(1.0, 20 * 0.04 / 0.5)) < 1e-6
+    assert abs(f["spread_pct"] - np.log1p(0.08 / 0.01) / np.log1p(200)) < 1e-6  # relative spread 8 %
 
 
 def test_time_remaining_is_window_fraction() -> None:
@@ -102,3 +102,60 @@ def test_strike_distance_and_fair_gap() -> None:
     z = np.linspace(-8, 8, 2001)
     exact = np.array([0.5 * (1 + math.erf(v / math.sqrt(2))) for v in z])
     assert np.max(np.abs(norm_cdf(z) - exact)) < 2e-7
+
+
+# ------------------------------------------------------------------ market-v3: any tick, real ranges, staleness
+
+
+def test_feature_set_is_v3_with_staleness_visible() -> None:
+    from common.features import FEATURE_SET
+
+    assert FEATURE_SET == "market-v3"
+    assert MARKET_FEATURES[-2:] == ("binance_stale", "poly_stale") and N_OBS == N_MARKET_FEATURES + 3
+
+
+def test_vol_5m_minimum_fits_the_tick() -> None:
+    """A 5-minute std from one sample a minute (5 samples) is a real statistic; at 0.5 s ticks 10 samples is not."""
+    x = row(up_mid_std_5m=0.01, up_mid_n_5m=5)
+    assert abs(market_features(x, np.array([0]), tick_s=60.0)[0, MARKET_FEATURES.index("vol_5m")] - 0.2) < 1e-6
+    assert market_features(x, np.array([0]), tick_s=0.5)[0, MARKET_FEATURES.index("vol_5m")] == 0.0
+    x10 = row(up_mid_std_5m=0.01, up_mid_n_5m=15)  # 10 s ticks: 30 samples never fit in 5 minutes
+    assert market_features(x10, np.array([0]), tick_s=10.0)[0, MARKET_FEATURES.index("vol_5m")] > 0.0
+
+
+def test_tick_inferred_from_the_rows_when_not_given() -> None:
+    x = np.repeat(row(up_mid_std_5m=0.01, up_mid_n_5m=5), 3, axis=0)
+    f = market_features(x, np.array([0, 60_000, 120_000]))
+    assert np.all(f[:, MARKET_FEATURES.index("vol_5m")] > 0)
+
+
+def test_spread_pct_does_not_saturate_on_ordinary_spreads() -> None:
+    i = MARKET_FEATURES.index("spread_pct")
+    vals = []
+    for bid, ask in ((0.49, 0.50), (0.48, 0.50), (0.15, 0.17), (0.05, 0.06), (0.02, 0.03), (0.01, 0.99)):
+        vals.append(feat(row(up_bid_px_0=bid, up_ask_px_0=ask))["spread_pct"])
+    assert all(0 < v < 0.9 for v in vals[:5]), vals  # v2 clipped (0.15, 0.17), (0.05, 0.06), (0.02, 0.03) at 1.0
+    assert vals[0] < vals[1] < vals[2] < vals[3] < vals[4] <= vals[5] <= 1.0
+    assert i >= 0
+
+
+def test_stale_inputs_are_neutralised_and_flagged() -> None:
+    from common.schema import STALE_BINANCE, STALE_POLY
+
+    bn = dict(bn_buy_notional=9e5, bn_sell_notional=1e5, bn_close_0=101.0, bn_close_1m=100.0, bn_trades_10s=50)
+    pm = dict(up_bid_px_0=0.48, up_ask_px_0=0.52, up_bid_sz_0=300, up_ask_sz_0=100)
+    x = row(**bn, **pm, age_binance_ms=100, age_poly_ms=100)
+    fresh = dict(zip(MARKET_FEATURES, market_features(x, np.array([0]), flags=np.array([0]))[0].tolist(), strict=True))
+    assert fresh["trade_flow_imbalance"] > 0.5 and fresh["binance_stale"] == 0 and fresh["poly_stale"] == 0
+    f_bn = market_features(x, np.array([0]), flags=np.array([STALE_BINANCE]))[0]
+    d = dict(zip(MARKET_FEATURES, f_bn.tolist(), strict=True))
+    assert d["binance_stale"] == 1.0 and d["trade_flow_imbalance"] == 0 and d["returns_1m"] == 0
+    assert d["trade_intensity"] == 0 and d["ob_imbalance_l1"] == fresh["ob_imbalance_l1"]
+    f_pm_row = market_features(x, np.array([0]), flags=np.array([STALE_POLY]))[0]
+    f_pm = dict(zip(MARKET_FEATURES, f_pm_row.tolist(), strict=True))
+    assert f_pm["poly_stale"] == 1.0 and f_pm["ob_imbalance_l1"] == 0 and f_pm["up_mid"] == 0
+    assert f_pm["trade_flow_imbalance"] == fresh["trade_flow_imbalance"]
+    # without flags, staleness comes from the ages the state carries (8 hours after the feed ended)
+    x[0, RAW_INDEX["age_binance_ms"]] = 8 * 3600_000
+    g = dict(zip(MARKET_FEATURES, market_features(x, np.array([0]))[0].tolist(), strict=True))
+    assert g["binance_stale"] == 1.0 and g["trade_flow_imbalance"] == 0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from archiver_svc.synth import synth_payloads
+from common.features import N_MARKET_FEATURES
 from common.schema import N_RAW, RAW_INDEX, Label, State, decode_state, encode_label, encode_state
 from common.validate import check_payloads, check_state, decode_entry, parse_entry_ids
 
@@ -42,9 +43,9 @@ def with_raw(name: str, v: float) -> State:
         (with_raw("up_ask_px_0", np.inf), f"{T}-0", "up_ask_px_0 is infinite"),
         (with_raw("bn_last_px", -np.inf), f"{T}-0", "bn_last_px is infinite"),
         (variant(raw=np.full(N_RAW, np.nan)), f"{T}-0", "all NaN"),
-        (variant(features=np.full(18, np.nan, np.float32)), f"{T}-0", "not finite"),
+        (variant(features=np.full(N_MARKET_FEATURES, np.nan, np.float32)), f"{T}-0", "not finite"),
         (variant(features=np.zeros(15, np.float32)), f"{T}-0", "15 features"),
-        (variant(features=np.full(18, 1.5, np.float32)), f"{T}-0", "outside [-1, 1]"),
+        (variant(features=np.full(N_MARKET_FEATURES, 1.5, np.float32)), f"{T}-0", "outside [-1, 1]"),
     ],
 )
 def test_each_rule_refuses_with_its_reason(state: State, eid: str, reason: str) -> None:

@@ -106,3 +106,12 @@ def test_missing_and_not_safetensors(store) -> None:
     assert rejected(store, "junk").kind == "format"
     assert ptr["uri"].endswith("junk/model.safetensors")
     assert rejected(store, "..").kind == "missing"
+
+
+def test_model_trained_on_market_v2_is_refused(store) -> None:
+    """market-v3 changed the features' values (and added two): a market-v2 model is refused by feature set."""
+    meta = good_meta()
+    v2_features = [f for f in OBSERVATION_FEATURES if f not in ("binance_stale", "poly_stale")]
+    save_raw(store, P, "v2", init_weights(0), meta={**meta, "feature_set": "market-v2", "features": v2_features})
+    e = rejected(store, "v2")
+    assert e.kind == "features" and "market-v2" in e.reason and "market-v3" in e.reason

@@ -95,7 +95,7 @@ def test_three_model_updates_one_bad_zero_missed_ticks_swaps_at_tick_boundaries(
         runner.join(10)
 
     # zero missed ticks: every published tick of every market has exactly one decision
-    recs = read_stream(r, keys.TRADES_STREAM)
+    recs = read_stream(r, keys.trades_stream("t-swap"))
     dec = [x for x in recs if x["type"] == "decision"]
     for m in MARKETS:
         assert sorted(x["tick"] for x in dec if x["market"] == m) == published
@@ -187,7 +187,7 @@ def test_no_champion_holds_until_a_model_arrives_and_cli_status(r, redis_url, tm
         rng = np.random.default_rng(2)
         r.xadd(keys.states_stream(m), {keys.PAYLOAD_FIELD: encoded(m, T0, rng)}, id=entry_id(T0))
         assert trader.poll_once() == 1
-        (d,) = [x for x in read_stream(r, keys.TRADES_STREAM) if x["type"] == "decision"]
+        (d,) = [x for x in read_stream(r, keys.trades_stream("t-cli")) if x["type"] == "decision"]
         assert d["action"] == "hold" and d["model"] == ""
         save_good(store, P, "v1")
         promote(store, P, "v1", redis=r)

@@ -1,5 +1,5 @@
 """The trader remembers: positions, cash, realised PnL, the day's loss and the kill switch survive a restart
-(kept in Redis with every decision batch, rebuilt from ``fusion:trades`` when the key is gone); a position
+(kept in Redis with every decision batch, rebuilt from ``fusion:{T}:trades`` when the key is gone); a position
 whose window ended while the trader was down settles exactly once on restart."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ W = 10_000  # 10 s windows
 
 
 def records(r, trader: str) -> list[dict]:
-    out = [msgpack.unpackb(f[keys.PAYLOAD_FIELD], raw=False) for _, f in r.xrange(keys.TRADES_STREAM)]
+    out = [msgpack.unpackb(f[keys.PAYLOAD_FIELD], raw=False) for _, f in r.xrange(keys.trades_stream(trader))]
     return [x for x in out if x.get("trader") == trader]
 
 
@@ -199,3 +199,30 @@ def test_unreadable_state_key_is_parked_and_rebuilt_from_the_trade_stream(r, red
         assert dl[1][b"payload"] == b"\x93\x01garbage"
     finally:
         t2.close()
+
+
+def test_state_key_shares_the_trade_streams_slot_and_legacy_state_is_moved(r, redis_url, tmp_path) -> None:
+    """The state and the records are written in one MULTI: in a Redis Cluster both keys must hash to one slot.
+    A state stored under the untagged key of older versions is picked up (and moved) on start."""
+    from common.keys import legacy_trader_state_key, trader_state_key, trades_stream
+
+    def slot_tag(k: str) -> str:
+        return k[k.index("{") + 1 : k.index("}")]
+
+    assert slot_tag(trader_state_key("t-mem")) == slot_tag(trades_stream("t-mem")) == "t-mem"
+    store = LocalStore(tmp_path / "store")
+    save_always(store, P, "buy-up", BUY_UP)
+    promote(store, P, "buy-up")
+    t = new_trader(redis_url, store)
+    try:
+        add(r, M1, T0)
+        assert t.poll_once() == 1 and t.engine.pos
+    finally:
+        t.stop()
+    r.rename(trader_state_key("t-mem"), legacy_trader_state_key("t-mem"))  # as an older version left it
+    again = new_trader(redis_url, store)
+    try:
+        assert again.state_source == "redis" and set(again.engine.pos) == {M1}
+        assert r.exists(trader_state_key("t-mem")) and not r.exists(legacy_trader_state_key("t-mem"))
+    finally:
+        again.stop()
