@@ -33,13 +33,13 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from archiver_svc.market_data import MarketData
 from archiver_svc.object_columns import label_arrays, state_arrays
 from archiver_svc.quarantine import move, quarantine
 from archiver_svc.sidecar import read_sidecar, sidecar_path, write_sidecar
@@ -60,15 +60,6 @@ from common.store import LocalStore, ObjectInfo, ObjectStore, open_store
 log = logging.getLogger("archiver.reader")
 DAY_MS = 86_400_000
 Arrays = dict[str, npt.NDArray[Any]]
-
-
-@dataclass(slots=True)
-class MarketData:
-    market: str
-    states: StateColumns
-    labels: LabelColumns | None
-    problems: list[str] = field(default_factory=list)
-    skipped: int = 0  # objects or entries skipped for problems reported (and quarantined) by an earlier load
 
 
 def as_store(source: ObjectStore | str | os.PathLike[str]) -> ObjectStore:
