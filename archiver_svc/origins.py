@@ -13,16 +13,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
+from archiver_svc.market_data import MarketData
 from common.schema import LabelColumns, StateColumns
 from common.store import LocalStore, ObjectInfo, ObjectStore
-
-if TYPE_CHECKING:
-    from archiver_svc.reader import MarketData
 
 IMPORTED_PREFIX = "imported/"
 ORIGINS = ("recorded", "imported", "both")
@@ -88,8 +85,6 @@ def _merge_rows(t_rec: npt.NDArray[np.int64], t_imp: npt.NDArray[np.int64]) -> t
 
 def merge_market(recorded: MarketData, imported: MarketData) -> MarketData:
     """Recorded and imported rows of one market as one, sorted by tick; a recorded row wins a shared tick."""
-    from archiver_svc.reader import MarketData
-
     a, b = recorded.states, imported.states
     problems = recorded.problems + imported.problems
     if len(b) == 0 or len(a) == 0:

@@ -22,55 +22,44 @@ Guarantees:
 * one object = one window; payloads are decoded in bulk (layout templates + ``frombuffer``) and,
   for a local source, a columnar ``.cols`` sidecar per object is kept under ``<dir>/.columns/``
   keyed by the object's etag, so a second load reads arrays instead of gunzipping msgpack.
+
+This module lists, loads (in parallel), quarantines and concatenates; one object's columns are built by
+:mod:`archiver_svc.object_columns` and cached by :mod:`archiver_svc.sidecar`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from archiver_svc.market_data import MarketData
+from archiver_svc.object_columns import label_arrays, state_arrays
 from archiver_svc.quarantine import move, quarantine
+from archiver_svc.sidecar import read_sidecar, sidecar_path, write_sidecar
 from archiver_svc.windows import (
     ArchiveError,
     ArchiveObject,
-    UniformObject,
     decode_fast,
     decode_object,
     market_prefix,
     max_inflated_bytes,
-    parse_ids,
     parse_key,
     utc_date,
 )
-from common.layout import Extracted, extract, match_matrix
 from common.log import log_once
-from common.schema import N_RAW, LabelColumns, SchemaError, StateColumns, decode_label, decode_state
+from common.schema import N_RAW, LabelColumns, StateColumns
 from common.store import LocalStore, ObjectInfo, ObjectStore, open_store
-from common.validate import check_state, row_problems
 
 log = logging.getLogger("archiver.reader")
-SIDECAR_VERSION = 2  # 2: rows validated by common.validate (older sidecars are rebuilt)
 DAY_MS = 86_400_000
 Arrays = dict[str, npt.NDArray[Any]]
-
-
-@dataclass(slots=True)
-class MarketData:
-    market: str
-    states: StateColumns
-    labels: LabelColumns | None
-    problems: list[str] = field(default_factory=list)
-    skipped: int = 0  # objects or entries skipped for problems reported (and quarantined) by an earlier load
 
 
 def as_store(source: ObjectStore | str | os.PathLike[str]) -> ObjectStore:
@@ -135,205 +124,6 @@ def _window_ms(window_s: int | None) -> int:
     return int(window_s) * 1000
 
 
-# ---------------------------------------------------------------- per-object columns
-def _prepare(
-    obj: ArchiveObject | UniformObject, kind: str
-) -> tuple[npt.NDArray[np.int64], list[Extracted], list[int], Callable[[int], bytes], Callable[[int], str]]:
-    """(ids, template groups, leftover rows, payload of row, id of row) of either decoded form."""
-    if isinstance(obj, UniformObject):
-        groups, left = match_matrix(obj.payloads, kind)
-        m = obj.payloads
-        return obj.ids, groups, left, lambda i: m[i].tobytes(), obj.id_str
-    groups, left = extract(obj.payloads, kind)
-    return parse_ids(obj.ids), groups, left, obj.payloads.__getitem__, obj.ids.__getitem__
-
-
-def _state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: str) -> Arrays:
-    ids, groups, left, payload_of, id_of = _prepare(obj, "states")
-    parts: list[tuple[npt.NDArray[np.int64], Arrays]] = []
-    for g in groups:
-        pm = g.template.values.get("pm")
-        slug = str(pm.get("slug", "")) if isinstance(pm, dict) else ""
-        n = g.rows.size
-        part = {
-            "tick_ms": g.columns["t"].astype(np.int64),
-            "raw": g.columns["x"].view("<f8").reshape(n, N_RAW),
-            "features": g.columns["f"].view("<f4").reshape(n, -1),
-            "flags": g.columns["st"].astype(np.int32),
-            "slug": np.full(n, slug),
-        }
-        gid = ids[g.rows]
-        v = g.template.values
-        bad = row_problems(obj.market, gid[:, 0], gid[:, 1], str(v.get("m")), part["tick_ms"], part["raw"],
-                           part["features"], str(v.get("fs")))  # fmt: skip
-        parts.append(_without(g.rows, part, bad, problems, key, id_of))
-    for i in left:
-        try:
-            s = decode_state(payload_of(i))
-        except SchemaError as e:
-            problems.append(f"{key}: entry {id_of(i)}: {e}")
-            continue
-        why = check_state(obj.market, id_of(i), s)
-        if why:
-            problems.append(f"{key}: entry {id_of(i)}: {why}")
-            continue
-        row = {
-            "tick_ms": np.array([s.tick_ms], np.int64),
-            "raw": s.raw.reshape(1, N_RAW),
-            "features": s.features.reshape(1, -1),
-            "flags": np.array([s.flags], np.int32),
-            "slug": np.array([s.pm.slug if s.pm else ""]),
-        }
-        parts.append((np.array([i], np.int64), row))
-    out = _assemble(parts, ids, problems, key)
-    if "slug" in out and out["slug"].size and bool((out["slug"] == out["slug"][0]).all()):  # one market window
-        out["slug_table"] = out.pop("slug")[:1].copy()
-        out["slug_idx"] = np.zeros(out["slug_table"].size and out["ids"].shape[0], np.int32)
-    elif "slug" in out:
-        table, idx = np.unique(out.pop("slug"), return_inverse=True)
-        out["slug_idx"] = idx.astype(np.int32).reshape(-1)
-        out["slug_table"] = table
-    return out
-
-
-def _label_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: str) -> Arrays:
-    ids, groups, left, payload_of, id_of = _prepare(obj, "labels")
-    parts: list[tuple[npt.NDArray[np.int64], Arrays]] = []
-    for g in groups:
-        hs = np.asarray(g.template.values.get("h", []), dtype=np.int64)
-        n, h = g.rows.size, hs.size
-        part = {
-            "tick_ms": g.columns["t"].astype(np.int64),
-            "horizons": np.broadcast_to(hs, (n, h)),
-            "rewards": g.columns["r"].view("<f4").reshape(n, h, 3),
-            "best": g.columns["b"].view(np.int8).reshape(n, h),
-            "valid": g.columns["ok"].reshape(n, h),
-            "exit_kind": g.columns["xs"].reshape(n, h),
-        }
-        gid = ids[g.rows]
-        bad = row_problems(obj.market, gid[:, 0], gid[:, 1], str(g.template.values.get("m")), part["tick_ms"])
-        parts.append(_without(g.rows, part, bad, problems, key, id_of))
-    for i in left:
-        try:
-            lb = decode_label(payload_of(i))
-        except SchemaError as e:
-            problems.append(f"{key}: entry {id_of(i)}: {e}")
-            continue
-        one = row_problems(obj.market, ids[i : i + 1, 0], ids[i : i + 1, 1], lb.market,
-                           np.array([lb.tick_ms if 0 <= lb.tick_ms < 1 << 63 else -1], np.int64))  # fmt: skip
-        if one:
-            problems.append(f"{key}: entry {id_of(i)}: {one[0][1]}")
-            continue
-        row = {
-            "tick_ms": np.array([lb.tick_ms], np.int64),
-            "horizons": np.asarray([lb.horizons_s], np.int64),
-            "rewards": lb.rewards[None],
-            "best": lb.best[None],
-            "valid": lb.valid[None],
-            "exit_kind": lb.exit_kind[None],
-        }
-        parts.append((np.array([i], np.int64), row))
-    return _assemble(parts, ids, problems, key)
-
-
-def _without(
-    rows: npt.NDArray[np.int64],
-    part: Arrays,
-    bad: list[tuple[int, str]],
-    problems: list[str],
-    key: str,
-    id_of: Callable[[int], str],
-) -> tuple[npt.NDArray[np.int64], Arrays]:
-    """``(rows, part)`` without the rows that failed validation (each reported in ``problems``)."""
-    if not bad:
-        return rows, part
-    problems.extend(f"{key}: entry {id_of(int(rows[j]))}: {why}" for j, why in bad)
-    keep = np.ones(rows.size, bool)
-    keep[[j for j, _ in bad]] = False
-    return rows[keep], {k: v[keep] for k, v in part.items()}
-
-
-def _assemble(
-    parts: list[tuple[npt.NDArray[np.int64], Arrays]], ids: npt.NDArray[np.int64], problems: list[str], key: str
-) -> Arrays:
-    """Concatenate template groups back into entry order; rows of a minority width are dropped."""
-    if not parts:
-        return {"ids": ids[:0]}
-    widths = [tuple(a.shape[1:] for name, a in sorted(p.items()) if a.ndim > 1) for _, p in parts]
-    counts: dict[tuple[Any, ...], int] = {}
-    for w, (rows, _) in zip(widths, parts, strict=True):
-        counts[w] = counts.get(w, 0) + rows.size
-    major = max(counts, key=lambda w: counts[w])
-    keep = [(r, p) for w, (r, p) in zip(widths, parts, strict=True) if w == major]
-    if len(keep) < len(parts):
-        problems.append(f"{key}: {sum(counts.values()) - counts[major]} entries with another shape skipped")
-    if len(keep) == 1 and keep[0][0].size == ids.shape[0]:  # one layout for the whole object: in order already
-        rows, p = keep[0]
-        if rows.size < 2 or bool((rows[1:] > rows[:-1]).all()):
-            return {"ids": ids, **p}
-    rows = np.concatenate([r for r, _ in keep])
-    order = np.argsort(rows, kind="stable")
-    out: Arrays = {"ids": ids[rows[order]]}
-    for name in keep[0][1]:
-        out[name] = np.concatenate([p[name] for _, p in keep])[order]
-    return out
-
-
-def _sidecar_path(cache: Path, key: str) -> Path:
-    return cache / (key + ".cols")
-
-
-SIDECAR_MAGIC = b"FUSIONCOLS\n"
-
-
-def write_sidecar(path: Path, etag: str, arrays: Arrays) -> None:
-    """Columns as one file: magic, 4-byte header length, JSON header (etag, dtypes, shapes, offsets), raw
-    little-endian data. Read back with one ``read`` and zero-copy ``frombuffer`` views (no pickle)."""
-    fields = []
-    offset = 0
-    blobs = []
-    for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
-        if a.dtype.hasobject:
-            raise ValueError(f"column {name} has object dtype")
-        fields.append([name, a.dtype.str, list(a.shape), offset, a.nbytes])
-        blobs.append(a.tobytes())
-        offset += a.nbytes
-    header = json.dumps({"etag": etag, "version": SIDECAR_VERSION, "fields": fields}).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(SIDECAR_MAGIC + len(header).to_bytes(4, "little") + header)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
-
-def read_sidecar(path: Path, etag: str) -> Arrays | None:
-    """The columns when the sidecar exists and matches ``etag``; None otherwise; ValueError if corrupt."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    n = len(SIDECAR_MAGIC)
-    if data[:n] != SIDECAR_MAGIC:
-        raise ValueError("bad magic")
-    hlen = int.from_bytes(data[n : n + 4], "little")
-    header = json.loads(data[n + 4 : n + 4 + hlen])
-    if header.get("etag") != etag or header.get("version") != SIDECAR_VERSION:
-        return None
-    base = n + 4 + hlen
-    out: Arrays = {}
-    for name, dtype, shape, offset, nbytes in header["fields"]:
-        dt = np.dtype(dtype)
-        if dt.hasobject or base + offset + nbytes > len(data):
-            raise ValueError(f"bad column {name}")
-        out[name] = np.frombuffer(data, dtype=dt, count=nbytes // max(dt.itemsize, 1), offset=base + offset).reshape(
-            shape
-        )
-    return out
-
-
 def _load_one(
     store: ObjectStore, info: ObjectInfo, kind: str, cache: Path | None, max_bytes: int
 ) -> tuple[Arrays, list[str], int]:
@@ -342,7 +132,7 @@ def _load_one(
     An unusable object is moved to quarantine; an object with unusable entries is copied there (its good
     entries stay in place and load); either is reported only the first time (see archiver_svc.quarantine)."""
     problems: list[str] = []
-    side = _sidecar_path(cache, info.key) if cache else None
+    side = sidecar_path(cache, info.key) if cache else None
     if side is not None:
         try:
             cached = read_sidecar(side, info.etag)
@@ -360,7 +150,7 @@ def _load_one(
         reason = str(e)
         new = _safely(info.key, lambda: move(store, info.key, data, reason)[1])
         return {}, [f"{info.key}: {reason}"] if new else [], 0 if new else 1
-    arrays = (_state_arrays if kind == "states" else _label_arrays)(obj, problems, info.key)
+    arrays = (state_arrays if kind == "states" else label_arrays)(obj, problems, info.key)
     skipped = 0
     if problems:
         bad = [(p.split(": entry ", 1)[1].split(": ", 1)[0], p) for p in problems if ": entry " in p]

@@ -26,70 +26,50 @@ Guarantees:
   parks it first) is acknowledged and counted; buffered entries above the group's cursor (delivered before
   the cursor was set back) are forgotten and acknowledged, so a forged entry never holds a window open
   nor reaches the archive (those that still exist are delivered again).
+
+This module is the consumer loop (read, recover, claim, cursor, submit, ack). The rest, one concern each:
+:mod:`archiver_svc.intake` (validate, dead-letter, buffer by window), :mod:`archiver_svc.window_writer` (create or
+merge one window's object), :mod:`archiver_svc.merge_lock` (the per-window Redis lock), :mod:`archiver_svc.read_ahead`
+(the next XREADGROUP on its own thread), :mod:`archiver_svc.store_backoff` (store outages),
+:mod:`archiver_svc.redis_replies` (pure reply helpers).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
-import itertools
 import logging
-import random
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import redis
 
-from archiver_svc.quarantine import quarantine
+from archiver_svc.intake import DELETED, Intake
+from archiver_svc.merge_lock import LockTimeout, WindowLock
+from archiver_svc.read_ahead import ReadAhead
+from archiver_svc.redis_replies import REDIS_ERRORS, entries_of, stream_replies
+from archiver_svc.redis_replies import as_str as _s
+from archiver_svc.store_backoff import STORE_DOWN, StoreBackoff
 from archiver_svc.summary import DaySummaries
-from archiver_svc.windows import (
-    ArchiveError,
-    decode_object,
-    encode_object,
-    max_inflated_bytes,
-    object_key,
-    parse_ids,
-)
+from archiver_svc.window_writer import Job, WindowWriter
+from archiver_svc.windows import object_key
 from common import keys
 from common.deadletter import DeadLetters
 from common.log import kv, log_once
 from common.metrics import counter, gauge
 from common.store import ObjectStore
 from common.streams import ensure_group, scan_streams
-from common.validate import check_payloads
 
 log = logging.getLogger("archiver")
 
 ENTRIES = counter("fusion_archiver_entries_archived_total", "entries stored and acked", ("kind",))
 OBJECTS = counter("fusion_archiver_objects_written_total", "window objects written", ("kind", "result"))
-DEAD = counter("fusion_archiver_dead_lettered_total", "entries moved to the dead-letter stream", ("kind",))
 LAG = gauge("fusion_archiver_lag_entries", "entries of a stream not yet archived (undelivered + pending)", ("stream",))
-DELETED = counter("fusion_archiver_deleted_entries_total", "pending entries deleted from the stream, acked", ("kind",))
 WRITE_ERRORS = counter("fusion_archiver_write_errors_total", "failed object writes (retried)", ("kind",))
-STORE_DOWN = gauge("fusion_archiver_store_down", "1 while object writes fail (backing off)")
 
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
-REDIS_ERRORS = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError)
-
-
-class LockTimeout(RuntimeError):
-    pass
-
-
-@dataclass(slots=True)
-class Job:
-    stream: str
-    market: str
-    kind: str
-    window_start_ms: int
-    entries: dict[str, bytes]
-    result: str = ""
+__all__ = ["Archiver", "Job", "LockTimeout", "REDIS_ERRORS", "STORE_DOWN", "Stats"]
 
 
 @dataclass(slots=True)
@@ -101,8 +81,10 @@ class Stats:
     errors: int = 0
 
 
-class Archiver:
+class Archiver(Intake):
     """One archiver consumer. ``run()`` loops until :meth:`stop`; ``step()`` does one round."""
+
+    stats: Stats
 
     def __init__(
         self,
@@ -134,13 +116,7 @@ class Archiver:
         self.lock_ttl_ms = lock_ttl_ms
         self.streams: dict[str, tuple[str, str]] = {}  # stream -> (market, kind)
         self.dead_letters = DeadLetters(r, "archiver")
-        self.store_retry_base_s = store_retry_base_s
-        self.store_retry_max_s = store_retry_max_s
-        self.store_down_log_every_s = store_down_log_every_s
-        self._store_down_since: float | None = None  # monotonic time of the first failed write of an outage
-        self._store_failures = 0  # failed write rounds of the current outage
-        self._store_retry_at = 0.0  # no write is submitted before this (monotonic)
-        self._store_logged_at = 0.0
+        self.store_backoff = StoreBackoff(store_retry_base_s, store_retry_max_s, store_down_log_every_s)
         self.buffers: dict[str, dict[int, dict[str, bytes]]] = {}
         self.delivered_ms: dict[str, int] = {}
         self.buffered_top_ms: dict[str, int] = {}  # newest buffered entry per stream (never above the group cursor)
@@ -152,13 +128,8 @@ class Archiver:
         # writers run gzip + store puts (both release the GIL) in parallel; jobs of one window may
         # overlap safely: creation is atomic and merges hold the window's lock
         self._pool = ThreadPoolExecutor(max(1, writers), thread_name_prefix="archive-writer")
-        # the next XREADGROUP runs on its own thread while this batch is validated and buffered
-        self._reader = ThreadPoolExecutor(1, thread_name_prefix="archive-reader")
-        self._prefetch: Future[Any] | None = None
-        self._release = r.register_script(_RELEASE)
-        # lock token: "<consumer>/<nonce>"; a lock of the same consumer with another nonce belongs to
-        # a dead incarnation of this consumer (names are unique among live archivers) and is taken over
-        self._token = f"{consumer}/{uuid.uuid4().hex[:12]}".encode()
+        self.read_ahead = ReadAhead()  # the next XREADGROUP runs while this batch is validated and buffered
+        self.writer = WindowWriter(store, WindowLock(r, consumer, lock_ttl_ms), self.window_ms)
         # raw XREADGROUP replies (no per-entry dict): nested lists of bytes
         self._raw = redis.Redis(connection_pool=r.connection_pool)
         self._raw.set_response_callback("XREADGROUP", lambda resp, **_: resp)
@@ -201,9 +172,8 @@ class Archiver:
         """Finish in-flight writes and ack them; with ``final`` first write every open window."""
         for attempt in range(20):
             try:
-                if self._prefetch is not None:  # entries it delivered are ours: buffer them (or re-read later)
-                    fut, self._prefetch = self._prefetch, None
-                    self._ingest_reply(fut.result())
+                if self.read_ahead.pending:  # entries it delivered are ours: buffer them (or re-read later)
+                    self._ingest_reply(self.read_ahead.take())
                 if final:
                     self._submit_closable(force=True)
                 self._collect(wait=True)
@@ -214,7 +184,7 @@ class Archiver:
                 self._on_redis_error(e)
                 time.sleep(min(0.2 * 2**attempt, 5.0))
         self._drop_prefetch()
-        self._reader.shutdown(wait=True)
+        self.read_ahead.shutdown()
         self._pool.shutdown(wait=True)
 
     def _on_redis_error(self, e: Exception) -> None:
@@ -254,7 +224,7 @@ class Archiver:
             # before the next read is issued: the group cursor never covers entries not buffered yet
             self._update_delivered()
         if new and not self.need_pending and not self._stop.is_set():
-            self._prefetch = self._reader.submit(self._xread_new, list(self.streams), None)
+            self.read_ahead.submit(self._xread_new, list(self.streams), None)
         self._submit_closable(force=False)
         self._collect(wait=False)
         self._ack_done()
@@ -275,113 +245,13 @@ class Archiver:
                 kv(log, logging.INFO, "archiving stream", stream=s)
 
     # ------------------------------------------------------------------ reading
-    def _ingest(self, stream: str, entries: list[Any]) -> int:
-        """Validate a batch in bulk (template matrix), dead-letter the bad, buffer the rest by window."""
-        market, kind = self.streams[stream]
-        pf = keys.PAYLOAD_FIELD
-        if any(e is None or e[0] is None for e in entries):
-            entries = [e for e in entries if e is not None and e[0] is not None]
-        if any(not e[1] for e in entries):
-            entries = self._ack_deleted(stream, kind, entries)
-        n = len(entries)
-        if not n:
-            return 0
-        eids: list[bytes] = [e[0] for e in entries]
-        # raw reply: [field, value]; parsed (XAUTOCLAIM): dict; deleted: None / empty
-        payloads: list[Any] = [
-            f[1] if type(f) is list and len(f) == 2 and f[0] == pf else _payload(f, pf) for _, f in entries
-        ]
-        dead: list[tuple[int, bytes, str, bytes]] = []  # (position in the batch, id, reason, payload)
-        pos: list[int] | range = range(n)
-        if None in payloads:
-            for i, p in enumerate(payloads):
-                if p is None:
-                    f = entries[i][1]
-                    why = (
-                        "entry deleted from the stream before it was archived" if not f else f"no {pf.decode()!r} field"
-                    )
-                    dead.append((i, eids[i], why, b""))
-            pos = [i for i, p in enumerate(payloads) if p is not None]
-            eids, payloads = [eids[i] for i in pos], [payloads[i] for i in pos]
-        bad = check_payloads(market, kind, eids, payloads)
-        if bad:
-            dead += [(pos[i], eids[i], why, payloads[i] if isinstance(payloads[i], bytes) else b"") for i, why in bad]
-            drop = {i for i, _ in bad}
-            keep = [i for i in range(len(eids)) if i not in drop]
-            eids, payloads = [eids[i] for i in keep], [payloads[i] for i in keep]
-        if dead:
-            dead.sort(key=lambda d: d[0])  # stream order
-        if eids:
-            self._buffer(stream, eids, payloads)
-        if dead:
-            self._dead_letter(stream, kind, [d[1:] for d in dead])
-        return n
-
-    def _buffer(self, stream: str, eids: list[bytes], payloads: list[bytes]) -> None:
-        """Put valid entries into their windows' buffers (runs of one window at a time)."""
-        buf = self.buffers.setdefault(stream, {})
-        sids = [e.decode() for e in eids]
-        parsed = parse_ids(sids)
-        w = self.window_ms
-        ws = parsed[:, 0] - parsed[:, 0] % w
-        self.buffered_top_ms[stream] = max(self.buffered_top_ms.get(stream, -1), int(parsed[:, 0].max()))
-        cuts = np.flatnonzero(ws[1:] != ws[:-1]) + 1
-        bounds = [0, *cuts.tolist(), len(sids)]
-        for a, b in itertools.pairwise(bounds):
-            start = int(ws[a])
-            win = buf.get(start)
-            if win is None:
-                win = buf[start] = {}
-            win.update(zip(sids[a:b], payloads[a:b], strict=True))
-
-    def _ack_deleted(self, stream: str, kind: str, entries: list[Any]) -> list[Any]:
-        """Acknowledge pending entries deleted from the stream (nil fields); returns the others."""
-        gone = [e[0] for e in entries if not e[1]]
-        self.r.xack(stream, keys.ARCHIVER_GROUP, *gone)
-        DELETED.labels(kind).inc(len(gone))
-        log_once(log, f"deleted:{stream}", "pending entries deleted from the stream acknowledged", stream=stream,
-                 first=_s(gone[0]))  # fmt: skip
-        return [e for e in entries if e[1]]
-
-    def _forget_above(self, stream: str, cursor_ms: int) -> None:
-        """Forget and ack buffered entries above the group's cursor: it was set back (the observer's repair of a
-        forged future entry, or an operator's XGROUP SETID); those that still exist are delivered again."""
-        wins = self.buffers.get(stream, {})
-        gone: list[str] = []
-        for ws in [w for w in wins if w + self.window_ms > cursor_ms]:
-            win = wins[ws]
-            above = [e for e in win if int(e.partition("-")[0]) > cursor_ms]
-            for e in above:
-                del win[e]
-            gone += above
-            if not win:
-                del wins[ws]
-        self.buffered_top_ms[stream] = max((max(int(e.partition("-")[0]) for e in w) for w in wins.values() if w),
-                                           default=-1)  # fmt: skip
-        if gone:
-            self.r.xack(stream, keys.ARCHIVER_GROUP, *gone)
-            DELETED.labels(self.streams[stream][1]).inc(len(gone))
-            kv(log, logging.WARNING, "group cursor set back: buffered entries above it forgotten", stream=stream,
-               cursor_ms=cursor_ms, entries=len(gone), first=gone[0])  # fmt: skip
-
-    def _dead_letter(self, stream: str, kind: str, dead: list[tuple[bytes, str, bytes]]) -> None:
-        """Park each bad entry once (unless another service parked it) and ack it, in one pipeline."""
-        pipe = self.r.pipeline(transaction=False)
-        for eid, reason, payload in dead:
-            log_once(log, f"dead:{stream}:{reason[:40]}", "entry dead-lettered", stream=stream, id=eid, reason=reason)
-            self.dead_letters.park(stream, eid, reason, payload, pipe=pipe)
-        pipe.xack(stream, keys.ARCHIVER_GROUP, *[d[0] for d in dead])
-        pipe.execute()
-        DEAD.labels(kind).inc(len(dead))
-        self.stats.dead += len(dead)
-
     def _read_pending(self, stream: str) -> int:
         """Re-read our own pending entries (after a start or a lost reply)."""
         last: bytes | str = "0"
         n = 0
         while True:
             resp = self._raw.xreadgroup(keys.ARCHIVER_GROUP, self.consumer, {stream: last}, count=self.count)
-            entries = _entries_of(resp, stream)
+            entries = entries_of(resp, stream)
             if not entries:
                 return n
             n += self._ingest(stream, entries)
@@ -390,11 +260,10 @@ class Archiver:
                 return n
 
     def _read_new(self, block_ms: int | None) -> int:
-        if self._prefetch is not None:  # issued after the previous batch: its reply, without blocking again
-            fut, self._prefetch = self._prefetch, None
-            resp = fut.result()
+        if self.read_ahead.pending:  # issued after the previous batch: its reply, without blocking again
+            resp = self.read_ahead.take()
             n = self._ingest_reply(resp)
-            if any(len(e or ()) >= self.count for _, e in _stream_replies(resp)):
+            if any(len(e or ()) >= self.count for _, e in stream_replies(resp)):
                 return n
             # it reached the end of the streams back then: read what arrived since, as a plain step would
             return n + self._ingest_reply(self._xread_new(list(self.streams), None if n else block_ms))
@@ -411,19 +280,15 @@ class Archiver:
 
     def _ingest_reply(self, resp: Any) -> int:
         n = 0
-        for name, entries in _stream_replies(resp):
+        for name, entries in stream_replies(resp):
             if name in self.streams and entries:
                 n += self._ingest(name, entries)
         return n
 
     def _drop_prefetch(self) -> None:
         """Forget a read in flight; whatever it delivered stays pending and is re-read (ID 0)."""
-        fut, self._prefetch = self._prefetch, None
-        if fut is None:
-            return
-        with contextlib.suppress(Exception):
-            if fut.result(timeout=60):
-                self.need_pending = set(self.streams)
+        if self.read_ahead.drop():
+            self.need_pending = set(self.streams)
 
     def _autoclaim(self) -> int:
         """Take over entries idle for ``claim_idle_ms`` in any consumer's pending list."""
@@ -485,7 +350,7 @@ class Archiver:
 
     # ------------------------------------------------------------------ writing
     def _submit_closable(self, force: bool) -> None:
-        if not force and time.monotonic() < self._store_retry_at:  # the store is down: back off
+        if not force and self.store_backoff.waiting():  # the store is down: back off
             return
         for s, wins in self.buffers.items():
             market, kind = self.streams[s]
@@ -496,7 +361,7 @@ class Archiver:
                 entries = wins.pop(ws)
                 if entries:
                     job = Job(s, market, kind, ws, entries)
-                    self.inflight.append((job, self._pool.submit(self._write, job)))
+                    self.inflight.append((job, self._pool.submit(self.writer.write, job)))
 
     def _collect(self, wait: bool) -> None:
         still: list[tuple[Job, Future[Job]]] = []
@@ -517,36 +382,10 @@ class Archiver:
             self.to_ack.append(job)
         self.inflight = still
         if failed is not None:
-            self._store_failed(*failed)
-        elif self.to_ack and self._store_down_since is not None:
-            self._store_recovered()
-
-    def _store_failed(self, job: Job, e: Exception) -> None:
-        """One failed round of writes: back off (exponential, jitter); log the outage once, then every
-        ``store_down_log_every_s``."""
-        now = time.monotonic()
-        self._store_failures += 1
-        cap = min(self.store_retry_max_s, self.store_retry_base_s * 2 ** min(self._store_failures - 1, 30))
-        delay = random.uniform(cap / 2, cap)
-        self._store_retry_at = now + delay
-        key = object_key(job.kind, job.market, job.window_start_ms)
-        error = f"{type(e).__name__}: {e}"[:300]
-        if self._store_down_since is None:
-            self._store_down_since = self._store_logged_at = now
-            STORE_DOWN.set(1)
-            kv(log, logging.ERROR, "store unavailable; backing off, entries stay pending", key=key, error=error)
-        elif now - self._store_logged_at >= self.store_down_log_every_s:
-            self._store_logged_at = now
-            kv(log, logging.WARNING, "store still unavailable", down_s=round(now - self._store_down_since),
-               failures=self._store_failures, retry_in_s=round(delay, 1), error=error)  # fmt: skip
-
-    def _store_recovered(self) -> None:
-        down = time.monotonic() - (self._store_down_since or time.monotonic())
-        kv(log, logging.INFO, "store recovered", down_s=round(down, 1), failures=self._store_failures)
-        STORE_DOWN.set(0)
-        self._store_down_since = None
-        self._store_failures = 0
-        self._store_retry_at = 0.0
+            first, err = failed
+            self.store_backoff.failed(object_key(first.kind, first.market, first.window_start_ms), err)
+        elif self.to_ack:
+            self.store_backoff.recovered()
 
     def _ack_done(self) -> None:
         if not self.to_ack:
@@ -566,113 +405,7 @@ class Archiver:
             self.stats.objects[job.result] = self.stats.objects.get(job.result, 0) + 1
         self.to_ack = []
 
-    def _write(self, job: Job) -> Job:
-        """Store the window's object (create, or merge into the existing one). Runs in the writer thread."""
-        key = object_key(job.kind, job.market, job.window_start_ms)
-        data = encode_object(job.kind, job.market, job.window_start_ms, self.window_ms, job.entries)
-        if self.store.put_if_absent(key, data):
-            job.result = "created"
-            return job
-        with self._lock(job.stream, job.window_start_ms):
-            try:
-                old_bytes: bytes | None = self.store.get(key)
-            except KeyError:
-                old_bytes = None
-            if old_bytes == data:
-                job.result = "unchanged"
-                return job
-            merged = job.entries
-            if old_bytes is not None:
-                try:
-                    old = decode_object(old_bytes, key, max_inflated_bytes(self.window_ms))
-                    if old.window_end_ms - old.window_start_ms != self.window_ms:
-                        raise ArchiveError(
-                            f"window length {old.window_end_ms - old.window_start_ms} != {self.window_ms}"
-                        )
-                    kept = old.entries()
-                    bad = check_payloads(job.market, job.kind, old.ids, old.payloads)
-                    if bad:  # written before validation (or by hand): never merged back
-                        for i, _ in bad:
-                            del kept[old.ids[i]]
-                        qkey, _ = quarantine(self.store, key, old_bytes, f"{len(bad)} unusable entries not merged",
-                                             [(old.ids[i], why) for i, why in bad])  # fmt: skip
-                        log_once(log, f"badentries:{qkey}", "stored entries unusable; quarantined", obj=key, to=qkey,
-                                 entries=len(bad), reason=bad[0][1])  # fmt: skip
-                    merged = {**job.entries, **kept}  # the stored payload wins for an ID
-                except ArchiveError as e:
-                    qkey, _ = quarantine(self.store, key, old_bytes, str(e))
-                    log_once(
-                        log, f"corrupt:{key}", "stored object unusable; quarantined", obj=key, to=qkey, reason=str(e)
-                    )
-            new = encode_object(job.kind, job.market, job.window_start_ms, self.window_ms, merged)
-            if new != old_bytes:
-                self.store.put(key, new)
-                job.result = "merged"
-            else:
-                job.result = "unchanged"
-        return job
-
     def _summarize(self, force: bool) -> None:
         """Daily trade summaries of closed days (:mod:`archiver_svc.summary`)."""
         if self.summaries.touched:
             self.summaries.flush(lambda t: self.delivered_ms.get(keys.trades_stream(t), -1), force=force)
-
-    @contextlib.contextmanager
-    def _lock(self, stream: str, window_start_ms: int) -> Iterator[None]:
-        key = keys.archive_lock_key(stream, window_start_ms)
-        token = self._token
-        mine = self.consumer.encode() + b"/"
-        deadline = time.monotonic() + 2 * self.lock_ttl_ms / 1000
-        while True:
-            if self.r.set(key, token, nx=True, px=self.lock_ttl_ms):
-                break
-            holder = self.r.get(key)
-            dead_me = bool(holder) and holder.startswith(mine) and holder != token  # a dead incarnation of us
-            if dead_me and self.r.set(key, token, xx=True, px=self.lock_ttl_ms, get=True) == holder:
-                break
-            if time.monotonic() > deadline:
-                raise LockTimeout(key)
-            time.sleep(0.02)
-        try:
-            yield
-        finally:
-            with contextlib.suppress(*REDIS_ERRORS):
-                self._release(keys=[key], args=[token])
-
-
-def _payload(fields: Any, name: bytes) -> Any:
-    """The payload field of an entry's fields (raw list or parsed dict); None when absent."""
-    if not fields:
-        return None
-    if isinstance(fields, dict):
-        return fields.get(name)
-    for i in range(0, len(fields) - 1, 2):
-        if fields[i] == name:
-            return fields[i + 1]
-    return None
-
-
-def _s(x: Any) -> str:
-    return x.decode() if isinstance(x, bytes) else str(x)
-
-
-def _stream_replies(resp: Any) -> list[tuple[str, list[Any]]]:
-    """XREADGROUP reply (RESP2 list or RESP3 dict) -> [(stream, entries)]."""
-    if not resp:
-        return []
-    if isinstance(resp, dict):
-        out = []
-        for k, v in resp.items():
-            # raw: {stream: [entry, ...]}; redis-py's RESP3 parsing: {stream: [[entry, ...]]}
-            if v and isinstance(v[0], list) and v[0] and isinstance(v[0][0], list | tuple):
-                v = v[0]
-            out.append((_s(k), v))
-        return out
-    return [(_s(name), entries) for name, entries in resp]
-
-
-def _entries_of(resp: Any, stream: str) -> list[Any]:
-    for name, entries in _stream_replies(resp):
-        if name == stream:
-            return list(entries or [])
-    return []

@@ -1,4 +1,4 @@
-"""Polymarket IO: one CLOB market-channel websocket for every market of the process, plus discovery.
+"""Polymarket IO: one CLOB market-channel websocket for every market of the process.
 
 Public API
 ----------
@@ -13,28 +13,22 @@ Public API
     ``on_event_time(venue, event_ms)``   optional, called after each frame with its newest event time
     ``on_end(venue)``   optional; the feed closed with reason ``"end of data"`` (a finished replay): no reconnect
 
-Discovery: a series market needs its current window and every window starting within ``discovery_lead_s``
-of "now" (:func:`observer_svc.discovery.series_starts`); each missing one is looked up by its own
-background task (at most ``discovery_concurrency`` per market at once, each with its own backoff), so
-a slow venue delays a lookup but never the next ones, and with an event clock running many times
-faster than the wall clock (a simulator, a replay) the lookups run ahead of the ticks instead of
-chasing them. A window that ended before its answer arrived is dropped.
+Discovery (which windows to look up, and when) is :class:`observer_svc.polymarket_schedule.DiscoverySchedule`,
+run as this client's housekeeping task; this module only connects, subscribes, watches and reconnects.
 
 Behaviour: the subscription is the union of every market's watched tokens (current window, the next
 ones discovered ``discovery_lead_s`` ahead, and old ones until their ``market_resolved``), sent
 first as ``{"assets_ids", "type": "market", "custom_feature_enabled": true}`` and changed on the open
 socket with ``{"operation": "subscribe"|"unsubscribe"}``. The window switch itself happens in event time
 inside :class:`PolymarketMarketState` exactly at the old window's end, so the stream has no gap.
-Application ``PING`` every ``poly_ping_s``. Watchdog: no market data for ``poly_watchdog_s`` -> resubscribe
-(unsubscribe + subscribe of every token); still silent one more period -> reconnect. A token that got no
-``book`` within ``poly_watchdog_s`` of its subscribe is resubscribed, then the socket is reconnected
-(covers a server that ignores subscription changes on an open connection). A book repaired after a crossed or
-disagreeing ``price_change`` is resubscribed for a fresh snapshot (at most once per watchdog period).
+Application ``PING`` every ``poly_ping_s``. Watchdog (every ``poly_watchdog_s / 4``): the decisions of
+:class:`observer_svc.polymarket_watchdog.FeedHealth` (silence, a token without its book, a repaired book ->
+resubscribe (unsubscribe + subscribe), then reconnect), sent on this socket.
 Reconnects use exponential backoff with full jitter. Malformed frames are counted, logged once per reason
 and skipped. Metrics (labels venue, market, reason; ``market="*"`` = the whole connection):
-``fusion_observer_polymarket_{frames_in, parse_errors, reconnects, resubscribes, rollovers,
-discovery_errors}`` (module constants FRAMES_IN, PARSE_ERRORS, RECONNECTS, RESUBSCRIBES, ROLLOVERS,
-DISCOVERY_ERRORS).
+``fusion_observer_polymarket_{frames_in, parse_errors, reconnects, resubscribes}`` (module constants FRAMES_IN,
+PARSE_ERRORS, RECONNECTS, RESUBSCRIBES; ``rollovers`` and ``discovery_errors`` in
+:mod:`observer_svc.polymarket_schedule`).
 """
 
 from __future__ import annotations
@@ -55,8 +49,12 @@ from common import metrics
 from common.log import kv, log_once
 from common.markets import MarketSpec
 from common.settings import Settings
-from observer_svc.discovery import Discovery, DiscoveryError, series_starts
+from observer_svc.discovery import Discovery
+from observer_svc.polymarket_schedule import DISCOVERY_ERRORS as DISCOVERY_ERRORS  # re-exported metrics
+from observer_svc.polymarket_schedule import ROLLOVERS as ROLLOVERS
+from observer_svc.polymarket_schedule import DiscoverySchedule
 from observer_svc.polymarket_state import PolymarketMarketState
+from observer_svc.polymarket_watchdog import FeedHealth
 from observer_svc.polymarket_wire import (
     PING,
     VENUE,
@@ -82,8 +80,6 @@ FRAMES_IN = metrics.counter(_P + "frames_in", "websocket frames received", ("ven
 PARSE_ERRORS = metrics.counter(_P + "parse_errors", "malformed frames/events skipped", _VMR)
 RECONNECTS = metrics.counter(_P + "reconnects", "websocket reconnects", _VMR)
 RESUBSCRIBES = metrics.counter(_P + "resubscribes", "subscription renewals", _VMR)
-ROLLOVERS = metrics.counter(_P + "rollovers", "switches to the next window of a series", ("venue", "market"))
-DISCOVERY_ERRORS = metrics.counter(_P + "discovery_errors", "market discovery failures", _VMR)
 
 
 class Gate(Protocol):
@@ -125,35 +121,26 @@ class PolymarketClient:
         self.on_event_time = on_event_time
         self._http = http
         self._own_http = http is None
-        self.maintain_interval_s = maintain_interval_s
-        self.discovery_retry_s = discovery_retry_s
         self.markets: dict[str, PolymarketMarketState] = {}
         self.specs: dict[str, MarketSpec] = {}
+        self.schedule = DiscoverySchedule(
+            settings, self.markets, self.specs, self.now_ms, self._windows_changed,
+            maintain_interval_s, discovery_retry_s, discovery_concurrency,
+        )  # fmt: skip
         self.connected = asyncio.Event()
         self.connections = 0  # successful connects so far
         self._ws: ClientConnection | None = None
         self._subscribed: set[str] = set()
         self._token_owner: dict[str, str] = {}
         self._cid_owner: dict[str, str] = {}
-        self._awaiting_book: dict[str, tuple[float, int]] = {}  # token -> (since monotonic, tries)
-        self._resync_at: dict[str, float] = {}
-        self._last_data = time.monotonic()
-        self._silence_resub_at: float | None = None
-        self._last_cid: dict[str, str | None] = {}
-        self.discovery_concurrency = discovery_concurrency
-        # (market, window start s | None for a fixed market) -> lookup in flight / (not before monotonic, failures)
-        self._disc_task: dict[tuple[str, int | None], asyncio.Task[None]] = {}
-        self._disc_retry: dict[tuple[str, int | None], tuple[float, int]] = {}
+        self.health = FeedHealth()
         self._closed = asyncio.Event()
         self._wake = asyncio.Event()  # wakes the connection loop (tokens to subscribe)
-        self._maintain_wake = asyncio.Event()  # wakes housekeeping early (event time reached a due point)
-        self._due_ms: int | None = None  # event time at which housekeeping has work (next discovery/switch)
         self._tasks: list[asyncio.Task[Any]] = []
         self._ended = False
         self._session_got_data = False
         self._frames_child: dict[str, Any] = {}
         self._reconnect_reason: str | None = None
-        self.discovery: Discovery | None = None
 
     # ------------------------------------------------------------------ markets
     def add_market(self, spec: MarketSpec) -> PolymarketMarketState:
@@ -162,7 +149,7 @@ class PolymarketClient:
         st = PolymarketMarketState(spec)
         self.markets[spec.name] = st
         self.specs[spec.name] = spec
-        self._last_cid[spec.name] = None
+        self.schedule.add_market(spec.name)
         self._wake.set()
         return st
 
@@ -177,9 +164,9 @@ class PolymarketClient:
     async def run(self) -> None:
         if self._http is None:
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(10.0))
-        self.discovery = Discovery(self._http, self.gamma_url, self.clob_url)
+        self.schedule.discovery = Discovery(self._http, self.gamma_url, self.clob_url)
         self._tasks = [
-            asyncio.create_task(self._maintain_loop(), name="pm-maintain"),
+            asyncio.create_task(self.schedule.loop(self._closed), name="pm-maintain"),
             asyncio.create_task(self._connection_loop(), name="pm-connection"),
         ]
         try:
@@ -192,7 +179,7 @@ class PolymarketClient:
         await self._shutdown()
 
     async def _shutdown(self) -> None:
-        tasks = self._tasks + list(self._disc_task.values())
+        tasks = self._tasks + self.schedule.in_flight()
         self._tasks = []
         for t in tasks:
             t.cancel()
@@ -205,92 +192,10 @@ class PolymarketClient:
             await self._http.aclose()
             self._http = None
 
-    # ------------------------------------------------------------------ discovery / rollover
-    async def _maintain_loop(self) -> None:
-        while not self._closed.is_set():
-            try:
-                await self._maintain_once()
-            except Exception as e:  # never let housekeeping die
-                log_once(log, f"pm-maintain:{type(e).__name__}", "polymarket housekeeping error", error=repr(e))
-            self._maintain_wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._maintain_wake.wait(), self.maintain_interval_s)
-
-    async def _maintain_once(self) -> None:
-        now = self.now_ms()
-        if now <= 0:  # an event clock before its first event: nothing is known yet
-            return
-        lead_ms = int(self.settings.discovery_lead_s * 1000)
-        due: int | None = None
-        for name, st in self.markets.items():
-            spec = self.specs[name]
-            cur = st.advance(now)
-            cid = cur.condition_id if cur is not None else None
-            prev = self._last_cid[name]
-            if cid != prev:
-                if prev is not None and cid is not None:
-                    ROLLOVERS.labels(VENUE, name).inc()
-                kv(log, logging.INFO, "polymarket window", market=name, slug=cur.slug if cur else None, now_ms=now)
-                self._last_cid[name] = cid
-            if not spec.is_series:
-                if st.latest_window is None:
-                    self._discover(name, None)
-                continue
-            starts, next_due = series_starts(spec, now, lead_ms)
-            known = {w.slug for w in st.windows()}
-            for start in starts:
-                if spec.series_slug(start) not in known:
-                    self._discover(name, start)
-            if due is None or next_due < due:
-                due = next_due
-        self._due_ms = due
+    async def _windows_changed(self) -> None:
+        """Discovery added or switched a window: re-index the tokens and sync the subscription."""
         self._reindex()
         await self._sync_subscriptions()
-
-    def _discover(self, name: str, start: int | None) -> None:
-        """Look up one window (series: the one starting at ``start``; fixed market: ``None``) in the
-        background, unless that lookup is running, waiting out its backoff, or the market already has
-        ``discovery_concurrency`` lookups in flight."""
-        key = (name, start)
-        t = self._disc_task.get(key)
-        if t is not None and not t.done():
-            return
-        not_before, _ = self._disc_retry.get(key, (0.0, 0))
-        if time.monotonic() < not_before:
-            return
-        busy = sum(1 for (n, _), x in self._disc_task.items() if n == name and not x.done())
-        if busy >= self.discovery_concurrency:
-            return
-        self._disc_task[key] = asyncio.create_task(self._discover_task(name, start), name=f"pm-disc-{name}-{start}")
-
-    async def _discover_task(self, name: str, start: int | None) -> None:
-        assert self.discovery is not None
-        spec, st = self.specs[name], self.markets[name]
-        key = (name, start)
-        try:
-            if start is not None:
-                w = await self.discovery.series_window(spec, start)
-            else:
-                w = await self.discovery.current_window(spec, self.now_ms())
-        except DiscoveryError as e:
-            DISCOVERY_ERRORS.labels(VENUE, name, "http").inc()
-            log_once(log, f"pm-disc:{name}:{e}", "polymarket discovery failed", market=name, error=str(e))
-            w = None
-        finally:
-            self._disc_task.pop(key, None)
-        if w is None:
-            _, fails = self._disc_retry.get(key, (0.0, 0))
-            base, cap = self.discovery_retry_s
-            delay = random.uniform(base / 2, min(cap, base * 2**fails))
-            self._disc_retry[key] = (time.monotonic() + delay, fails + 1)
-            return
-        self._disc_retry.pop(key, None)
-        if spec.is_series and w.end_ms <= self.now_ms():
-            return  # over before the answer came: no tick will need it
-        if st.add_window(w):
-            kv(log, logging.INFO, "polymarket discovered", market=name, slug=w.slug, start=start)
-            self._reindex()
-            await self._sync_subscriptions()
 
     # ------------------------------------------------------------------ subscriptions
     async def _send(self, msg: bytes | str) -> None:
@@ -310,15 +215,11 @@ class PolymarketClient:
         rem = sorted(self._subscribed - wanted)
         if add:
             self._subscribed.update(add)
-            now = time.monotonic()
-            for t in add:
-                self._awaiting_book[t] = (now, 0)
+            self.health.subscribed(add, time.monotonic())
             await self._send(operation_message("subscribe", add))
         if rem:
             self._subscribed.difference_update(rem)
-            for t in rem:
-                self._awaiting_book.pop(t, None)
-                self._resync_at.pop(t, None)
+            self.health.unsubscribed(rem)
             await self._send(operation_message("unsubscribe", rem))
 
     async def _resubscribe(self, tokens: Iterable[str], reason: str) -> None:
@@ -355,10 +256,7 @@ class PolymarketClient:
                     self._ws = ws
                     self.connections += 1
                     self._subscribed = set(wanted)
-                    now = time.monotonic()
-                    self._awaiting_book = {t: (now, 0) for t in wanted}
-                    self._last_data = now
-                    self._silence_resub_at = None
+                    self.health.connected(wanted, time.monotonic())
                     await ws.send(subscribe_message(sorted(wanted)).decode())
                     self.connected.set()
                     await self._session(ws)
@@ -414,39 +312,14 @@ class PolymarketClient:
             await ws.send(PING)
 
     async def _watchdog(self, ws: ClientConnection) -> None:
+        """Act on :meth:`FeedHealth.check` every ``poly_watchdog_s / 4`` (at most 1 s)."""
         period = self.settings.poly_watchdog_s
         while True:
             await asyncio.sleep(min(1.0, period / 4))
-            now = time.monotonic()
-            reason: str | None = None
-            # 1) the whole feed is silent
-            if self._subscribed and now - self._last_data >= period:
-                if self._silence_resub_at is None:
-                    self._silence_resub_at = now
-                    await self._resubscribe(self._subscribed, "silence")
-                elif now - self._silence_resub_at >= period:
-                    reason = "silence"
-            # 2) tokens without their initial book
-            late = [t for t, (since, _) in self._awaiting_book.items() if now - since >= period]
-            if late and reason is None:
-                if any(self._awaiting_book[t][1] >= 1 for t in late):
-                    reason = "no_book"
-                else:
-                    for t in late:
-                        self._awaiting_book[t] = (now, 1)
-                    await self._resubscribe(late, "no_book")
-            # 3) books repaired after a crossed/disagreeing price_change
-            if reason is None:
-                stale = [
-                    t
-                    for st in self.markets.values()
-                    for t in st.books_needing_resync()
-                    if t in self._subscribed and now - self._resync_at.get(t, -1e18) >= period
-                ]
-                if stale:
-                    for t in stale:
-                        self._resync_at[t] = now
-                    await self._resubscribe(stale, "book_resync")
+            resync = [t for st in self.markets.values() for t in st.books_needing_resync()]
+            resubs, reason = self.health.check(time.monotonic(), period, self._subscribed, resync)
+            for tokens, why in resubs:
+                await self._resubscribe(tokens, why)
             if reason is not None:
                 self._reconnect_reason = reason
                 await ws.close(code=1000, reason=f"watchdog: {reason}")
@@ -478,10 +351,10 @@ class PolymarketClient:
         child.inc()
         if event_ms is None:
             return False
-        self._last_data = time.monotonic()
-        self._silence_resub_at = None
-        if self._due_ms is not None and event_ms >= self._due_ms:
-            self._maintain_wake.set()  # a fast replay reached a discovery/rollover point
+        self.health.data(time.monotonic())
+        due = self.schedule.due_ms
+        if due is not None and event_ms >= due:
+            self.schedule.wake.set()  # a fast replay reached a discovery/rollover point
 
         def apply() -> None:
             for st, ev in routed:
@@ -518,5 +391,5 @@ class PolymarketClient:
         if owner is None:
             return []
         if isinstance(ev, Book):
-            self._awaiting_book.pop(ev.asset_id, None)
+            self.health.got_book(ev.asset_id)
         return [(self.markets[owner], ev)]

@@ -3,12 +3,13 @@
 * ``common`` is the ground: contracts and small shared helpers; it imports no service.
 * Each service (``*_svc``) imports ``common`` and itself, and another service only along an edge of
   :data:`ALLOWED_SERVICE_EDGES` (each with its reason).
-* ``benchmarks`` (and ``fusion``, the orchestration package to come) sit on top: they may import anything,
-  nothing imports them.
-* No import cycle between modules, except the :data:`KNOWN_CYCLES` listed to be removed.
+* ``fusion`` (orchestration: the console script, the stack supervisor, the demo, the UI) and ``benchmarks`` sit on
+  top: they may import anything. No package below them imports ``fusion`` (only benchmarks, which measure it, and
+  tests do), and no package imports ``benchmarks`` (``fusion bench`` names it in its command table, a string, and
+  imports it only when run).
+* No import cycle between modules.
 
-The exception sets only shrink: an entry that no longer matches the code fails the test, so whoever removes
-a cycle or moves a module also deletes its entry and the test gets stricter.
+The allowed service edges only shrink: an edge that is no longer used fails the test.
 """
 
 from __future__ import annotations
@@ -30,18 +31,6 @@ ALLOWED_SERVICE_EDGES: dict[tuple[str, str], str] = {
     ("trader_svc", "archiver_svc"): "settling a resolution trimmed from the stream reads the archived states",
     ("trainer_svc", "labeler_svc"): "batch labelling of archived states uses the labeler's hindsight labels",
 }
-
-# Orchestration of the whole system, in common/ until it moves to the top-level ``fusion/`` package: exempt
-# from the direction rules (not from the cycle check) until then.
-PENDING_MOVE_TO_FUSION: frozenset[str] = frozenset(
-    {"common.cli", "common.demo", "common.demo_run", "common.stack", "common.streams_cli"}
-)
-
-# Cycles that exist today, to be removed (each entry is the exact set of modules of one cycle).
-KNOWN_CYCLES: tuple[frozenset[str], ...] = (
-    frozenset({"observer_svc.sim.rest", "observer_svc.sim.server"}),
-    frozenset({"common.demo", "common.demo_run"}),
-)
 
 
 def _modules() -> dict[str, Path]:
@@ -145,14 +134,16 @@ def package_of(module: str) -> str:
 def direction_violations(graph: dict[str, set[str]]) -> list[str]:
     bad = []
     for src, deps in sorted(graph.items()):
-        if src in PENDING_MOVE_TO_FUSION:
-            continue
         ps = package_of(src)
         for dst in sorted(deps):
             pd = package_of(dst)
-            if pd == ps or ps in TOP:
+            if pd == ps:
                 continue
-            if pd in TOP:
+            if pd == "fusion" and ps not in TOP:
+                bad.append(f"{src} -> {dst}: nothing imports the top-level fusion")
+            elif ps in TOP:
+                continue
+            elif pd in TOP:
                 bad.append(f"{src} -> {dst}: nothing imports the top-level {pd}")
             elif ps == "common":
                 bad.append(f"{src} -> {dst}: common imports no service")
@@ -169,14 +160,7 @@ def test_graph_sees_imports_inside_functions_and_relative_ones() -> None:
 
 def test_no_import_cycles() -> None:
     cycles = strongly_connected(import_graph())
-    unknown = [sorted(c) for c in cycles if c not in KNOWN_CYCLES]
-    assert not unknown, f"import cycles: {unknown}"
-
-
-def test_known_cycles_still_exist() -> None:
-    """A removed cycle is deleted from KNOWN_CYCLES (the exception list only shrinks)."""
-    cycles = strongly_connected(import_graph())
-    assert [sorted(c) for c in KNOWN_CYCLES if c not in cycles] == []
+    assert not cycles, f"import cycles: {[sorted(c) for c in cycles]}"
 
 
 def test_packages_import_only_downwards() -> None:
@@ -184,11 +168,16 @@ def test_packages_import_only_downwards() -> None:
 
 
 def test_exceptions_are_current() -> None:
-    """Every allowed service edge is used and every module pending the move to ``fusion/`` still exists in common."""
+    """Every allowed service edge is used."""
     g = import_graph()
     used = {(package_of(s), package_of(d)) for s, deps in g.items() for d in deps}
     assert [e for e in ALLOWED_SERVICE_EDGES if e not in used] == []
-    assert sorted(PENDING_MOVE_TO_FUSION - set(MODULES)) == []
+
+
+def test_orchestration_lives_in_fusion() -> None:
+    """The console script, the stack supervisor and the demo are in ``fusion/``; common keeps no orchestration."""
+    assert {"fusion.cli", "fusion.stack", "fusion.demo.cli", "fusion.demo.run"} <= set(MODULES)
+    assert not [m for m in MODULES if m in ("common.cli", "common.stack") or m.startswith("common.demo")]
 
 
 @pytest.mark.parametrize(
@@ -197,6 +186,8 @@ def test_exceptions_are_current() -> None:
         ("common.policy", "trainer_svc.env", "common imports no service"),
         ("trader_svc.models", "trainer_svc.dataset", "trader_svc may not import trainer_svc"),
         ("trainer_svc.pipeline", "benchmarks.run", "nothing imports the top-level benchmarks"),
+        ("common.settings", "fusion.cli", "nothing imports the top-level fusion"),
+        ("observer_svc.service", "fusion.stack", "nothing imports the top-level fusion"),
     ],
 )
 def test_direction_rule_catches(src: str, dst: str, why: str) -> None:

@@ -36,7 +36,7 @@ POLICY = "e2e"
 
 def _fusion(env: dict[str, str], *argv: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "common.cli", *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
+        [sys.executable, "-m", "fusion.cli", *argv], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
 
 

@@ -40,7 +40,7 @@ class Procs:
         self.cmds[name] = list(argv)
         with (self.logs / f"{name}.log").open("ab") as log:
             self.p[name] = subprocess.Popen(
-                [sys.executable, "-m", "common.cli", *argv],
+                [sys.executable, "-m", "fusion.cli", *argv],
                 env=self.env,
                 cwd=ROOT,
                 stdout=log,
@@ -129,7 +129,7 @@ def run_with_faults(tmp_path: Path, victims: list[str], seconds: float, kill_red
         procs.stop("labeler")
         procs.stop("archiver")
         final = subprocess.run(
-            [sys.executable, "-m", "common.cli", "archive", "--once", "--final", "--consumer", "arch-1"],
+            [sys.executable, "-m", "fusion.cli", "archive", "--once", "--final", "--consumer", "arch-1"],
             env=env,
             cwd=ROOT,
             capture_output=True,
@@ -222,7 +222,7 @@ def _drain_and_archive(procs: Procs, r: redis.Redis) -> None:
     _wait(lambda: all(_pending(r, m, keys.ARCHIVER_GROUP) == 0 for m in MARKETS), 60, "archiver drain")
     procs.stop("archiver")
     final = subprocess.run(
-        [sys.executable, "-m", "common.cli", "archive", "--once", "--final", "--consumer", "arch-1"],
+        [sys.executable, "-m", "fusion.cli", "archive", "--once", "--final", "--consumer", "arch-1"],
         env=procs.env,
         cwd=ROOT,
         capture_output=True,
@@ -271,7 +271,7 @@ def test_archiver_outage_longer_than_the_trim_age_loses_nothing(tmp_path: Path) 
         (status,) = trim_by_age(r, [s0], top, 120, dry=True)
         assert status.held_by == keys.ARCHIVER_GROUP and status.held_back_s > 100, status  # the alarm
         info = subprocess.run(
-            [sys.executable, "-m", "common.cli", "streams", "info", MARKETS[0]],
+            [sys.executable, "-m", "fusion.cli", "streams", "info", MARKETS[0]],
             env=procs.env, cwd=ROOT, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert "HELD BACK by group archiver" in info.stdout, info.stdout

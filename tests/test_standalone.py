@@ -15,7 +15,7 @@ from tests.conftest import RECORDED_DATA
 
 ROOT = Path(__file__).resolve().parent.parent
 #: folders and files a user's clone holds that must not refer to anything beside the repository
-CHECKED = ("tests", "benchmarks", "docs", "observer_svc/sim", "common", ".ci", "README.md", "compose")
+CHECKED = ("tests", "benchmarks", "docs", "observer_svc/sim", "common", "fusion", ".ci", "README.md", "compose")
 #: what pointed outside before: the sibling ``shared`` folder, its data, the build machine's /work
 OUTSIDE = re.compile(r"\.\./shared|shared/data|shared/DESIGN|/work/")
 
@@ -94,7 +94,7 @@ def test_core_services_import_no_torch_or_mlx(redis_url: str, tmp_path: Path) ->
     (the core install, ``pip install -e .``, has neither)."""
     script = (
         "import sys\n"
-        "from common.cli import main\n"
+        "from fusion.cli import main\n"
         "from common.markets import parse_market\n"
         "from common.settings import Settings\n"
         "assert main(['archive', '--once']) == 0\n"

@@ -1,4 +1,4 @@
-"""``fusion worker | train | models | schedule`` (each ``(argv) -> int``, dispatched by common/cli.py)."""
+"""``fusion worker | train | models | schedule`` (each ``(argv) -> int``, dispatched by fusion/cli.py)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ Guarantees:
   ``page_size`` markets' worth of commands, whatever the number of markets (the page shows one slice of them).
 * A states stream is read incrementally: each refresh reads only the entries after the last one it saw (at most
   ``read_cap`` per market), so a refresh does not re-read hours of states. Coverage, gaps and the state flags
-  are counted per minute over the last ``hours`` (the counting rules of :mod:`common.demo_quality`).
+  are counted per minute over the last ``hours`` (the counting rules of :mod:`fusion.demo.quality`).
 * A stream that is missing or a reply that fails is shown as missing, never raised.
 """
 

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import orjson
@@ -168,3 +168,19 @@ class Driver(ABC):
 
     def status(self) -> dict:
         return {}
+
+
+class SimControl(Protocol):
+    """What the REST routes (:mod:`observer_svc.sim.rest`) see of the running server: the driver, the simulated
+    clock, the Polymarket silence switch and the three control actions. :class:`~observer_svc.sim.server.SimServer`
+    implements it; the routes never import the server (one way: server -> rest -> core)."""
+
+    driver: Driver
+    sim_now: int
+    poly_silent_until: int
+
+    def status(self) -> dict[str, Any]: ...
+
+    def inject(self, venue: str, oversize: int) -> int: ...
+
+    def drop(self, venue: str) -> int: ...

@@ -7,14 +7,12 @@ Errors use each venue's shapes: Binance ``{"code": -1121, "msg": ...}`` with 400
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from observer_svc.sim import wire_out as wo
-
-if TYPE_CHECKING:
-    from observer_svc.sim.server import SimServer
+from observer_svc.sim.core import SimControl
 
 Body = Any
 
@@ -24,7 +22,7 @@ def _int(params: dict[str, str], key: str, default: int | None) -> int | None:
     return default if v in (None, "") else int(v)  # type: ignore[arg-type]
 
 
-def _binance(srv: SimServer, rest: str, p: dict[str, str]) -> tuple[int, Body]:
+def _binance(srv: SimControl, rest: str, p: dict[str, str]) -> tuple[int, Body]:
     d = srv.driver
     if rest.startswith("fapi/v1/"):
         futures, ep = True, rest[len("fapi/v1/") :]
@@ -60,7 +58,7 @@ def _binance(srv: SimServer, rest: str, p: dict[str, str]) -> tuple[int, Body]:
     return 200, body
 
 
-def _gamma(srv: SimServer, ep: str, p: dict[str, str]) -> tuple[int, Body]:
+def _gamma(srv: SimControl, ep: str, p: dict[str, str]) -> tuple[int, Body]:
     d, now = srv.driver, srv.sim_now
     wins = d.windows()
     if "slug" in p:
@@ -80,7 +78,7 @@ def _gamma(srv: SimServer, ep: str, p: dict[str, str]) -> tuple[int, Body]:
     return 404, {"error": "not found"}
 
 
-def _clob(srv: SimServer, ep: str, p: dict[str, str]) -> tuple[int, Body]:
+def _clob(srv: SimControl, ep: str, p: dict[str, str]) -> tuple[int, Body]:
     d, now = srv.driver, srv.sim_now
     if ep.startswith("markets/"):
         w = d.window_by_cid(ep[len("markets/") :])
@@ -97,7 +95,7 @@ def _clob(srv: SimServer, ep: str, p: dict[str, str]) -> tuple[int, Body]:
     return 404, {"error": "not found"}
 
 
-def _control(srv: SimServer, p: dict[str, str]) -> tuple[int, Body]:
+def _control(srv: SimControl, p: dict[str, str]) -> tuple[int, Body]:
     done: dict[str, Any] = {}
     if "poly_silence_s" in p:
         srv.poly_silent_until = srv.sim_now + int(float(p["poly_silence_s"]) * 1000)
@@ -116,7 +114,7 @@ def _control(srv: SimServer, p: dict[str, str]) -> tuple[int, Body]:
     return 200, {"ok": True, **done}
 
 
-def route(srv: SimServer, path: str, p: dict[str, str]) -> tuple[int, Body]:
+def route(srv: SimControl, path: str, p: dict[str, str]) -> tuple[int, Body]:
     parts = path.strip("/").split("/", 1)
     head, rest = parts[0], parts[1] if len(parts) > 1 else ""
     if head == "binance":

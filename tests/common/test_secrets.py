@@ -57,7 +57,7 @@ def test_labeler_log_has_no_password_and_metrics_bind_loopback(secret_redis: Red
     env = {**os.environ, "FUSION_REDIS_URL": secret_redis.url, "FUSION_METRICS_PORT": str(port)}
     env.pop("FUSION_METRICS_HOST", None)
     with open(log, "wb") as f:
-        p = subprocess.Popen([sys.executable, "-m", "common.cli", "label", "--block-ms", "50"], env=env,
+        p = subprocess.Popen([sys.executable, "-m", "fusion.cli", "label", "--block-ms", "50"], env=env,
                              stdout=f, stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         assert _wait(lambda: "labeler started" in log.read_text() and _listen_addresses(port), 30), log.read_text()
@@ -96,9 +96,9 @@ def test_metrics_host_setting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_demo_report_has_no_password(secret_redis: RedisServer, tmp_path: Path) -> None:
-    from common.demo import Demo
-    from common.demo_run import _print_report, _report
     from common.store import LocalStore
+    from fusion.demo.run import _print_report, _report
+    from fusion.demo.stages import Demo
 
     d = Demo(argparse.Namespace(after=60.0, trade_speed=5.0), tmp_path, ["BTC-5M"])
     d.redis_url = secret_redis.url

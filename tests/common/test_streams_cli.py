@@ -35,7 +35,7 @@ def _publish(r: redis.Redis, n: int) -> None:
 def _fusion(redis_url: str, *args: str) -> str:
     env = {**os.environ, "FUSION_REDIS_URL": redis_url}
     out = subprocess.run(
-        [sys.executable, "-m", "common.cli", "streams", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "fusion.cli", "streams", *args], env=env, capture_output=True, text=True, timeout=60
     )
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -20,8 +20,8 @@ from typing import Any
 
 import yaml
 
-from common.cli import COMMANDS
 from common.settings import Settings
+from fusion.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_DIR = ROOT / "compose"

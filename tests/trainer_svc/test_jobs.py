@@ -34,7 +34,7 @@ def start_worker(redis_url, store_dir, *extra):
     env = {**os.environ, "FUSION_REDIS_URL": redis_url, "FUSION_STORE_URL": f"file://{store_dir}"}
     log = open(f"{store_dir}/worker-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 (the child owns it)
     p = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "worker", "--redis-url", redis_url, *extra],
+        [sys.executable, "-m", "fusion.cli", "worker", "--redis-url", redis_url, *extra],
         env=env,
         start_new_session=True,
         stdout=log,

@@ -8,7 +8,7 @@ import sys
 import httpx
 import pytest
 
-from common.cli import main as fusion
+from fusion.cli import main as fusion
 from observer_svc.sim.__main__ import main
 from observer_svc.sim.wire_out import condition_id, fmt_poly, token_ids
 

@@ -13,14 +13,14 @@ import numpy as np
 import redis
 
 from common import keys
-from common.demo import Demo
-from common.demo_quality import StreamQuality, discovery_errors, from_columns
-from common.demo_report import verdict
-from common.demo_run import _trading_phase, write_settings
 from common.features import FEATURE_SET, N_MARKET_FEATURES
 from common.redisproc import RedisServer
 from common.schema import N_RAW, NO_PM_MARKET, STALE_POLY, State, encode_state
 from common.store import LocalStore
+from fusion.demo.quality import StreamQuality, discovery_errors, from_columns
+from fusion.demo.report import verdict
+from fusion.demo.run import _trading_phase, write_settings
+from fusion.demo.stages import Demo
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,7 +78,7 @@ def test_help_shows_defaults_without_credentials() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FUSION_REDIS_URL": "redis://user:s3cret@h:1/0"}
     for argv, want in ((["demo"], "(default: 360.0)"), (["sim", "synthetic"], "(default: 1)"),
                        (["models"], "redis://user:***@h:1/0")):  # fmt: skip
-        out = subprocess.run([sys.executable, "-m", "common.cli", *argv, "--help"], env=env, capture_output=True,
+        out = subprocess.run([sys.executable, "-m", "fusion.cli", *argv, "--help"], env=env, capture_output=True,
                              text=True, timeout=60, cwd=ROOT).stdout  # fmt: skip
         assert want in " ".join(out.split()), (argv, out)
         assert "s3cret" not in out
@@ -105,7 +105,7 @@ def test_what_the_demo_made_is_reusable_after_it_ended(tmp_path: Path) -> None:
     _publish(redis.Redis.from_url(srv.url), "BTC-5M", [1_700_000_000_000], [0])
     srv.stop()  # the demo ended
     env_line, conf_line = cmds[0], next(c for c in cmds if c.startswith("redis-server"))
-    fusion = f"{sys.executable} -m common.cli"
+    fusion = f"{sys.executable} -m fusion.cli"
     script = (f"{env_line}\n{conf_line.split('#')[0]}\nsleep 0.5\n{fusion} models ls && {fusion} streams ls\nrc=$?\n"
               f"redis-cli -p {srv.port} shutdown nosave\nexit $rc")  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("FUSION_")}
@@ -137,7 +137,7 @@ def test_summary_is_one_human_report() -> None:
 
     from rich.console import Console
 
-    from common.demo_report import print_summary
+    from fusion.demo.report import print_summary
 
     ci = {"pnl_per_window": 0.01, "pnl_per_window_ci95": [-0.01, 0.03], "trades": 12, "windows": 26}
     rep = {

@@ -34,8 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "schedule": ("trainer_svc.cli", "schedule_main", "enqueue training every N hours or K new labels"),
     "trade": ("trader_svc.__main__", "main", "PyTorch paper trader with hot swap"),
     "trader": ("trader_svc.cli", "trader_main", "trader tools: status"),
-    "demo": ("common.demo", "main", "the whole loop on one machine, then a report"),
-    "stack": ("common.stack", "main", "fusion stack up | down | status"),
+    "demo": ("fusion.demo.cli", "main", "the whole loop on one machine, then a report"),
+    "stack": ("fusion.stack", "main", "fusion stack up | down | status"),
     "ui": ("fusion.ui.__main__", "main", "web dashboard: markets, archive, training, trader"),
     "bench": ("benchmarks.run", "main", "run benchmarks, print JSON"),
 }

@@ -1,4 +1,4 @@
-"""Data quality of the demo's states, counted where the data is (see :mod:`common.demo`).
+"""Data quality of the demo's states, counted where the data is (see :mod:`fusion.demo.cli`).
 
 Per market: states without a Polymarket market (``NO_PM_MARKET``), with stale Polymarket or Binance
 data (``STALE_POLY`` / ``STALE_BINANCE``: the flags every state carries), ticks missing between

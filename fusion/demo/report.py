@@ -1,4 +1,4 @@
-"""The demo's closing summary: one short human report printed with rich (see :mod:`common.demo`).
+"""The demo's closing summary: one short human report printed with rich (see :mod:`fusion.demo.cli`).
 
 It says what was collected, archived and labelled, the data quality (with warnings), the candidate
 against each baseline with 95 % intervals, whether it was promoted and why in words, what the paper
@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from common.demo_quality import WARN_FRACTION
+from fusion.demo.quality import WARN_FRACTION
 
 
 def _pct(x: float) -> str:

@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from common import keys
-from common.cli import main as fusion
 from common.names import GRAMMAR
+from fusion.cli import main as fusion
 
 HOSTILE = [".", "..", "a/b", "a\nb", "{x}", "A" * 200, "BTC\u00e9", "", "-lead"]
 
@@ -76,7 +76,7 @@ def test_streams_ls_ignores_hostile_streams(redis_url: str, r: redis.Redis) -> N
     for s in [good, *bad]:
         r.xadd(s, {keys.PAYLOAD_FIELD: b"x"})
     env = {**os.environ, "FUSION_REDIS_URL": redis_url}
-    out = subprocess.run([sys.executable, "-m", "common.cli", "streams", "ls"], env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "fusion.cli", "streams", "ls"], env=env, capture_output=True,
                          text=True, timeout=60)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert [line.split("\t")[0] for line in out.stdout.splitlines()] == [good]

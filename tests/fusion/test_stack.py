@@ -1,4 +1,4 @@
-"""common.stack: supervision (restart with backoff, graceful stop), the detached supervisor, and
+"""fusion.stack: supervision (restart with backoff, graceful stop), the detached supervisor, and
 `fusion stack up --feed sim` really publishing into a private Redis."""
 
 from __future__ import annotations

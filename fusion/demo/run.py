@@ -1,4 +1,4 @@
-"""The demo's run: start the stages, collect, train, swap, stop, report (see :mod:`common.demo`)."""
+"""The demo's run: start the stages, collect, train, swap, stop, report (see :mod:`fusion.demo.cli`)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ from typing import Any
 from rich.live import Live
 
 from common import keys
-from common.demo import Demo, console
-from common.demo_quality import StreamQuality, from_columns
-from common.demo_report import print_summary
 from common.log import redact_value
 from common.markets import parse_market, split_markets
 from common.redisproc import free_port
 from common.store import LocalStore, ObjectStore, S3Store, open_store
+from fusion.demo.quality import StreamQuality, from_columns
+from fusion.demo.report import print_summary
+from fusion.demo.stages import Demo, console
 
 
 def _env(d: Demo, sim_url: str, store: ObjectStore) -> dict[str, str]:
@@ -188,7 +188,7 @@ def _open_store(workdir: Path) -> ObjectStore:
 
 
 def _trader(r: Any) -> dict[str, Any]:
-    from common.demo import _trader_status
+    from fusion.demo.stages import _trader_status
 
     return _trader_status(r, "demo-trader")
 

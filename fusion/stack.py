@@ -1,7 +1,7 @@
 """``fusion stack up | down | status``: the compose services as supervised local processes, no Docker.
 
 ``up`` writes ``DIR/stack.json`` (the processes) and starts a detached supervisor
-(``python -m common.stack supervise --dir DIR``, own session) that starts every process, restarts
+(``python -m fusion.stack supervise --dir DIR``, own session) that starts every process, restarts
 one that exits with exponential backoff (reset after it stayed up ``stable_s``), logs each to
 ``DIR/logs/NAME.log`` and writes ``DIR/status.json``; its pid is in ``DIR/supervisor.pid``.
 ``down`` SIGTERMs the supervisor, which SIGTERMs the apps, waits ``grace`` seconds, SIGKILLs what is
@@ -29,11 +29,11 @@ from typing import Any
 
 import redis
 
-from common.cli import COMMANDS
 from common.log import redact, redact_value
 from common.markets import parse_market, spec_list_arg
 from common.redisproc import free_port
 from common.settings import Settings
+from fusion.cli import COMMANDS
 
 DEFAULT_DIR = "./fusion-data/stack"
 
@@ -213,7 +213,7 @@ def supervise(stack_dir: Path, poll_s: float = 0.2) -> int:
 
 # ----------------------------------------------------------------------------- CLI
 def _fusion(*args: str) -> list[str]:
-    return [sys.executable, "-m", "common.cli", *args]
+    return [sys.executable, "-m", "fusion.cli", *args]
 
 
 def _available(cmd: str) -> bool:
@@ -301,7 +301,7 @@ def _supervisor_pid(stack_dir: Path) -> int | None:
 def start_detached(stack_dir: Path, wait_s: float = 15.0) -> int:
     """Start the supervisor of ``stack_dir/stack.json`` in its own session; returns its pid once it runs."""
     log = open(stack_dir / "supervisor.log", "ab")  # noqa: SIM115 (handed to the child)
-    argv = [sys.executable, "-m", "common.stack", "supervise", "--dir", str(stack_dir)]
+    argv = [sys.executable, "-m", "fusion.stack", "supervise", "--dir", str(stack_dir)]
     proc = subprocess.Popen(
         argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
