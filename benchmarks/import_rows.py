@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from archiver_svc.importers.adapters import load_layout
-from archiver_svc.importers.clean import Report
-from archiver_svc.importers.write import prepare, write
 from common.settings import get_settings
 from common.store import LocalStore
+from fusion.importers.adapters import load_layout
+from fusion.importers.clean import Report
+from fusion.importers.write import prepare, write
 from tests.fixtures.imports.make import generic_rows
 
 M = "BTC-15M"

@@ -87,11 +87,11 @@ def setup_logging(level: str = "INFO", json: bool = False) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def kv(logger: logging.Logger, level: int, msg: str, **fields: Any) -> None:
+def kv(logger: logging.Logger, level: int, msg: str, /, **fields: Any) -> None:
     logger.log(level, msg, extra={"kv": fields})
 
 
-def log_once(logger: logging.Logger, key: str, msg: str, **fields: Any) -> bool:
+def log_once(logger: logging.Logger, key: str, msg: str, /, **fields: Any) -> bool:
     """Log ``msg`` at WARNING the first time ``key`` is seen; returns True when it logged."""
     if key in _seen:
         return False

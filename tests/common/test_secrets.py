@@ -115,7 +115,8 @@ def test_demo_report_has_no_password(secret_redis: RedisServer, tmp_path: Path) 
 def test_stack_up_prints_and_stores_no_password(
     secret_redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from common import keys, stack
+    from common import keys
+    from fusion import stack
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("FUSION_REDIS_URL", secret_redis.url)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from common import keys, stack
+from common import keys
 from common.redisproc import free_port
+from fusion import stack
 
 PY = sys.executable
 SLEEPER = [PY, "-c", "import time; print('sleeping', flush=True); time.sleep(100)"]

@@ -38,7 +38,7 @@ def archive(store: LocalStore, market: str, n: int, seed: int) -> None:
 
 def backtest_cli(store: LocalStore, *args: str) -> dict:
     env = dict(os.environ, FUSION_STORE_URL=store.url, FUSION_LOG_LEVEL="WARNING", PYTHONPATH=os.getcwd())
-    out = subprocess.run([sys.executable, "-m", "common.cli", "backtest", *args, "--json"], env=env,
+    out = subprocess.run([sys.executable, "-m", "fusion.cli", "backtest", *args, "--json"], env=env,
                          capture_output=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr.decode()[-3000:]
     return json.loads(out.stdout)

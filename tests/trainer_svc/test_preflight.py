@@ -78,7 +78,7 @@ def test_fusion_train_inline_says_what_to_change(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[2]
-    cmd = [sys.executable, "-m", "common.cli", "train", "--market", "AAA-5M", "--synthetic", "2400", "--inline"]
+    cmd = [sys.executable, "-m", "fusion.cli", "train", "--market", "AAA-5M", "--synthetic", "2400", "--inline"]
     cmd += ["--backend", "torch", "--store-url", f"file://{tmp_path}/store", "--redis-url", "redis://127.0.0.1:1/0"]
     p = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(root)}, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2, p.stderr[-2000:]

@@ -17,15 +17,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from archiver_svc.importers.adapters import LAYOUTS, load_layout
-from archiver_svc.importers.binance import read_binance
-from archiver_svc.importers.clean import Report
-from archiver_svc.importers.layout import LayoutError, concat
-from archiver_svc.importers.write import prepare, write
 from common.log import setup_logging
 from common.names import InvalidName, check_name
 from common.settings import get_settings
 from common.store import open_store
+from fusion.importers.adapters import LAYOUTS, load_layout
+from fusion.importers.binance import read_binance
+from fusion.importers.clean import Report
+from fusion.importers.layout import LayoutError, concat
+from fusion.importers.write import prepare, write
 
 
 def show(rep: dict[str, Any]) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archiver_svc.importers.cli import import_main
 from common.schema import DERIVED_BINANCE_BOOK, ORIGIN_IMPORTED
 from common.store import LocalStore
+from fusion.importers.cli import import_main
 from trainer_svc.pipeline import JobParams, load_data
 
 FIX = Path(__file__).parents[1] / "fixtures" / "imports"

@@ -12,11 +12,11 @@ from other columns is *derived*; one with neither is *absent* (NaN). Every state
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
-from archiver_svc.importers.layout import Table
 from common.features import market_features
 from common.schema import (
     DERIVED_BINANCE_BOOK,
@@ -28,6 +28,7 @@ from common.schema import (
     STALE_BINANCE,
     STALE_POLY,
 )
+from fusion.importers.layout import Table
 
 MIN_MS = 60_000
 F64 = npt.NDArray[np.float64]
@@ -74,7 +75,7 @@ def rolling_std_time(x: F64, ticks: I64, span_ms: int) -> tuple[F64, F64]:
     return np.where(n > 1, np.sqrt(np.maximum(var, 0.0)), np.nan), n
 
 
-def price_at(ticks: I64, px: F64, at: I64, side: str = "right") -> F64:
+def price_at(ticks: I64, px: F64, at: I64, side: Literal["left", "right"] = "right") -> F64:
     """The last finite price at a time ``<= at`` (``side="right"``) or ``< at`` (``"left"``); NaN if none."""
     ok = np.isfinite(px)
     t, p = ticks[ok], px[ok]

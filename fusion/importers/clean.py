@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from archiver_svc.importers.layout import BAD_TIME, Table
+from fusion.importers.layout import BAD_TIME, Table
 
 HOUR_MS = 3_600_000
 NICE_TICKS_MS = (50, 100, 200, 250, 500, 1000, 2000, 5000, 10_000, 15_000, 30_000, 60_000)

@@ -1,4 +1,4 @@
-"""Common public recording layouts, each mapped onto the generic layout (:mod:`archiver_svc.importers.layout`).
+"""Common public recording layouts, each mapped onto the generic layout (:mod:`fusion.importers.layout`).
 
 * ``generic``: ``fusion-ticks/1`` itself (CSV or Parquet).
 * ``tob-csv``: top-of-book polling CSVs of rolling Up/Down markets, header
@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pyarrow as pa
 
-from archiver_svc.importers.layout import BAD_TIME, LayoutError, Table, from_arrow, read_arrow, read_table, to_epoch_ms
+from fusion.importers.layout import BAD_TIME, LayoutError, Table, from_arrow, read_arrow, read_table, to_epoch_ms
 
 ET = ZoneInfo("America/New_York")
 TOB_COLUMNS = {"Timestamp": "time", "TargetTime": "window_start", "Expiration": "window_end", "UpBid": "up_bid",

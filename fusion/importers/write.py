@@ -18,10 +18,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from archiver_svc.importers.binance import BinanceSide, attach_binance
-from archiver_svc.importers.build import build
-from archiver_svc.importers.clean import Report, clean_books, clean_times, has_any, select
-from archiver_svc.importers.layout import LAYOUT_VERSION, Table
 from archiver_svc.origins import imported_view
 from archiver_svc.windows import ArchiveError, decode_object, encode_object, object_key, utc_date
 from common.log import log_once
@@ -37,6 +33,10 @@ from common.schema import (
 )
 from common.settings import Settings
 from common.store import ObjectStore
+from fusion.importers.binance import BinanceSide, attach_binance
+from fusion.importers.build import build
+from fusion.importers.clean import Report, clean_books, clean_times, has_any, select
+from fusion.importers.layout import LAYOUT_VERSION, Table
 from labeler_svc.batch import final_mask, label_archive
 
 log = logging.getLogger("archiver.import")

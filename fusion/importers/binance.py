@@ -19,13 +19,14 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-from archiver_svc.importers.layout import LayoutError, Table
+from fusion.importers.layout import LayoutError, Table
 
 F64 = npt.NDArray[np.float64]
 I64 = npt.NDArray[np.int64]
@@ -88,7 +89,7 @@ def read_binance(paths: list[Path]) -> BinanceSide:
         else:
             raise LayoutError(f"{p.name}: {t.num_columns} columns is neither aggTrades (7/8) nor klines (12)")
 
-    def cat(xs: list[npt.NDArray[np.generic]], dt: type) -> npt.NDArray[np.generic]:
+    def cat(xs: list[Any], dt: type) -> npt.NDArray[Any]:
         return np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
 
     t_ms, b_ms = cat(tms, np.int64), cat(bms, np.int64)

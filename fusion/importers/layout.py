@@ -72,8 +72,8 @@ def to_epoch_ms(col: pa.Array | pa.ChunkedArray) -> I64:
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         v = np.asarray(pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
         scale = np.where(np.abs(v) >= 1e14, 1e-3, np.where(np.abs(v) >= 1e11, 1.0, 1e3))
-        ms = v * scale
-        return np.where(np.isfinite(ms), np.round(np.nan_to_num(ms)), BAD_TIME).astype(np.int64)
+        scaled = v * scale
+        return np.where(np.isfinite(scaled), np.round(np.nan_to_num(scaled)), BAD_TIME).astype(np.int64)
     s = pc.utf8_trim_whitespace(pc.cast(col, pa.string()))
     s = pc.replace_substring_regex(s, r"^(\d{4}-\d\d-\d\d) ", r"\1T")
     s = pc.replace_substring_regex(s, r"Z$", "+00:00")

@@ -1,5 +1,5 @@
 """Issue 14: ``fusion backfill`` against local servers answering in the venues' response shapes
-(tests/archiver_svc/venues.py): resumable, retried, fidelity explicit."""
+(tests/fusion/venues.py): resumable, retried, fidelity explicit."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from archiver_svc.importers.backfill import backfill_main
 from archiver_svc.reader import load_market
 from common.schema import DERIVED_POLY_BOOK, ORIGIN_BACKFILLED, ORIGIN_IMPORTED, RAW_INDEX
 from common.store import LocalStore
-from tests.archiver_svc.venues import Venues
+from fusion.importers.backfill import backfill_main
+from tests.fusion.venues import Venues
 
 M = "BTC-15M"
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z

@@ -33,15 +33,15 @@ from typing import Any
 
 import numpy as np
 
-from archiver_svc.importers.binance import read_binance
-from archiver_svc.importers.clean import Report
-from archiver_svc.importers.fetch import Fetcher, FetchError
-from archiver_svc.importers.layout import Table
-from archiver_svc.importers.write import prepare, write
 from common.markets import MarketSpec, MarketSpecError, parse_market
 from common.schema import ORIGIN_BACKFILLED
 from common.settings import get_settings
 from common.store import open_store
+from fusion.importers.binance import read_binance
+from fusion.importers.clean import Report
+from fusion.importers.fetch import Fetcher, FetchError
+from fusion.importers.layout import Table
+from fusion.importers.write import prepare, write
 from observer_svc.discovery import parse_iso_ms, tokens_from_gamma
 
 HALF_TICK = 0.005

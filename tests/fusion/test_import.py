@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from archiver_svc.importers.cli import import_main
 from archiver_svc.reader import load_market
 from archiver_svc.synth import synth_payloads
 from archiver_svc.windows import decode_object, encode_object, object_key, parse_key
@@ -24,6 +23,7 @@ from common.schema import (
 )
 from common.settings import get_settings
 from common.store import LocalStore
+from fusion.importers.cli import import_main
 from labeler_svc.batch import final_mask, label_archive
 
 FIX = Path(__file__).parents[1] / "fixtures" / "imports"
@@ -162,7 +162,7 @@ def test_per_minute_poller_of_hourly_markets(tmp_path, capsys, name) -> None:
 
 def test_binance_daily_dumps_give_the_binance_side(tmp_path, capsys) -> None:
     """Spot aggTrades with microsecond times (2025 on) and USD-M klines with a header line, mixed."""
-    from archiver_svc.importers.binance import read_binance
+    from fusion.importers.binance import read_binance
 
     bn = read_binance([FIX / "spot-aggTrades.zip", FIX / "um-klines.zip"])
     assert bn.trade_ms[0] // 10**12 == 1 and bn.bar_ms[0] == T0 - 3_600_000  # us -> ms; header skipped
@@ -183,7 +183,7 @@ def test_binance_daily_dumps_give_the_binance_side(tmp_path, capsys) -> None:
 
 def test_hourly_market_names_are_placed_in_the_right_year() -> None:
     """Names carry no year: a "December 31, 7PM ET" market polled on January 1 UTC is 2025's, not 2026's."""
-    from archiver_svc.importers.adapters import window_of_name
+    from fusion.importers.adapters import window_of_name
 
     assert window_of_name("Bitcoin Up or Down - December 31, 7PM ET", T0) == (T0, T0 + 3_600_000)
     assert window_of_name("Bitcoin Up or Down - July 21, 12AM ET", T0 + 200 * 86_400_000)[0] % 3_600_000 == 0
@@ -206,8 +206,8 @@ def test_several_files_are_one_recording(tmp_path, capsys) -> None:
 
 def test_import_into_s3_reads_back_the_same(tmp_path, s3_store) -> None:
     """The imported/ view works on S3 (moto server) as on a directory."""
-    from archiver_svc.importers.layout import read_table
-    from archiver_svc.importers.write import prepare, write
+    from fusion.importers.layout import read_table
+    from fusion.importers.write import prepare, write
 
     s = get_settings()
     states, rep, cols = prepare(read_table(FIX / "generic.csv"), M, s)
@@ -223,7 +223,7 @@ def test_import_into_s3_reads_back_the_same(tmp_path, s3_store) -> None:
 
 
 def test_klines_only_give_a_derived_binance_price_from_closed_bars(tmp_path, capsys) -> None:
-    from archiver_svc.importers.binance import read_binance
+    from fusion.importers.binance import read_binance
 
     store = LocalStore(tmp_path / "s")
     rc, [rep] = run_import(capsys, store, str(FIX / "tob.csv"), "--market", M, "--layout", "tob-csv",
