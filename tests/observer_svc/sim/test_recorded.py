@@ -90,6 +90,7 @@ def test_polymarket_rows_become_books_with_discovery(synthetic_poly_csv: Path) -
 
     async def main() -> None:
         d = RecordedDriver(polymarket=synthetic_poly_csv, speed=0)
+        d.hold_unsubscribed_s = 0.5  # only the first window is subscribed: later windows' books are given up fast
         async with SimServer(d) as srv, httpx.AsyncClient(base_url=srv.url) as http:
             assert (await http.get("/binance/fapi/v1/time")).json()["serverTime"] == _ms(rows[0]["Timestamp"])
             ev = (await http.get("/gamma/events", params={"slug": slug})).json()
