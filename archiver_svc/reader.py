@@ -19,27 +19,27 @@ Guarantees:
   a label's ``tick_ms`` is the ID of the state it labels);
 * a corrupt or truncated object, or an entry that fails its schema, is reported in ``problems``,
   logged once, and skipped: never an exception for bad data;
-* one object = one window; payloads are decoded in bulk (layout templates + ``frombuffer``) and,
-  for a local source, a columnar ``.cols`` sidecar per object is kept under ``<dir>/.columns/``
-  keyed by the object's etag, so a second load reads arrays instead of gunzipping msgpack.
+* one object = one window; payloads are decoded in bulk (layout templates + ``frombuffer``);
+* a UTC day compacted by ``fusion compact`` (:mod:`archiver_svc.columnar`) is read from its Parquet file,
+  only the columns asked for, when its manifest names exactly the day's current windows (else from the windows).
+  ``columns_cache`` is accepted and ignored (the per-object column cache was replaced by the compacted days).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from archiver_svc.colread import current_manifest, read_day
 from archiver_svc.quarantine import move, quarantine
+from archiver_svc.rawcols import RawColumns, narrow
 from archiver_svc.windows import (
     ArchiveError,
     ArchiveObject,
@@ -54,12 +54,11 @@ from archiver_svc.windows import (
 )
 from common.layout import Extracted, extract, match_matrix
 from common.log import log_once
-from common.schema import N_RAW, LabelColumns, SchemaError, StateColumns, decode_label, decode_state
-from common.store import LocalStore, ObjectInfo, ObjectStore, open_store
+from common.schema import N_RAW, RAW_INDEX, LabelColumns, SchemaError, StateColumns, decode_label, decode_state
+from common.store import ObjectInfo, ObjectStore, open_store
 from common.validate import check_state, row_problems
 
 log = logging.getLogger("archiver.reader")
-SIDECAR_VERSION = 2  # 2: rows validated by common.validate (older sidecars are rebuilt)
 DAY_MS = 86_400_000
 Arrays = dict[str, npt.NDArray[Any]]
 
@@ -279,77 +278,12 @@ def _assemble(
     return out
 
 
-def _sidecar_path(cache: Path, key: str) -> Path:
-    return cache / (key + ".cols")
-
-
-SIDECAR_MAGIC = b"FUSIONCOLS\n"
-
-
-def write_sidecar(path: Path, etag: str, arrays: Arrays) -> None:
-    """Columns as one file: magic, 4-byte header length, JSON header (etag, dtypes, shapes, offsets), raw
-    little-endian data. Read back with one ``read`` and zero-copy ``frombuffer`` views (no pickle)."""
-    fields = []
-    offset = 0
-    blobs = []
-    for name, a in arrays.items():
-        a = np.ascontiguousarray(a)
-        if a.dtype.hasobject:
-            raise ValueError(f"column {name} has object dtype")
-        fields.append([name, a.dtype.str, list(a.shape), offset, a.nbytes])
-        blobs.append(a.tobytes())
-        offset += a.nbytes
-    header = json.dumps({"etag": etag, "version": SIDECAR_VERSION, "fields": fields}).encode()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}-{path.name}")
-    with open(tmp, "wb") as f:
-        f.write(SIDECAR_MAGIC + len(header).to_bytes(4, "little") + header)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
-
-
-def read_sidecar(path: Path, etag: str) -> Arrays | None:
-    """The columns when the sidecar exists and matches ``etag``; None otherwise; ValueError if corrupt."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    n = len(SIDECAR_MAGIC)
-    if data[:n] != SIDECAR_MAGIC:
-        raise ValueError("bad magic")
-    hlen = int.from_bytes(data[n : n + 4], "little")
-    header = json.loads(data[n + 4 : n + 4 + hlen])
-    if header.get("etag") != etag or header.get("version") != SIDECAR_VERSION:
-        return None
-    base = n + 4 + hlen
-    out: Arrays = {}
-    for name, dtype, shape, offset, nbytes in header["fields"]:
-        dt = np.dtype(dtype)
-        if dt.hasobject or base + offset + nbytes > len(data):
-            raise ValueError(f"bad column {name}")
-        out[name] = np.frombuffer(data, dtype=dt, count=nbytes // max(dt.itemsize, 1), offset=base + offset).reshape(
-            shape
-        )
-    return out
-
-
-def _load_one(
-    store: ObjectStore, info: ObjectInfo, kind: str, cache: Path | None, max_bytes: int
-) -> tuple[Arrays, list[str], int]:
+def _load_one(store: ObjectStore, info: ObjectInfo, kind: str, max_bytes: int) -> tuple[Arrays, list[str], int]:
     """(columns, problems reported now, problems reported before) of one object.
 
     An unusable object is moved to quarantine; an object with unusable entries is copied there (its good
     entries stay in place and load); either is reported only the first time (see archiver_svc.quarantine)."""
     problems: list[str] = []
-    side = _sidecar_path(cache, info.key) if cache else None
-    if side is not None:
-        try:
-            cached = read_sidecar(side, info.etag)
-            if cached is not None:
-                return cached, [], 0
-        except Exception as e:  # a broken sidecar is only a cache miss
-            log_once(log, f"sidecar:{side}", "ignoring unreadable column cache", path=str(side), error=repr(e))
     try:
         data = store.get(info.key)
     except KeyError:
@@ -367,8 +301,6 @@ def _load_one(
         why = f"{len(problems)} problems; the other entries stay in place"
         if not _safely(info.key, lambda: quarantine(store, info.key, data, why, bad)[1]):
             problems, skipped = [], len(problems)
-    if side is not None:  # validated rows only: a later load neither re-reads nor re-reports the object
-        write_sidecar(side, info.etag, arrays)
     return arrays, problems, skipped
 
 
@@ -393,28 +325,36 @@ def load_arrays(
     workers: int = 2,
     window_s: int | None = None,
     skipped: list[int] | None = None,
+    raw_fields: Sequence[str] | None = None,
 ) -> tuple[Arrays, list[str]]:
     """Columns of every entry of ``kind`` in range (plus ``ids`` (N, 2) ``[ms, seq]``), and the problems
     found now (problems found by an earlier load are only counted, into ``skipped[0]``). Objects may inflate
     to :func:`~archiver_svc.windows.max_inflated_bytes` of ``window_s`` (default: the archive window setting)."""
     store = as_store(source)
-    if columns_cache is None or columns_cache is True:
-        cache = store.root / ".columns" if isinstance(store, LocalStore) else None
-    elif columns_cache is False:
-        cache = None
-    else:
-        cache = Path(columns_cache)
     limit = max_inflated_bytes(_window_ms(window_s))
     infos = list_objects(store, kind, market, start_ms, end_ms)
     problems: list[str] = []
     results: list[Arrays] = []
     n_skipped = 0
+    by_day: dict[str, list[ObjectInfo]] = {}
+    for o in infos:
+        by_day.setdefault(o.key.split("/")[2], []).append(o)
+    from_windows: list[ObjectInfo] = []
+    for day, day_infos in by_day.items():
+        every = [o for o in store.list(f"{market_prefix(kind, market)}{day}/") if parse_key(o.key) is not None]
+        man = current_manifest(store, kind, market, day, every)
+        got = read_day(store, kind, market, day, man, raw_fields) if man is not None else None
+        if got is None:
+            from_windows.extend(day_infos)
+        elif got["ids"].shape[0]:
+            results.append(got)
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for arrays, probs, sk in pool.map(lambda i: _load_one(store, i, kind, cache, limit), infos):
+        for arrays, probs, sk in pool.map(lambda i: _load_one(store, i, kind, limit), from_windows):
             problems.extend(probs)
             n_skipped += sk
             if arrays and arrays["ids"].shape[0]:
-                results.append(arrays)
+                results.append(_project(arrays, raw_fields))
+    results.sort(key=lambda a: int(a["ids"][0, 0]))
     if skipped is not None:
         skipped.append(n_skipped)
     for p in problems:
@@ -449,6 +389,16 @@ def load_arrays(
     return out, problems
 
 
+def _project(arrays: Arrays, raw_fields: Sequence[str] | None) -> Arrays:
+    """Only ``raw_fields`` of the raw matrix, one narrow column each (all of it when None)."""
+    if raw_fields is None or "raw" not in arrays:
+        return arrays
+    raw = arrays.pop("raw")
+    for f in raw_fields:
+        arrays[f"raw:{f}"] = narrow(f, raw[:, RAW_INDEX[f]])
+    return arrays
+
+
 def _concat(results: list[Arrays], problems: list[str]) -> Arrays:
     tables = [r.pop("slug_table") for r in results if "slug_table" in r]
     shapes = [tuple((k, v.shape[1:]) for k, v in sorted(r.items())) for r in results]
@@ -458,7 +408,11 @@ def _concat(results: list[Arrays], problems: list[str]) -> Arrays:
     keep = [r for r, s in zip(results, shapes, strict=True) if s == major]
     if len(keep) < len(results):
         problems.append(f"{len(results) - len(keep)} objects with another column shape skipped")
-    out = {k: np.concatenate([r[k] for r in keep]) for k in keep[0] if k != "slug_idx"}
+    out = {}
+    for k in [k for k in keep[0] if k != "slug_idx"]:
+        out[k] = np.concatenate([r[k] for r in keep])
+        for r in keep:  # release each part as soon as it is copied: peak = the output + one part
+            r[k] = out[k][:0]
     if tables:
         table = np.unique(np.concatenate(tables))
         kept = {id(r) for r in keep}
@@ -485,16 +439,19 @@ def load_market(
     columns_cache: str | os.PathLike[str] | bool | None = None,
     workers: int = 2,
     window_s: int | None = None,
+    raw_fields: Sequence[str] | None = None,
 ) -> MarketData:
-    """States (and labels) of ``market`` with entry time in ``[start_ms, end_ms)``; see the module doc."""
+    """States (and labels) of ``market`` with entry time in ``[start_ms, end_ms)``; see the module doc.
+    With ``raw_fields``, ``states.raw`` is a :class:`~archiver_svc.rawcols.RawColumns` of those fields only."""
     store = as_store(source)
     skipped: list[int] = []
-    s, problems = load_arrays(store, "states", market, start_ms, end_ms, columns_cache=columns_cache,
-                              workers=workers, window_s=window_s, skipped=skipped)  # fmt: skip
+    s, problems = load_arrays(store, "states", market, start_ms, end_ms, workers=workers, window_s=window_s,
+                              skipped=skipped, raw_fields=raw_fields)  # fmt: skip
     if s:
+        raw: Any = s["raw"] if raw_fields is None else RawColumns({f: s[f"raw:{f}"] for f in raw_fields})
         states = StateColumns(
             tick_ms=s["tick_ms"],
-            raw=s["raw"],
+            raw=raw,
             features=s["features"],
             flags=s["flags"],
             slugs=_slugs(s),
@@ -505,8 +462,8 @@ def load_market(
         )
     lc: LabelColumns | None = None
     if labels:
-        lb, lprobs = load_arrays(store, "labels", market, start_ms, end_ms, columns_cache=columns_cache,
-                                 workers=workers, window_s=window_s, skipped=skipped)  # fmt: skip
+        lb, lprobs = load_arrays(store, "labels", market, start_ms, end_ms, workers=workers, window_s=window_s,
+                                 skipped=skipped)  # fmt: skip
         problems += lprobs
         if lb and lb["horizons"].shape[0] > 1 and not bool((lb["horizons"] == lb["horizons"][0]).all()):
             sets, inv, counts = np.unique(lb["horizons"], axis=0, return_inverse=True, return_counts=True)

@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "streams": ("common.streams_cli", "main", "inspect streams: ls | info | tail MARKET"),
     "archive": ("archiver_svc.__main__", "main", "archive states and labels to the store (exactly once)"),
     "sync": ("archiver_svc.cli", "sync_main", "pull new archive objects from the store into the local cache"),
+    "compact": ("archiver_svc.compact", "main", "compact closed archive days into Parquet files + manifests"),
     "replay": ("archiver_svc.cli", "replay_main", "push archived windows back into a stream"),
     "label": ("labeler_svc.__main__", "main", "hindsight labels as the future arrives"),
     "worker": ("trainer_svc.cli", "worker_main", "RQ worker on the training queue"),

@@ -1,0 +1,103 @@
+"""Read compacted days (see :mod:`archiver_svc.columnar`) as the reader's arrays, only the columns asked for.
+
+A day's Parquet file is used only when its manifest names exactly the day's current window objects (key and
+size): a window that changed after compaction sends the reader back to the windows. A local store's files are
+memory-mapped; an S3 store's file is fetched whole (one GET per day). An unreadable file is logged once and the
+day is read from its windows instead (never an exception for bad data).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from archiver_svc import columnar
+from archiver_svc.rawcols import narrow
+from common.log import log_once
+from common.schema import ACTIONS, RAW_FIELDS
+from common.store import LocalStore, ObjectInfo, ObjectStore
+
+log = logging.getLogger("archiver.reader")
+Arrays = dict[str, npt.NDArray[Any]]
+
+
+def current_manifest(
+    store: ObjectStore, kind: str, market: str, day: str, sources: Sequence[ObjectInfo]
+) -> dict[str, Any] | None:
+    """The day's manifest when it names exactly ``sources`` (the day's window objects), else None."""
+    try:
+        m = columnar.parse_manifest(store.get(columnar.day_key(kind, market, day, columnar.MANIFEST)))
+    except KeyError:
+        return None
+    if m is None or m.get("kind") != kind:
+        return None
+    if [tuple(s) for s in m["sources"]] != sorted((o.key, int(o.size)) for o in sources):
+        return None
+    return m
+
+
+def _table(store: ObjectStore, key: str, columns: list[str] | None) -> pa.Table:
+    if isinstance(store, LocalStore):
+        return pq.read_table(store._path(key), columns=columns, memory_map=True)
+    return pq.read_table(pa.BufferReader(store.get(key)), columns=columns)
+
+
+def _np(t: pa.Table, name: str) -> npt.NDArray[Any]:
+    return t.column(name).to_numpy()
+
+
+def read_day(
+    store: ObjectStore, kind: str, market: str, day: str, man: dict[str, Any], raw_fields: Sequence[str] | None
+) -> Arrays | None:
+    """The day's rows as reader arrays (``raw`` (N, 70) float64 when ``raw_fields`` is None, else one narrow
+    ``raw:<field>`` column per field); None when the file cannot be read."""
+    key = columnar.day_key(kind, market, day)
+    try:
+        schema = pq.read_schema(store._path(key) if isinstance(store, LocalStore) else pa.BufferReader(store.get(key)))
+        names = schema.names
+        if kind == "states":
+            feats = [n for n in names if n.startswith("f_")]
+            raw = list(RAW_FIELDS) if raw_fields is None else list(raw_fields)
+            t = _table(store, key, ["tick_ms", "seq", "flags", "slug", *raw, *feats])
+            n = t.num_rows
+            out: Arrays = {"ids": np.stack([_np(t, "tick_ms"), _np(t, "seq").astype(np.int64)], 1)}
+            out["tick_ms"] = out["ids"][:, 0]
+            if raw_fields is None:
+                out["raw"] = np.stack([_np(t, f) for f in raw], 1) if n else np.zeros((0, len(raw)))
+            else:
+                for f in raw:
+                    out[f"raw:{f}"] = narrow(f, _np(t, f))
+            out["features"] = (np.stack([_np(t, f) for f in feats], 1) if n else np.zeros((0, len(feats)))).astype(
+                np.float32, copy=False
+            )
+            out["flags"] = _np(t, "flags").astype(np.int32, copy=False)
+            slug = t.column("slug").combine_chunks()
+            if isinstance(slug, pa.DictionaryArray):
+                out["slug_table"] = np.asarray(slug.dictionary.to_pylist(), dtype=str)
+                out["slug_idx"] = slug.indices.to_numpy(zero_copy_only=False).astype(np.int32)
+            else:
+                table, idx = np.unique(np.asarray(slug.to_pylist(), dtype=str), return_inverse=True)
+                out["slug_table"], out["slug_idx"] = table, idx.astype(np.int32)
+            return out
+        hs = [int(h) for h in man.get("horizons_s", [])]
+        t = _table(store, key, None)
+        n = t.num_rows
+        out = {"ids": np.stack([_np(t, "tick_ms"), _np(t, "seq").astype(np.int64)], 1)}
+        out["tick_ms"] = out["ids"][:, 0]
+        out["horizons"] = np.broadcast_to(np.asarray(hs, np.int64), (n, len(hs)))
+        out["rewards"] = np.stack([np.stack([_np(t, f"reward_{h}s_{a}") for a in ACTIONS], -1) for h in hs], 1).astype(
+            np.float32
+        )
+        out["best"] = np.stack([_np(t, f"best_{h}s") for h in hs], 1).astype(np.int8)
+        out["valid"] = np.stack([_np(t, f"valid_{h}s") for h in hs], 1).astype(np.uint8)
+        out["exit_kind"] = np.stack([_np(t, f"exit_{h}s") for h in hs], 1).astype(np.uint8)
+        return out
+    except Exception as e:  # unreadable or unexpected file: the windows are the truth
+        log_once(log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", key=key, error=repr(e))
+        return None
