@@ -3,7 +3,8 @@
 Layout (next to the landing windows, in the same store)::
 
     columnar/states/{market}/{YYYY-MM-DD}.parquet         one row per state, in entry-ID order
-    columnar/states/{market}/_manifests/{YYYY-MM-DD}.manifest.json   rows, first/last tick, gaps, sha256, versions, sources
+    columnar/states/{market}/_manifests/{YYYY-MM-DD}.manifest.json
+        (rows, first/last tick, gaps over the tick, sha256, codec, schema and feature-set versions, sources)
     columnar/labels/{market}/{YYYY-MM-DD}.parquet         one row per label (``tick_ms`` = the labelled state)
 
 States columns: ``tick_ms`` int64, ``seq`` int32 (the entry ID is ``<tick_ms>-<seq>``), ``flags`` int32,
