@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from archiver_svc import columnar
 from archiver_svc.rawcols import narrow
+from archiver_svc.windows import market_prefix, parse_key, utc_date
 from common.log import log_once
 from common.schema import ACTIONS, RAW_FIELDS
 from common.store import LocalStore, ObjectInfo, ObjectStore
@@ -30,16 +31,47 @@ Arrays = dict[str, npt.NDArray[Any]]
 def current_manifest(
     store: ObjectStore, kind: str, market: str, day: str, sources: Sequence[ObjectInfo]
 ) -> dict[str, Any] | None:
-    """The day's manifest when it names exactly ``sources`` (the day's window objects), else None."""
+    """The day's manifest when it names exactly ``sources`` (the day's window objects; any manifest when the day
+    has no windows left), else None."""
     try:
         m = columnar.parse_manifest(store.get(columnar.day_key(kind, market, day, columnar.MANIFEST)))
     except KeyError:
         return None
     if m is None or m.get("kind") != kind:
         return None
-    if [tuple(s) for s in m["sources"]] != sorted((o.key, int(o.size)) for o in sources):
+    if sources and [tuple(s) for s in m["sources"]] != sorted((o.key, int(o.size)) for o in sources):
         return None
     return m
+
+
+def plan(
+    store: ObjectStore, kind: str, market: str, start_ms: int | None, end_ms: int | None, infos: list[ObjectInfo]
+) -> tuple[list[tuple[str, dict[str, Any]]], list[ObjectInfo]]:
+    """``([(day, manifest)] read from Parquet, window objects read from the windows)`` of a range, given the
+    range's window objects ``infos``. A day is read from Parquet when its manifest names exactly its current
+    windows, or when it has no windows left at all (deleted by retention, or written directly as columnar)."""
+    by_day: dict[str, list[ObjectInfo]] = {}
+    for o in infos:
+        by_day.setdefault(o.key.split("/")[2], []).append(o)
+    lo = None if start_ms is None else utc_date(start_ms)
+    hi = None if end_ms is None else utc_date(end_ms - 1)
+    col_days = set()
+    for o in store.list(f"{columnar.PREFIX}/{kind}/{market}/_manifests/"):
+        day = o.key.rsplit("/", 1)[1][: -len(columnar.MANIFEST)]
+        if (lo is None or day >= lo) and (hi is None or day <= hi):
+            col_days.add(day)
+    days: list[tuple[str, dict[str, Any]]] = []
+    windows: list[ObjectInfo] = []
+    for day in sorted(col_days | set(by_day)):
+        man = None
+        if day in col_days:
+            every = [o for o in store.list(f"{market_prefix(kind, market)}{day}/") if parse_key(o.key) is not None]
+            man = current_manifest(store, kind, market, day, every)
+        if man is not None:
+            days.append((day, man))
+        else:
+            windows.extend(by_day.get(day, []))
+    return days, windows
 
 
 def _table(store: ObjectStore, key: str, columns: list[str] | None) -> pa.Table:

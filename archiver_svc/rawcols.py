@@ -75,6 +75,11 @@ def widen(name: str, col: npt.NDArray[Any]) -> npt.NDArray[np.float64]:
     return out
 
 
+def narrow_raw(raw: npt.NDArray[np.float64], fields: Sequence[str] = TRAIN_FIELDS) -> RawColumns:
+    """The ``fields`` of an (N, N_RAW) matrix as :class:`RawColumns` (copies: the matrix can be freed)."""
+    return RawColumns({f: narrow(f, np.ascontiguousarray(raw[:, RAW_INDEX[f]])) for f in fields}, raw.shape[0])
+
+
 class RawColumns:
     """Some raw fields of N states as separate 1-D arrays (see the module doc)."""
 

@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from archiver_svc.colread import current_manifest, read_day
+from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes, state_bytes
+from archiver_svc.colread import plan, read_day
 from archiver_svc.quarantine import move, quarantine
 from archiver_svc.rawcols import RawColumns, narrow
 from archiver_svc.windows import (
@@ -336,16 +337,11 @@ def load_arrays(
     problems: list[str] = []
     results: list[Arrays] = []
     n_skipped = 0
-    by_day: dict[str, list[ObjectInfo]] = {}
-    for o in infos:
-        by_day.setdefault(o.key.split("/")[2], []).append(o)
-    from_windows: list[ObjectInfo] = []
-    for day, day_infos in by_day.items():
-        every = [o for o in store.list(f"{market_prefix(kind, market)}{day}/") if parse_key(o.key) is not None]
-        man = current_manifest(store, kind, market, day, every)
-        got = read_day(store, kind, market, day, man, raw_fields) if man is not None else None
-        if got is None:
-            from_windows.extend(day_infos)
+    days, from_windows = plan(store, kind, market, start_ms, end_ms, infos)
+    for day, man in days:
+        got = read_day(store, kind, market, day, man, raw_fields)
+        if got is None:  # unreadable file: that day's windows
+            from_windows.extend(o for o in infos if o.key.split("/")[2] == day)
         elif got["ids"].shape[0]:
             results.append(got)
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -429,6 +425,26 @@ def _slugs(s: Arrays) -> list[str]:
     return [table[i] for i in s["slug_idx"].tolist()]
 
 
+def estimate_load(
+    store: ObjectStore,
+    market: str,
+    start_ms: int | None,
+    end_ms: int | None,
+    *,
+    labels: bool = True,
+    raw_fields: Sequence[str] | None = None,
+    window_s: int | None = None,
+    n_horizons: int = 4,
+) -> Estimate:
+    """Rows and peak bytes of a :func:`load_market` (the columns are concatenated once: twice their size)."""
+    from common.settings import get_settings
+
+    wms, tick = _window_ms(window_s), get_settings().tick_ms
+    rows = estimate_rows(store, "states", market, start_ms, end_ms, wms, tick)
+    per = state_bytes(raw_fields) + (label_bytes(n_horizons) if labels else 0)
+    return Estimate(rows, 2 * rows * per)
+
+
 def load_market(
     source: ObjectStore | str | os.PathLike[str],
     market: str,
@@ -440,10 +456,19 @@ def load_market(
     workers: int = 2,
     window_s: int | None = None,
     raw_fields: Sequence[str] | None = None,
+    max_memory_gb: float | None = None,
 ) -> MarketData:
     """States (and labels) of ``market`` with entry time in ``[start_ms, end_ms)``; see the module doc.
-    With ``raw_fields``, ``states.raw`` is a :class:`~archiver_svc.rawcols.RawColumns` of those fields only."""
+    With ``raw_fields``, ``states.raw`` is a :class:`~archiver_svc.rawcols.RawColumns` of those fields only.
+    Before reading, the rows and bytes are estimated; :class:`~archiver_svc.budget.TooLarge` when over
+    ``max_memory_gb`` (default: the ``train_max_memory_gb`` setting)."""
+    from common.settings import get_settings
+
     store = as_store(source)
+    st = get_settings()
+    est = estimate_load(store, market, start_ms, end_ms, labels=labels, raw_fields=raw_fields, window_s=window_s)
+    check(f"loading {market}", est, st.train_max_memory_gb if max_memory_gb is None else max_memory_gb,
+          "load a shorter range (start_ms/end_ms)")  # fmt: skip
     skipped: list[int] = []
     s, problems = load_arrays(store, "states", market, start_ms, end_ms, workers=workers, window_s=window_s,
                               skipped=skipped, raw_fields=raw_fields)  # fmt: skip

@@ -20,11 +20,13 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes
+from archiver_svc.rawcols import TRAIN_FIELDS, narrow_raw
 from common.log import kv
 from common.markets import joined_name, split_markets
 from common.names import check_name
 from common.policy import architecture, meta_features
-from common.schema import LabelColumns
+from common.schema import LabelColumns, StateColumns
 from common.settings import get_settings
 from common.store import ObjectStore, open_store
 from trainer_svc import registry
@@ -37,6 +39,9 @@ from trainer_svc.report import render
 
 log = logging.getLogger("trainer.pipeline")
 Progress = Callable[[float, dict[str, Any]], None]
+# peak bytes per state of a training job beyond its labels (states in training dtypes, pooling copy, the
+# training split's observations and the hold-out episodes): measured by benchmarks/scale.py, rounded up
+TRAIN_BYTES_PER_STATE = 700
 
 
 @dataclass(slots=True)
@@ -107,12 +112,16 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
     if p.synthetic > 0:
         from trainer_svc.synthetic import generate
 
-        states = generate(n_states=p.synthetic, lag_s=p.synthetic_lag_s, seed=p.seed + 1000 * index)
+        full = generate(n_states=p.synthetic, lag_s=p.synthetic_lag_s, seed=p.seed + 1000 * index)
+        states = StateColumns(full.tick_ms, narrow_raw(full.raw), full.features, full.flags, full.slugs)
+        del full  # only the fields the trainer reads stay (see archiver_svc.rawcols)
         info.update(source="synthetic", synthetic_lag_s=p.synthetic_lag_s)
     else:
         from archiver_svc.reader import load_market
 
-        md = load_market(p.store_url or s.store_url, market, p.from_ms, p.to_ms)
+        md = load_market(
+            p.store_url or s.store_url, market, p.from_ms, p.to_ms, raw_fields=TRAIN_FIELDS, max_memory_gb=float("inf")
+        )  # fmt: skip  (the job as a whole was checked)
         states, labels = md.states, md.labels
         info.update(source=p.store_url or s.store_url, problems=len(md.problems), skipped=md.skipped)
     if len(states) == 0:
@@ -138,10 +147,34 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
     return states, labels, info
 
 
+def estimate_job(p: JobParams, markets: list[str], horizons: tuple[int, ...]) -> Estimate:
+    """Rows the job will load (exact for compacted days and synthetic data, an upper bound for windows) and
+    its peak bytes (``TRAIN_BYTES_PER_STATE`` per row, measured by benchmarks/scale.py)."""
+    if p.synthetic > 0:
+        rows = p.synthetic * len(markets)
+    else:
+        from archiver_svc.reader import _window_ms, as_store
+
+        s = get_settings()
+        store = as_store(p.store_url or s.store_url)
+        rows = sum(estimate_rows(store, "states", m, p.from_ms, p.to_ms, _window_ms(None), s.tick_ms) for m in markets)
+    per = TRAIN_BYTES_PER_STATE + label_bytes(len(horizons))
+    return Estimate(rows, rows * per)
+
+
+def check_budget(p: JobParams, markets: list[str], horizons: tuple[int, ...]) -> None:
+    """Refuse (:class:`~archiver_svc.budget.TooLarge`) a job that would not fit ``train_max_memory_gb``."""
+    est = estimate_job(p, markets, horizons)
+    kv(log, logging.INFO, "training job estimate", rows=est.rows, gb=round(est.gb, 2))
+    check(f"training {','.join(markets)}", est, get_settings().train_max_memory_gb,
+          "train on fewer markets or a shorter range (from_ms/to_ms)")  # fmt: skip
+
+
 def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
     """(states, labels, info) of the job's market; several markets are loaded one by one and pooled
     (see :func:`trainer_svc.dataset.pool`), with ``info["parts"]`` saying which rows are whose."""
     ms = markets_of(p)
+    check_budget(p, ms, horizons)
     if len(ms) == 1:
         return _load_one(p, ms[0], horizons)
     loaded = [_load_one(p, m, horizons, k) for k, m in enumerate(ms)]
