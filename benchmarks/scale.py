@@ -138,7 +138,7 @@ def bench_week(work: Path, n: int) -> dict[str, Any]:
         raise RuntimeError(f"loaded {len(md.states)} of {n}")
     del md
     t = time.perf_counter()
-    md = load_market(store, "WEEK-15M", labels=False, raw_fields=TRAIN_FIELDS)
+    load_market(store, "WEEK-15M", labels=False, raw_fields=TRAIN_FIELDS)
     warm = time.perf_counter() - t
     return {"week_states": n, "week_load_cold_s": round(cold, 3), "week_load_warm_s": round(warm, 3),
             "week_columnar_bytes_per_state": round(sum(o.size for o in store.list("columnar/")) / n, 1),
