@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archiver_svc import columnar
-from archiver_svc.rawcols import narrow
+from archiver_svc.rawcols import narrow, narrow_dtype
 from archiver_svc.windows import market_prefix, parse_key, utc_date
 from common.log import log_once
 from common.schema import ACTIONS, RAW_FIELDS
@@ -84,39 +84,89 @@ def _np(t: pa.Table, name: str) -> npt.NDArray[Any]:
     return t.column(name).to_numpy()
 
 
-def read_day(
-    store: ObjectStore, kind: str, market: str, day: str, man: dict[str, Any], raw_fields: Sequence[str] | None
-) -> Arrays | None:
-    """The day's rows as reader arrays (``raw`` (N, 70) float64 when ``raw_fields`` is None, else one narrow
-    ``raw:<field>`` column per field); None when the file cannot be read."""
-    key = columnar.day_key(kind, market, day)
-    try:
-        schema = pq.read_schema(store._path(key) if isinstance(store, LocalStore) else pa.BufferReader(store.get(key)))
-        names = schema.names
-        if kind == "states":
-            feats = [n for n in names if n.startswith("f_")]
-            raw = list(RAW_FIELDS) if raw_fields is None else list(raw_fields)
-            t = _table(store, key, ["tick_ms", "seq", "flags", "slug", *raw, *feats])
-            n = t.num_rows
-            out: Arrays = {"ids": np.stack([_np(t, "tick_ms"), _np(t, "seq").astype(np.int64)], 1)}
-            out["tick_ms"] = out["ids"][:, 0]
-            if raw_fields is None:
-                out["raw"] = np.stack([_np(t, f) for f in raw], 1) if n else np.zeros((0, len(raw)))
-            else:
-                for f in raw:
-                    out[f"raw:{f}"] = narrow(f, _np(t, f))
-            out["features"] = (np.stack([_np(t, f) for f in feats], 1) if n else np.zeros((0, len(feats)))).astype(
-                np.float32, copy=False
+def read_states(
+    store: ObjectStore, market: str, days: Sequence[tuple[str, dict[str, Any]]], raw_fields: Sequence[str] | None
+) -> tuple[Arrays | None, list[str]]:
+    """The days' states as reader arrays, streamed day by day into arrays allocated once from the manifests'
+    row counts (no per-day copies to concatenate): ``raw`` (N, 70) float64 when ``raw_fields`` is None, else
+    one narrow ``raw:<field>`` column per field. Returns ``(arrays or None, days that could not be read)``."""
+    total = sum(int(m.get("rows", 0)) for _, m in days)
+    raw = list(RAW_FIELDS) if raw_fields is None else list(raw_fields)
+    out: Arrays = {"ids": np.empty((total, 2), np.int64), "flags": np.empty(total, np.int32)}
+    out["slug_idx"] = np.empty(total, np.int32)
+    if raw_fields is None:
+        out["raw"] = np.empty((total, len(raw)))
+    else:
+        for f in raw:
+            out[f"raw:{f}"] = np.empty(total, narrow_dtype(f))
+    slugs: dict[str, int] = {}
+    failed: list[str] = []
+    o = 0
+    for day, man in days:
+        key = columnar.day_key("states", market, day)
+        try:
+            t = _table(
+                store,
+                key,
+                None if raw_fields is None else ["tick_ms", "seq", "flags", "slug", *raw, *_feats(store, key)],
             )
-            out["flags"] = _np(t, "flags").astype(np.int32, copy=False)
+            n = t.num_rows
+            if n != int(man.get("rows", -1)):
+                raise ValueError(f"{n} rows, the manifest says {man.get('rows')}")
+            feats = [c for c in t.column_names if c.startswith("f_")]
+            if "features" not in out:
+                out["features"] = np.empty((total, len(feats)), np.float32)
+            elif out["features"].shape[1] != len(feats):
+                raise ValueError(f"{len(feats)} features, other days have {out['features'].shape[1]}")
+            sl = slice(o, o + n)
+            out["ids"][sl, 0] = _np(t, "tick_ms")
+            out["ids"][sl, 1] = _np(t, "seq")
+            out["flags"][sl] = _np(t, "flags")
+            for j, f in enumerate(raw):
+                col = _np(t, f)
+                if raw_fields is None:
+                    out["raw"][sl, j] = col
+                    continue
+                c = narrow(f, col)
+                if c.dtype != out[f"raw:{f}"].dtype:  # a value off the grid: that field stays float64
+                    out[f"raw:{f}"] = out[f"raw:{f}"].astype(np.float64)
+                out[f"raw:{f}"][sl] = c
+            for j, f in enumerate(feats):
+                out["features"][sl, j] = _np(t, f)
             slug = t.column("slug").combine_chunks()
-            if isinstance(slug, pa.DictionaryArray):
-                out["slug_table"] = np.asarray(slug.dictionary.to_pylist(), dtype=str)
-                out["slug_idx"] = slug.indices.to_numpy(zero_copy_only=False).astype(np.int32)
-            else:
-                table, idx = np.unique(np.asarray(slug.to_pylist(), dtype=str), return_inverse=True)
-                out["slug_table"], out["slug_idx"] = table, idx.astype(np.int32)
-            return out
+            if not isinstance(slug, pa.DictionaryArray):
+                slug = slug.dictionary_encode()
+            gmap = np.array([slugs.setdefault(x, len(slugs)) for x in slug.dictionary.to_pylist()], np.int32)
+            out["slug_idx"][sl] = gmap[slug.indices.to_numpy(zero_copy_only=False)] if gmap.size else 0
+            o += n
+        except Exception as e:  # unreadable or unexpected file: the windows are the truth
+            log_once(
+                log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", key=key, error=repr(e)
+            )
+            failed.append(day)
+    if o == 0:
+        return None, failed
+    out = {k: v[:o] for k, v in out.items()}
+    names = list(slugs)
+    order = np.argsort(np.asarray(names, dtype=str), kind="stable")
+    rank = np.empty(len(names), np.int32)
+    rank[order] = np.arange(len(names), dtype=np.int32)
+    out["slug_idx"] = rank[out["slug_idx"]] if len(names) else out["slug_idx"]
+    out["slug_table"] = np.asarray(names, dtype=str)[order]
+    out["tick_ms"] = out["ids"][:, 0]
+    out.setdefault("features", np.zeros((o, 0), np.float32))
+    return out, failed
+
+
+def _feats(store: ObjectStore, key: str) -> list[str]:
+    src = store._path(key) if isinstance(store, LocalStore) else pa.BufferReader(store.get(key))
+    return [n for n in pq.read_schema(src).names if n.startswith("f_")]
+
+
+def read_labels(store: ObjectStore, market: str, day: str, man: dict[str, Any]) -> Arrays | None:
+    """The day's labels as reader arrays; None when the file cannot be read."""
+    key = columnar.day_key("labels", market, day)
+    try:
         hs = [int(h) for h in man.get("horizons_s", [])]
         t = _table(store, key, None)
         n = t.num_rows

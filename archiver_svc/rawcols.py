@@ -7,8 +7,9 @@ the matrix (values come back as float64); asking for a field that was not loaded
 Why each kind of column has its dtype (float32 keeps 24 significant bits, ~7.2 decimal digits):
 
 * Polymarket prices (``*_px_*``, last trades) live on a 0.001 grid in [0, 1]: float32's error there is < 6e-8,
-  far below half a grid step, so rounding back to 3 decimals restores the float64 value bit for bit. A column
-  with any value off that grid stays float64 (checked at load).
+  far below half a grid step, so rounding back to 3 decimals restores the grid value bit for bit (the canonical
+  float64 of the 3-decimal price; a source value a few ulps off it, left by float arithmetic, comes back as the
+  canonical one). A column with any value off that grid (by more than 1e-12) stays float64 (checked at load).
 * settlement flags (0, 1, NaN): float32 is exact.
 * times in unix seconds (``pm_start_s``, ``pm_end_s``, ``pm_prev_end_s``) are ~1.8e9: float32 steps by 128 s
   there, so they stay float64. Ticks are int64 ms.
@@ -20,7 +21,7 @@ Why each kind of column has its dtype (float32 keeps 24 significant bits, ~7.2 d
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,6 +42,7 @@ TRAIN_FIELDS: tuple[str, ...] = (
     "pm_prev_settle_up",
 )
 GRID = 1000.0  # Polymarket price grid: 0.001
+ON_GRID = 1e-12  # a value this close to a grid point is that grid point (float arithmetic leaves ~1e-16)
 
 
 def narrow_dtype(name: str) -> np.dtype[Any]:
@@ -61,7 +63,7 @@ def narrow(name: str, col: npt.NDArray[Any]) -> npt.NDArray[Any]:
         ok = np.isnan(col) | (col == 0.0) | (col == 1.0)
     else:
         with np.errstate(invalid="ignore"):
-            ok = np.isnan(col) | (np.round(col * GRID) / GRID == col)
+            ok = np.isnan(col) | (np.abs(np.round(col * GRID) / GRID - col) <= ON_GRID)
     return col.astype(dt) if bool(ok.all()) else col.astype(np.float64)
 
 
@@ -137,3 +139,46 @@ class RawColumns:
             dt = np.result_type(*arrs)
             cols[k] = np.concatenate([a.astype(dt, copy=False) for a in arrs])
         return RawColumns(cols, sum(p.n for p in parts))
+
+
+class SlugList(Sequence[str]):
+    """Per-row market slugs as a table and int32 indices (a Python list would cost a pointer per row)."""
+
+    __slots__ = ("table", "idx")
+
+    def __init__(self, table: Sequence[str], idx: npt.NDArray[np.int32]) -> None:
+        self.table = list(table)
+        self.idx = idx
+
+    def __len__(self) -> int:
+        return int(self.idx.shape[0])
+
+    def __getitem__(self, i: Any) -> Any:
+        if isinstance(i, slice):
+            return SlugList(self.table, self.idx[i])
+        return self.table[int(self.idx[i])]
+
+    def __iter__(self) -> Iterator[str]:
+        t = self.table
+        return (t[k] for k in self.idx.tolist())
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Sequence)
+            and len(self) == len(other)
+            and all(a == b for a, b in zip(self, other, strict=True))
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    @staticmethod
+    def concat(parts: Sequence[Sequence[str]]) -> SlugList:
+        table: dict[str, int] = {}
+        idxs = []
+        for p in parts:
+            if isinstance(p, SlugList):
+                gmap = np.array([table.setdefault(s, len(table)) for s in p.table], np.int32)
+                idxs.append(gmap[p.idx] if gmap.size else p.idx.astype(np.int32))
+            else:
+                idxs.append(np.array([table.setdefault(s, len(table)) for s in p], np.int32))
+        return SlugList(list(table), np.concatenate(idxs) if idxs else np.zeros(0, np.int32))

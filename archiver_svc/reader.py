@@ -38,9 +38,9 @@ import numpy as np
 import numpy.typing as npt
 
 from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes, state_bytes
-from archiver_svc.colread import plan, read_day
+from archiver_svc.colread import plan, read_labels, read_states
 from archiver_svc.quarantine import move, quarantine
-from archiver_svc.rawcols import RawColumns, narrow
+from archiver_svc.rawcols import RawColumns, SlugList, narrow
 from archiver_svc.windows import (
     ArchiveError,
     ArchiveObject,
@@ -338,12 +338,18 @@ def load_arrays(
     results: list[Arrays] = []
     n_skipped = 0
     days, from_windows = plan(store, kind, market, start_ms, end_ms, infos)
-    for day, man in days:
-        got = read_day(store, kind, market, day, man, raw_fields)
-        if got is None:  # unreadable file: that day's windows
-            from_windows.extend(o for o in infos if o.key.split("/")[2] == day)
-        elif got["ids"].shape[0]:
+    failed: list[str] = []
+    if kind == "states" and days:
+        got, failed = read_states(store, market, days, raw_fields)
+        if got is not None:
             results.append(got)
+    for day, man in days if kind == "labels" else []:
+        lab = read_labels(store, market, day, man)
+        if lab is None:
+            failed.append(day)
+        elif lab["ids"].shape[0]:
+            results.append(lab)
+    from_windows.extend(o for o in infos if o.key.split("/")[2] in set(failed))  # unreadable files: their windows
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for arrays, probs, sk in pool.map(lambda i: _load_one(store, i, kind, limit), from_windows):
             problems.extend(probs)
@@ -404,6 +410,10 @@ def _concat(results: list[Arrays], problems: list[str]) -> Arrays:
     keep = [r for r, s in zip(results, shapes, strict=True) if s == major]
     if len(keep) < len(results):
         problems.append(f"{len(results) - len(keep)} objects with another column shape skipped")
+    if len(keep) == 1:  # one part (e.g. all days compacted, read into one set of arrays): no copy
+        if tables and len(tables) == len(results):
+            keep[0]["slug_table"] = next(t for t, r in zip(tables, results, strict=True) if r is keep[0])
+        return keep[0]
     out = {}
     for k in [k for k in keep[0] if k != "slug_idx"]:
         out[k] = np.concatenate([r[k] for r in keep])
@@ -420,9 +430,8 @@ def _concat(results: list[Arrays], problems: list[str]) -> Arrays:
     return out
 
 
-def _slugs(s: Arrays) -> list[str]:
-    table = s["slug_table"].tolist()
-    return [table[i] for i in s["slug_idx"].tolist()]
+def _slugs(s: Arrays) -> SlugList:
+    return SlugList(s["slug_table"].tolist(), s["slug_idx"])
 
 
 def estimate_load(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from archiver_svc.rawcols import SlugList
 from common.schema import LabelColumns, StateColumns
 from trainer_svc.windows import Windows, segment
 
@@ -174,7 +175,7 @@ def pool(
         raw=_concat_raw([st.raw for _, st, _ in markets]),
         features=np.concatenate([st.features for _, st, _ in markets]),
         flags=np.concatenate([st.flags for _, st, _ in markets]),
-        slugs=[s for _, st, _ in markets for s in st.slugs],
+        slugs=SlugList.concat([st.slugs for _, st, _ in markets]),
     )
     labels: LabelColumns | None = None
     lcs = [lc for _, _, lc in markets]

@@ -119,3 +119,16 @@ def test_cli_registered_and_runs(tmp_path, monkeypatch, capsys) -> None:
     _archive(LocalStore(tmp_path))
     assert main(["--store", f"file://{tmp_path}", "--market", M, "--day", "2000-01-01"]) == 0
     assert json.loads(capsys.readouterr().out)["written"] == []
+
+
+def test_narrowing_is_exact_or_refused() -> None:
+    from archiver_svc.rawcols import narrow, widen
+
+    px = np.array([0.001, 0.53, 1 - 0.53, 0.999, np.nan, 0.0])  # 1 - 0.53: a few ulps off the grid value 0.47
+    held = narrow("up_ask_px_0", px)
+    assert held.dtype == np.float32
+    assert np.array_equal(widen("up_ask_px_0", held), np.round(px, 3), equal_nan=True)
+    off = np.array([0.5, 0.5005])  # off the 0.001 grid: stays float64, unchanged
+    assert narrow("up_ask_px_0", off).dtype == np.float64
+    t = np.array([1.763856e9 + 0.5])  # unix seconds: never float32 (it steps by 128 s there)
+    assert narrow("pm_end_s", t).dtype == np.float64
