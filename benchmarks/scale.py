@@ -158,12 +158,25 @@ print(json.dumps({"wall_s": time.perf_counter() - t, "timings": s["timings"], "n
 
 
 def curve_point(work: Path, n: int, overrides: dict[str, Any], max_gb: float = 8.0) -> dict[str, Any]:
-    from trainer_svc.pipeline import JobParams, estimate_job
+    from archiver_svc.budget import TooLarge
+    from common.settings import get_settings
+    from trainer_svc.pipeline import JobParams, check_budget, estimate_job
 
     k = 10 if n >= 40_000_000 else (4 if n >= 16_000_000 else 1)
     root = work / f"curve-{n}"
     store = LocalStore(root)
     markets = [f"SYN{i}-15M" for i in range(k)]
+    job = JobParams(market=",".join(markets), synthetic=n // k)  # the same estimate as from the manifests
+    if estimate_job(job, markets, (30, 60, 300)).gb > max_gb:  # refused up front: no data written for nothing
+        os.environ["FUSION_TRAIN_MAX_MEMORY_GB"] = str(max_gb)
+        get_settings.cache_clear()
+        try:
+            check_budget(job, markets, (30, 60, 300))
+        except TooLarge as e:
+            return {"states": n, "markets": k, "refused": str(e)}
+        finally:
+            os.environ.pop("FUSION_TRAIN_MAX_MEMORY_GB", None)
+            get_settings.cache_clear()
     t = time.perf_counter()
     for i, m in enumerate(markets):
         write_synthetic(store, m, n // k, i)
