@@ -141,7 +141,7 @@ def read_states(
             o += n
         except Exception as e:  # unreadable or unexpected file: the windows are the truth
             log_once(
-                log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", key=key, error=repr(e)
+                log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", obj=key, error=repr(e)
             )
             failed.append(day)
     if o == 0:
@@ -181,5 +181,5 @@ def read_labels(store: ObjectStore, market: str, day: str, man: dict[str, Any]) 
         out["exit_kind"] = np.stack([_np(t, f"exit_{h}s") for h in hs], 1).astype(np.uint8)
         return out
     except Exception as e:  # unreadable or unexpected file: the windows are the truth
-        log_once(log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", key=key, error=repr(e))
+        log_once(log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", obj=key, error=repr(e))
         return None

@@ -132,3 +132,14 @@ def test_narrowing_is_exact_or_refused() -> None:
     assert narrow("up_ask_px_0", off).dtype == np.float64
     t = np.array([1.763856e9 + 0.5])  # unix seconds: never float32 (it steps by 128 s there)
     assert narrow("pm_end_s", t).dtype == np.float64
+
+
+def test_unreadable_columnar_file_falls_back_to_windows(tmp_path) -> None:
+    store = LocalStore(tmp_path)
+    _archive(store)
+    compact(store, now_ms=LATER)
+    store.put(columnar.day_key("states", M, DAY), b"PAR1 not parquet")  # corrupt, manifest still current
+    md = load_market(store, M, raw_fields=TRAIN_FIELDS)
+    assert len(md.states) == 200 and md.labels is not None and len(md.labels) == 200
+    store.delete(columnar.day_key("states", M, DAY))  # and a missing file
+    assert len(load_market(store, M).states) == 200
