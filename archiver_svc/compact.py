@@ -16,15 +16,17 @@ import argparse
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from archiver_svc import columnar
-from archiver_svc.reader import as_store, load_arrays
-from archiver_svc.windows import PREFIXES, parse_key
-from common.log import kv
+from archiver_svc.reader import _load_one, _window_ms, as_store, load_arrays
+from archiver_svc.windows import PREFIXES, max_inflated_bytes, parse_key
+from common.log import kv, log_once
 from common.names import check_name
 from common.store import ObjectStore
 
@@ -102,6 +104,12 @@ def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: fl
         res.skipped.append(name)
         return
     start = _day_start(day)
+    if kind == "states":
+        streamed = _states_streamed(store, market, day, res)
+        if streamed is not None:
+            srcs = sorted(day_sources(store, kind, market).get(day, []))  # after quarantine moved bad objects away
+            _write(store, kind, market, day, streamed, srcs, tick_s, (), res)
+            return
     arrays, problems = load_arrays(store, kind, market, start, start + DAY_MS)
     res.problems.extend(problems)
     srcs = sorted(day_sources(store, kind, market).get(day, []))  # after quarantine moved bad objects away
@@ -124,11 +132,44 @@ def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: fl
             res.problems.append(f"{name}: {int((~keep).sum())} labels with other horizons than the day's skipped")
             arrays = {k: v[keep] for k, v in arrays.items()}
         table, horizons = columnar.labels_table(arrays)
+    _write(store, kind, market, day, table, srcs, tick_s, horizons, res)
+
+
+def _states_streamed(store: ObjectStore, market: str, day: str, res: Result) -> pa.Table | None:
+    """The day's states as one table of per-window chunks (no copy of the whole day); None when windows
+    overlap (objects of another window length): the caller then takes the general path (sort + dedupe)."""
+    infos = sorted((o for o in store.list(f"{PREFIXES['states']}/{market}/{day}/") if parse_key(o.key)),
+                   key=lambda o: o.key.rsplit("/", 1)[1].zfill(40))  # fmt: skip
+    limit = max_inflated_bytes(_window_ms(None))
+    tables: list[pa.Table] = []
+    last = (-1, -1)
+    problems: list[str] = []
+    with ThreadPoolExecutor(2) as pool:
+        for arrays, probs, _ in pool.map(lambda i: _load_one(store, i, "states", limit), infos):
+            problems.extend(probs)
+            if not arrays or not arrays["ids"].shape[0] or "raw" not in arrays:
+                continue
+            ids = arrays["ids"]
+            if (int(ids[0, 0]), int(ids[0, 1])) <= last:
+                return None
+            last = (int(ids[-1, 0]), int(ids[-1, 1]))
+            tables.append(columnar.states_table(arrays))
+    res.problems.extend(problems)
+    for p in problems:
+        log_once(log, f"problem:{p}", "archive problem; skipped (quarantined)", problem=p)
+    if not tables:
+        return None
+    return pa.concat_tables(tables).unify_dictionaries()
+
+
+def _write(store: ObjectStore, kind: str, market: str, day: str, table: pa.Table, srcs: list[tuple[str, int]],
+           tick_s: float, horizons: tuple[int, ...], res: Result) -> None:  # fmt: skip
     data = columnar.encode_table(table)
-    man = columnar.manifest(kind, market, day, data, arrays["tick_ms"], tick_s, srcs, horizons)
+    ticks = table.column("tick_ms").to_numpy()
+    man = columnar.manifest(kind, market, day, data, ticks, tick_s, srcs, horizons)
     store.put(columnar.day_key(kind, market, day), data)
     store.put(columnar.day_key(kind, market, day, columnar.MANIFEST), columnar.dumps(man))
-    res.written.append(name)
+    res.written.append(f"{kind}/{market}/{day}")
     res.rows += int(table.num_rows)
 
 
