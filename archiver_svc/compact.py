@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -216,6 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
     store = as_store(a.store or get_settings().store_url)
     kinds = ("states", "labels") if a.kind == "all" else (a.kind,)
-    res = compact(store, a.market, a.day, kinds)
+    try:
+        res = compact(store, a.market, a.day, kinds)
+    except ValueError as e:  # a market outside the name grammar
+        print(f"fusion compact: {e}", file=sys.stderr)
+        return 2
     print(json.dumps(res.to_dict(), indent=1))
     return 0

@@ -143,3 +143,8 @@ def test_unreadable_columnar_file_falls_back_to_windows(tmp_path) -> None:
     assert len(md.states) == 200 and md.labels is not None and len(md.labels) == 200
     store.delete(columnar.day_key("states", M, DAY))  # and a missing file
     assert len(load_market(store, M).states) == 200
+
+
+def test_cli_refuses_a_bad_market_name(tmp_path, capsys) -> None:
+    assert main(["--store", f"file://{tmp_path}", "--market", "../etc"]) == 2
+    assert "compact" in capsys.readouterr().err
