@@ -39,9 +39,11 @@ from trainer_svc.report import render
 
 log = logging.getLogger("trainer.pipeline")
 Progress = Callable[[float, dict[str, Any]], None]
-# peak bytes per state of a training job beyond its labels (states in training dtypes, pooling copy, the
-# training split's observations and the hold-out episodes): measured by benchmarks/scale.py, rounded up
-TRAIN_BYTES_PER_STATE = 700
+# peak bytes of a training job: a base (interpreter, torch, model) plus, per state beyond its labels, the states
+# in training dtypes, the pooling copy, the training split's observations and the hold-out episodes. Measured by
+# benchmarks/scale.py (peak RSS 0.89 / 1.96 / 6.05 GiB at 1 / 4 / 16 M states), rounded up
+TRAIN_BASE_BYTES = 500_000_000
+TRAIN_BYTES_PER_STATE = 450
 
 
 @dataclass(slots=True)
@@ -159,7 +161,7 @@ def estimate_job(p: JobParams, markets: list[str], horizons: tuple[int, ...]) ->
         store = as_store(p.store_url or s.store_url)
         rows = sum(estimate_rows(store, "states", m, p.from_ms, p.to_ms, _window_ms(None), s.tick_ms) for m in markets)
     per = TRAIN_BYTES_PER_STATE + label_bytes(len(horizons))
-    return Estimate(rows, rows * per)
+    return Estimate(rows, TRAIN_BASE_BYTES + rows * per)
 
 
 def check_budget(p: JobParams, markets: list[str], horizons: tuple[int, ...]) -> None:
