@@ -12,14 +12,15 @@ store); :func:`merge_origins` keeps a recorded state wherever both origins hold 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from archiver_svc.market_data import MarketData
+from archiver_svc.rawcols import RawColumns, SlugList
 from common.schema import LabelColumns, StateColumns
-from common.store import LocalStore, ObjectInfo, ObjectStore
+from common.store import ObjectInfo, ObjectStore
 
 IMPORTED_PREFIX = "imported/"
 ORIGINS = ("recorded", "imported", "both")
@@ -33,11 +34,6 @@ class PrefixedStore(ObjectStore):
             raise ValueError(f"prefix must be relative and end with '/': {prefix!r}")
         self.inner, self.prefix = inner, prefix
         self.url = f"{inner.url.rstrip('/')}/{prefix}"
-
-    @property
-    def columns_cache(self) -> Path | None:
-        """Where the reader may keep its column sidecars for this view (apart from the recorded ones)."""
-        return self.inner.root / ".columns" / self.prefix.rstrip("/") if isinstance(self.inner, LocalStore) else None
 
     def put(self, key: str, data: bytes) -> None:
         self.inner.put(self.prefix + key, data)
@@ -65,6 +61,16 @@ def imported_view(store: ObjectStore) -> PrefixedStore:
     return PrefixedStore(store, IMPORTED_PREFIX)
 
 
+def origin_stores(store: ObjectStore, origin: str) -> list[tuple[ObjectStore, bool]]:
+    """``[(store, columnar)]`` to read for ``origin``, recorded first: compacted days (``fusion compact``)
+    exist for the recorded origin only, so the imported view is read from its windows (``columnar=False``)."""
+    check_origin(origin)
+    parts: list[tuple[ObjectStore, bool]] = [] if origin == "imported" else [(store, True)]
+    if origin != "recorded":
+        parts.append((imported_view(store), False))
+    return parts
+
+
 def check_origin(origin: str) -> str:
     if origin not in ORIGINS:
         raise ValueError(f"origin must be one of {ORIGINS}, not {origin!r}")
@@ -83,6 +89,13 @@ def _merge_rows(t_rec: npt.NDArray[np.int64], t_imp: npt.NDArray[np.int64]) -> t
     return order[keep], int((~keep).sum())
 
 
+def _concat_raw(a: Any, b: Any) -> Any:
+    """Raw fields of both origins: the loaded fields only (:class:`RawColumns`), or the full matrices."""
+    if isinstance(a, RawColumns) and isinstance(b, RawColumns):
+        return RawColumns.concat([a, b])
+    return np.concatenate([r.dense() if isinstance(r, RawColumns) else r for r in (a, b)])
+
+
 def merge_market(recorded: MarketData, imported: MarketData) -> MarketData:
     """Recorded and imported rows of one market as one, sorted by tick; a recorded row wins a shared tick."""
     a, b = recorded.states, imported.states
@@ -94,13 +107,13 @@ def merge_market(recorded: MarketData, imported: MarketData) -> MarketData:
         problems.append(f"{recorded.market}: imported states have another feature width; recorded only")
         return MarketData(recorded.market, a, recorded.labels, problems, recorded.skipped + imported.skipped)
     sel, dropped = _merge_rows(a.tick_ms, b.tick_ms)
-    slugs = a.slugs + b.slugs
+    slugs = SlugList.concat([a.slugs, b.slugs])
     states = StateColumns(
         tick_ms=np.concatenate([a.tick_ms, b.tick_ms])[sel],
-        raw=np.concatenate([a.raw, b.raw])[sel],
+        raw=_concat_raw(a.raw, b.raw)[sel],
         features=np.concatenate([a.features, b.features])[sel],
         flags=np.concatenate([a.flags, b.flags])[sel],
-        slugs=[slugs[i] for i in sel.tolist()],
+        slugs=SlugList(slugs.table, slugs.idx[sel]),
     )
     if dropped:
         problems.append(f"{recorded.market}: {dropped} imported states shadowed by recorded ones")

@@ -19,30 +19,33 @@ Guarantees:
   a label's ``tick_ms`` is the ID of the state it labels);
 * a corrupt or truncated object, or an entry that fails its schema, is reported in ``problems``,
   logged once, and skipped: never an exception for bad data;
-* one object = one window; payloads are decoded in bulk (layout templates + ``frombuffer``) and,
-  for a local source, a columnar ``.cols`` sidecar per object is kept under ``<dir>/.columns/``
-  keyed by the object's etag, so a second load reads arrays instead of gunzipping msgpack.
+* one object = one window; payloads are decoded in bulk (layout templates + ``frombuffer``);
+* a UTC day of the recorded origin compacted by ``fusion compact`` (:mod:`archiver_svc.columnar`) is read from
+  its Parquet file, only the columns asked for, when its manifest names exactly the day's current windows (else
+  from the windows); imported objects (``origin=imported|both``) are always read from their windows.
+  ``columns_cache`` is accepted and ignored (the per-object column cache was replaced by the compacted days).
 
 This module lists, loads (in parallel), quarantines and concatenates; one object's columns are built by
-:mod:`archiver_svc.object_columns` and cached by :mod:`archiver_svc.sidecar`.
+:mod:`archiver_svc.object_columns`, a compacted day's by :mod:`archiver_svc.colread`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes, state_bytes
+from archiver_svc.colread import plan, read_labels, read_states
 from archiver_svc.market_data import MarketData
 from archiver_svc.object_columns import label_arrays, state_arrays
 from archiver_svc.quarantine import move, quarantine
-from archiver_svc.sidecar import read_sidecar, sidecar_path, write_sidecar
+from archiver_svc.rawcols import RawColumns, SlugList, narrow
 from archiver_svc.windows import (
     ArchiveError,
     ArchiveObject,
@@ -54,8 +57,8 @@ from archiver_svc.windows import (
     utc_date,
 )
 from common.log import log_once
-from common.schema import N_RAW, LabelColumns, StateColumns
-from common.store import LocalStore, ObjectInfo, ObjectStore, open_store
+from common.schema import N_RAW, RAW_INDEX, LabelColumns, StateColumns
+from common.store import ObjectInfo, ObjectStore, open_store
 
 log = logging.getLogger("archiver.reader")
 DAY_MS = 86_400_000
@@ -124,22 +127,12 @@ def _window_ms(window_s: int | None) -> int:
     return int(window_s) * 1000
 
 
-def _load_one(
-    store: ObjectStore, info: ObjectInfo, kind: str, cache: Path | None, max_bytes: int
-) -> tuple[Arrays, list[str], int]:
+def _load_one(store: ObjectStore, info: ObjectInfo, kind: str, max_bytes: int) -> tuple[Arrays, list[str], int]:
     """(columns, problems reported now, problems reported before) of one object.
 
     An unusable object is moved to quarantine; an object with unusable entries is copied there (its good
     entries stay in place and load); either is reported only the first time (see archiver_svc.quarantine)."""
     problems: list[str] = []
-    side = sidecar_path(cache, info.key) if cache else None
-    if side is not None:
-        try:
-            cached = read_sidecar(side, info.etag)
-            if cached is not None:
-                return cached, [], 0
-        except Exception as e:  # a broken sidecar is only a cache miss
-            log_once(log, f"sidecar:{side}", "ignoring unreadable column cache", path=str(side), error=repr(e))
     try:
         data = store.get(info.key)
     except KeyError:
@@ -157,8 +150,6 @@ def _load_one(
         why = f"{len(problems)} problems; the other entries stay in place"
         if not _safely(info.key, lambda: quarantine(store, info.key, data, why, bad)[1]):
             problems, skipped = [], len(problems)
-    if side is not None:  # validated rows only: a later load neither re-reads nor re-reports the object
-        write_sidecar(side, info.etag, arrays)
     return arrays, problems, skipped
 
 
@@ -183,28 +174,39 @@ def load_arrays(
     workers: int = 2,
     window_s: int | None = None,
     skipped: list[int] | None = None,
+    raw_fields: Sequence[str] | None = None,
+    columnar: bool = True,
 ) -> tuple[Arrays, list[str]]:
     """Columns of every entry of ``kind`` in range (plus ``ids`` (N, 2) ``[ms, seq]``), and the problems
     found now (problems found by an earlier load are only counted, into ``skipped[0]``). Objects may inflate
-    to :func:`~archiver_svc.windows.max_inflated_bytes` of ``window_s`` (default: the archive window setting)."""
+    to :func:`~archiver_svc.windows.max_inflated_bytes` of ``window_s`` (default: the archive window setting).
+    ``columnar=False``: every object from its window, compacted days ignored (the imported view)."""
     store = as_store(source)
-    if columns_cache is None or columns_cache is True:
-        cache = store.root / ".columns" if isinstance(store, LocalStore) else None
-    elif columns_cache is False:
-        cache = None
-    else:
-        cache = Path(columns_cache)
     limit = max_inflated_bytes(_window_ms(window_s))
     infos = list_objects(store, kind, market, start_ms, end_ms)
     problems: list[str] = []
     results: list[Arrays] = []
     n_skipped = 0
+    days, from_windows = plan(store, kind, market, start_ms, end_ms, infos) if columnar else ([], list(infos))
+    failed: list[str] = []
+    if kind == "states" and days:
+        got, failed = read_states(store, market, days, raw_fields)
+        if got is not None:
+            results.append(got)
+    for day, man in days if kind == "labels" else []:
+        lab = read_labels(store, market, day, man)
+        if lab is None:
+            failed.append(day)
+        elif lab["ids"].shape[0]:
+            results.append(lab)
+    from_windows.extend(o for o in infos if o.key.split("/")[2] in set(failed))  # unreadable files: their windows
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for arrays, probs, sk in pool.map(lambda i: _load_one(store, i, kind, cache, limit), infos):
+        for arrays, probs, sk in pool.map(lambda i: _load_one(store, i, kind, limit), from_windows):
             problems.extend(probs)
             n_skipped += sk
             if arrays and arrays["ids"].shape[0]:
-                results.append(arrays)
+                results.append(_project(arrays, raw_fields))
+    results.sort(key=lambda a: int(a["ids"][0, 0]))
     if skipped is not None:
         skipped.append(n_skipped)
     for p in problems:
@@ -239,6 +241,16 @@ def load_arrays(
     return out, problems
 
 
+def _project(arrays: Arrays, raw_fields: Sequence[str] | None) -> Arrays:
+    """Only ``raw_fields`` of the raw matrix, one narrow column each (all of it when None)."""
+    if raw_fields is None or "raw" not in arrays:
+        return arrays
+    raw = arrays.pop("raw")
+    for f in raw_fields:
+        arrays[f"raw:{f}"] = narrow(f, raw[:, RAW_INDEX[f]])
+    return arrays
+
+
 def _concat(results: list[Arrays], problems: list[str]) -> Arrays:
     tables = [r.pop("slug_table") for r in results if "slug_table" in r]
     shapes = [tuple((k, v.shape[1:]) for k, v in sorted(r.items())) for r in results]
@@ -248,7 +260,15 @@ def _concat(results: list[Arrays], problems: list[str]) -> Arrays:
     keep = [r for r, s in zip(results, shapes, strict=True) if s == major]
     if len(keep) < len(results):
         problems.append(f"{len(results) - len(keep)} objects with another column shape skipped")
-    out = {k: np.concatenate([r[k] for r in keep]) for k in keep[0] if k != "slug_idx"}
+    if len(keep) == 1:  # one part (e.g. all days compacted, read into one set of arrays): no copy
+        if tables and len(tables) == len(results):
+            keep[0]["slug_table"] = next(t for t, r in zip(tables, results, strict=True) if r is keep[0])
+        return keep[0]
+    out = {}
+    for k in [k for k in keep[0] if k != "slug_idx"]:
+        out[k] = np.concatenate([r[k] for r in keep])
+        for r in keep:  # release each part as soon as it is copied: peak = the output + one part
+            r[k] = out[k][:0]
     if tables:
         table = np.unique(np.concatenate(tables))
         kept = {id(r) for r in keep}
@@ -260,9 +280,29 @@ def _concat(results: list[Arrays], problems: list[str]) -> Arrays:
     return out
 
 
-def _slugs(s: Arrays) -> list[str]:
-    table = s["slug_table"].tolist()
-    return [table[i] for i in s["slug_idx"].tolist()]
+def _slugs(s: Arrays) -> SlugList:
+    return SlugList(s["slug_table"].tolist(), s["slug_idx"])
+
+
+def estimate_load(
+    store: ObjectStore,
+    market: str,
+    start_ms: int | None,
+    end_ms: int | None,
+    *,
+    labels: bool = True,
+    raw_fields: Sequence[str] | None = None,
+    window_s: int | None = None,
+    n_horizons: int = 4,
+) -> Estimate:
+    """Rows and peak bytes of a :func:`load_market` (the columns are concatenated once: twice their size)."""
+    from common.settings import get_settings
+
+    wms, tick = _window_ms(window_s), get_settings().tick_ms
+    infos = list_objects(store, "states", market, start_ms, end_ms)
+    rows = estimate_rows(store, "states", market, start_ms, end_ms, wms, tick, infos)
+    per = state_bytes(raw_fields) + (label_bytes(n_horizons) if labels else 0)
+    return Estimate(rows, 2 * rows * per)
 
 
 def load_market(
@@ -276,23 +316,28 @@ def load_market(
     workers: int = 2,
     window_s: int | None = None,
     origin: str = "recorded",
+    raw_fields: Sequence[str] | None = None,
+    max_memory_gb: float | None = None,
 ) -> MarketData:
     """States (and labels) of ``market`` with entry time in ``[start_ms, end_ms)``; see the module doc.
 
     ``origin``: ``recorded`` (the live archive), ``imported`` (what ``fusion import``/``backfill`` wrote under
-    ``imported/``) or ``both`` (a recorded state wins over an imported one of the same tick)."""
-    from archiver_svc.origins import check_origin, imported_view, merge_market
+    ``imported/``) or ``both`` (a recorded state wins over an imported one of the same tick).
+    With ``raw_fields``, ``states.raw`` is a :class:`~archiver_svc.rawcols.RawColumns` of those fields only.
+    Before reading, the rows and bytes are estimated; :class:`~archiver_svc.budget.TooLarge` when over
+    ``max_memory_gb`` (default: the ``train_max_memory_gb`` setting)."""
+    from archiver_svc.origins import merge_market, origin_stores
+    from common.settings import get_settings
 
-    store = as_store(source)
-    kw: dict[str, Any] = {"labels": labels, "workers": workers, "window_s": window_s}
-    if check_origin(origin) == "recorded":
-        return _load_market(store, market, start_ms, end_ms, columns_cache=columns_cache, **kw)
-    view = imported_view(store)
-    cache = view.columns_cache if columns_cache is None else columns_cache
-    imported = _load_market(view, market, start_ms, end_ms, columns_cache=cache or False, **kw)
-    if origin == "imported":
-        return imported
-    return merge_market(_load_market(store, market, start_ms, end_ms, columns_cache=columns_cache, **kw), imported)
+    parts = origin_stores(as_store(source), origin)  # imported objects: always from their windows
+    ests = [estimate_load(st, market, start_ms, end_ms, labels=labels, raw_fields=raw_fields, window_s=window_s)
+            for st, _ in parts]  # fmt: skip
+    est = Estimate(sum(e.rows for e in ests), sum(e.bytes for e in ests))
+    limit = get_settings().train_max_memory_gb if max_memory_gb is None else max_memory_gb
+    check(f"loading {market}", est, limit, "load a shorter range (start_ms/end_ms)")
+    kw: dict[str, Any] = {"labels": labels, "workers": workers, "window_s": window_s, "raw_fields": raw_fields}
+    loaded = [_load_market(st, market, start_ms, end_ms, columnar=col, **kw) for st, col in parts]
+    return loaded[0] if len(loaded) == 1 else merge_market(loaded[0], loaded[1])
 
 
 def _load_market(
@@ -302,17 +347,19 @@ def _load_market(
     end_ms: int | None,
     *,
     labels: bool,
-    columns_cache: str | os.PathLike[str] | bool | None,
     workers: int,
     window_s: int | None,
+    raw_fields: Sequence[str] | None,
+    columnar: bool,
 ) -> MarketData:
     skipped: list[int] = []
-    s, problems = load_arrays(store, "states", market, start_ms, end_ms, columns_cache=columns_cache,
-                              workers=workers, window_s=window_s, skipped=skipped)  # fmt: skip
+    s, problems = load_arrays(store, "states", market, start_ms, end_ms, workers=workers, window_s=window_s,
+                              skipped=skipped, raw_fields=raw_fields, columnar=columnar)  # fmt: skip
     if s:
+        raw: Any = s["raw"] if raw_fields is None else RawColumns({f: s[f"raw:{f}"] for f in raw_fields})
         states = StateColumns(
             tick_ms=s["tick_ms"],
-            raw=s["raw"],
+            raw=raw,
             features=s["features"],
             flags=s["flags"],
             slugs=_slugs(s),
@@ -323,8 +370,8 @@ def _load_market(
         )
     lc: LabelColumns | None = None
     if labels:
-        lb, lprobs = load_arrays(store, "labels", market, start_ms, end_ms, columns_cache=columns_cache,
-                                 workers=workers, window_s=window_s, skipped=skipped)  # fmt: skip
+        lb, lprobs = load_arrays(store, "labels", market, start_ms, end_ms, workers=workers, window_s=window_s,
+                                 skipped=skipped, columnar=columnar)  # fmt: skip
         problems += lprobs
         if lb and lb["horizons"].shape[0] > 1 and not bool((lb["horizons"] == lb["horizons"][0]).all()):
             sets, inv, counts = np.unique(lb["horizons"], axis=0, return_inverse=True, return_counts=True)

@@ -5,7 +5,8 @@
 * ``archive_bytes_per_state`` vs ``json_gz_bytes_per_state``: the seed's format (one JSON object
   per state with named fields, gzipped per 1000 states) on the same states.
 * ``reader_*_s``: ``load_market`` of one week of one market at 0.5 s ticks (1.2 M states; quick: 120 k)
-  cold without the column cache, cold building it, and warm from it (``*_cpu_s``: CPU of this process).
+  from the msgpack windows (``*_cpu_s``: CPU of this process); loads from the compacted Parquet days are
+  measured by benchmarks/scale.py (the per-object column cache was replaced by them).
 """
 
 from __future__ import annotations
@@ -106,23 +107,13 @@ def bench_reader(n: int, work: Path) -> dict[str, float]:
     build_week(n, root)
     out: dict[str, float] = {"reader_states": n}
     t, c = time.perf_counter(), time.process_time()
-    md = load_market(root, MARKET, columns_cache=False)
+    md = load_market(root, MARKET)
     out["reader_cold_s"] = round(time.perf_counter() - t, 3)
     out["reader_cold_cpu_s"] = round(time.process_time() - c, 3)  # all reader threads of this process
     out["reader_load_avg_1m"] = round(os.getloadavg()[0], 2)
     if len(md.states) != n or md.problems:
         raise RuntimeError(f"reader loaded {len(md.states)} of {n}: {md.problems[:3]}")
-    del md
-    t = time.perf_counter()
-    load_market(root, MARKET)
-    out["reader_cold_building_cache_s"] = round(time.perf_counter() - t, 3)
-    t, c = time.perf_counter(), time.process_time()
-    md = load_market(root, MARKET)
-    out["reader_warm_cache_s"] = round(time.perf_counter() - t, 3)
-    out["reader_warm_cache_cpu_s"] = round(time.process_time() - c, 3)
-    if len(md.states) != n:
-        raise RuntimeError("cached load lost rows")
-    return out
+    return out  # loads from the compacted (columnar) form: benchmarks/scale.py
 
 
 def run(quick: bool = False) -> dict[str, Any]:

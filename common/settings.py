@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     train_backend: Literal["auto", "mlx", "torch"] = "auto"
     train_every_h: float = 6.0
     train_after_states: int = 100_000
+    train_max_memory_gb: float = Field(
+        12.0, gt=0, description="refuse a training job or an archive load estimated to need more memory than this"
+    )
     trader_id: str = "paper-1"
     trader_markets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     position_usd: float = 100.0

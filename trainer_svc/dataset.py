@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from archiver_svc.rawcols import SlugList
 from common.schema import LabelColumns, StateColumns
 from trainer_svc.windows import Windows, segment
 
@@ -171,10 +172,10 @@ def pool(
         off += len(st)
     states = StateColumns(
         tick_ms=np.concatenate([st.tick_ms for _, st, _ in markets]),
-        raw=np.concatenate([st.raw for _, st, _ in markets]),
+        raw=_concat_raw([st.raw for _, st, _ in markets]),
         features=np.concatenate([st.features for _, st, _ in markets]),
         flags=np.concatenate([st.flags for _, st, _ in markets]),
-        slugs=[s for _, st, _ in markets for s in st.slugs],
+        slugs=SlugList.concat([st.slugs for _, st, _ in markets]),
     )
     labels: LabelColumns | None = None
     lcs = [lc for _, _, lc in markets]
@@ -203,6 +204,15 @@ def pool(
         settle=np.concatenate([w.settle for w, _, _ in wins])[order],
     )
     return states, labels, windows, parts
+
+
+def _concat_raw(raws: list[Any]) -> Any:
+    """Raw fields of several markets: the loaded fields only (RawColumns), or the full matrices."""
+    from archiver_svc.rawcols import RawColumns
+
+    if all(isinstance(r, RawColumns) for r in raws):
+        return RawColumns.concat(raws)
+    return np.concatenate([r.dense() if isinstance(r, RawColumns) else r for r in raws])
 
 
 def align_labels(states: StateColumns, labels: LabelColumns) -> LabelColumns:

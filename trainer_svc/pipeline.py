@@ -20,6 +20,8 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes
+from archiver_svc.rawcols import TRAIN_FIELDS, SlugList, narrow_raw
 from common import artefact
 from common.alerts import notify
 from common.log import kv
@@ -39,6 +41,11 @@ from trainer_svc.report import render
 
 log = logging.getLogger("trainer.pipeline")
 Progress = Callable[[float, dict[str, Any]], None]
+# peak bytes of a training job: a base (interpreter, torch, model) plus, per state beyond its labels, the states
+# in training dtypes, the pooling copy, the training split's observations and the hold-out episodes. Measured by
+# benchmarks/scale.py (peak RSS 0.89 / 1.96 / 6.05 GiB at 1 / 4 / 16 M states), rounded up
+TRAIN_BASE_BYTES = 500_000_000
+TRAIN_BYTES_PER_STATE = 450
 
 
 @dataclass(slots=True)
@@ -111,19 +118,31 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
     if p.synthetic > 0:
         from trainer_svc.synthetic import generate
 
-        states = generate(n_states=p.synthetic, lag_s=p.synthetic_lag_s, seed=p.seed + 1000 * index)
+        full = generate(n_states=p.synthetic, lag_s=p.synthetic_lag_s, seed=p.seed + 1000 * index)
+        states = StateColumns(full.tick_ms, narrow_raw(full.raw), full.features, full.flags, full.slugs)
+        del full  # only the fields the trainer reads stay (see archiver_svc.rawcols)
         info.update(source="synthetic", synthetic_lag_s=p.synthetic_lag_s)
     else:
         from archiver_svc.reader import load_market
 
-        md = load_market(p.store_url or s.store_url, market, p.from_ms, p.to_ms, origin=p.origin)
+        md = load_market(
+            p.store_url or s.store_url,
+            market,
+            p.from_ms,
+            p.to_ms,
+            origin=p.origin,
+            raw_fields=TRAIN_FIELDS,
+            max_memory_gb=float("inf"),
+        )  # the job as a whole was checked (check_budget)
         states, labels = md.states, md.labels
         info.update(source=p.store_url or s.store_url, problems=len(md.problems), skipped=md.skipped, origin=p.origin)
         if p.exclude_flags and len(states):
             keep = (states.flags & p.exclude_flags) == 0
             info["excluded_by_flags"] = int((~keep).sum())
             if not keep.all():
-                slugs = [x for x, k in zip(states.slugs, keep.tolist(), strict=True) if k]
+                sl = states.slugs
+                slugs = (SlugList(sl.table, sl.idx[keep]) if isinstance(sl, SlugList)
+                         else [x for x, k in zip(sl, keep.tolist(), strict=True) if k])  # fmt: skip
                 states = StateColumns(states.tick_ms[keep], states.raw[keep], states.features[keep],
                                       states.flags[keep], slugs)  # fmt: skip
     if len(states) == 0:
@@ -149,10 +168,37 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
     return states, labels, info
 
 
+def estimate_job(p: JobParams, markets: list[str], horizons: tuple[int, ...]) -> Estimate:
+    """Rows the job will load (exact for compacted days and synthetic data, an upper bound for windows) and
+    its peak bytes (``TRAIN_BYTES_PER_STATE`` per row, measured by benchmarks/scale.py)."""
+    if p.synthetic > 0:
+        rows = p.synthetic * len(markets)
+    else:
+        from archiver_svc.origins import origin_stores
+        from archiver_svc.reader import _window_ms, as_store, list_objects
+
+        s = get_settings()
+        stores = [st for st, _ in origin_stores(as_store(p.store_url or s.store_url), p.origin)]
+        rows = sum(estimate_rows(st, "states", m, p.from_ms, p.to_ms, _window_ms(None), s.tick_ms,
+                                 list_objects(st, "states", m, p.from_ms, p.to_ms))
+                   for st in stores for m in markets)  # fmt: skip
+    per = TRAIN_BYTES_PER_STATE + label_bytes(len(horizons))
+    return Estimate(rows, TRAIN_BASE_BYTES + rows * per)
+
+
+def check_budget(p: JobParams, markets: list[str], horizons: tuple[int, ...]) -> None:
+    """Refuse (:class:`~archiver_svc.budget.TooLarge`) a job that would not fit ``train_max_memory_gb``."""
+    est = estimate_job(p, markets, horizons)
+    kv(log, logging.INFO, "training job estimate", rows=est.rows, gb=round(est.gb, 2))
+    check(f"training {','.join(markets)}", est, get_settings().train_max_memory_gb,
+          "train on fewer markets or a shorter range (from_ms/to_ms)")  # fmt: skip
+
+
 def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
     """(states, labels, info) of the job's market; several markets are loaded one by one and pooled
     (see :func:`trainer_svc.dataset.pool`), with ``info["parts"]`` saying which rows are whose."""
     ms = markets_of(p)
+    check_budget(p, ms, horizons)
     if len(ms) == 1:
         return _load_one(p, ms[0], horizons)
     loaded = [_load_one(p, m, horizons, k) for k, m in enumerate(ms)]

@@ -85,25 +85,6 @@ def test_dedup_across_overlapping_objects(tmp_path) -> None:
     assert md.states.tick_ms.tolist() == [T0 + 500 * i for i in range(40)]
 
 
-def test_column_cache_built_and_invalidated(tmp_path) -> None:
-    store = LocalStore(tmp_path)
-    keys = write_archive(store, synth_payloads(M, T0, 40))
-    first = load_market(store, M)
-    side = tmp_path / ".columns" / (keys[0] + ".cols")
-    assert side.exists()
-    again = load_market(store, M)
-    assert (
-        np.array_equal(first.states.raw, again.states.raw, equal_nan=True) and again.states.slugs == first.states.slugs
-    )
-    # the object changes (a merge wrote more entries): the etag changes, the sidecar is rebuilt
-    more = synth_payloads(M, T0, 40, seed=5)
-    store.put(keys[0], encode_object("states", M, T0, W, more[:20]))
-    third = load_market(store, M)
-    assert np.array_equal(third.states.raw[:20], np.stack([decode_state(b).raw for _, b in more[:20]]), equal_nan=True)
-    side.write_bytes(b"broken")
-    assert len(load_market(store, M).states) == 40
-
-
 def test_reader_from_s3(s3_store) -> None:
     write_archive(s3_store, synth_payloads(M, T0, 30))
     md = load_market(s3_store, M, T0, T0 + 11_000)

@@ -1,0 +1,226 @@
+"""``fusion compact``: closed days of the archive's windows -> one Parquet file + manifest per (kind, market, day).
+
+Guarantees:
+* only closed days: a day is compacted once its last window cannot change any more (the day ended at least one
+  archive window + grace ago; for labels also the settlement wait and the longest horizon);
+* idempotent and resumable: a day whose manifest names exactly the day's current window objects (key and size)
+  and whose Parquet file is present with that size is skipped; any other day is (re)written, Parquet first and
+  the manifest last, with deterministic bytes, so a crash anywhere is repaired by running the job again;
+* bad window objects or entries are quarantined by the reader (:mod:`archiver_svc.reader`) and reported; they
+  never stop the job; the windows stay the landing format and the columnar files can always be rebuilt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from archiver_svc import columnar
+from archiver_svc.reader import _load_one, _window_ms, as_store, load_arrays
+from archiver_svc.windows import PREFIXES, max_inflated_bytes, parse_key
+from common.log import kv, log_once
+from common.names import check_name
+from common.store import ObjectStore
+
+log = logging.getLogger("archiver.compact")
+DAY_MS = 86_400_000
+
+
+@dataclass(slots=True)
+class Result:
+    written: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    open_days: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    rows: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"written": self.written, "skipped": self.skipped, "open": self.open_days,
+                "problems": self.problems[:50], "n_problems": len(self.problems), "rows": self.rows,
+                "seconds": round(self.seconds, 3)}  # fmt: skip
+
+
+def archived_markets(store: ObjectStore) -> list[str]:
+    """Markets with state or label windows in the store."""
+    out: set[str] = set()
+    for kind in ("states", "labels"):
+        for o in store.list(PREFIXES[kind] + "/"):
+            p = parse_key(o.key)
+            if p is not None:
+                out.add(p[1])
+    return sorted(out)
+
+
+def day_sources(store: ObjectStore, kind: str, market: str) -> dict[str, list[tuple[str, int]]]:
+    """``{day: [(key, size), ...]}`` of a market's window objects."""
+    out: dict[str, list[tuple[str, int]]] = {}
+    for o in store.list(f"{PREFIXES[kind]}/{check_name(market)}/"):
+        if parse_key(o.key) is not None:
+            out.setdefault(o.key.split("/")[2], []).append((o.key, int(o.size)))
+    return out
+
+
+def closed_after_ms(kind: str) -> int:
+    """How long after a day's end its windows of ``kind`` can still change."""
+    from common.settings import get_settings
+
+    s = get_settings()
+    ms = (s.archive_window_s + s.archive_grace_s) * 1000
+    if kind == "labels":
+        ms += (s.label_settle_wait_s + max(s.label_horizons_s, default=0) + s.archive_window_s) * 1000
+    return ms
+
+
+def _day_start(day: str) -> int:
+    return int(np.datetime64(day, "ms").astype(np.int64))
+
+
+def is_current(store: ObjectStore, kind: str, market: str, day: str, sources: list[tuple[str, int]]) -> bool:
+    """True when the day's manifest names exactly ``sources`` and its Parquet file is there with its size."""
+    try:
+        m = columnar.parse_manifest(store.get(columnar.day_key(kind, market, day, columnar.MANIFEST)))
+    except KeyError:
+        return False
+    if m is None or [tuple(s) for s in m["sources"]] != sorted(sources):
+        return False
+    pkey = columnar.day_key(kind, market, day)
+    return any(o.key == pkey and o.size == m.get("bytes") for o in store.list(pkey))
+
+
+def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: float, res: Result) -> None:
+    """Compact one closed day (or skip it when its manifest is current)."""
+    srcs = day_sources(store, kind, market).get(day, [])
+    name = f"{kind}/{market}/{day}"
+    if not srcs or is_current(store, kind, market, day, srcs):
+        res.skipped.append(name)
+        return
+    start = _day_start(day)
+    if kind == "states":
+        streamed = _states_streamed(store, market, day, res)
+        if streamed is not None:
+            srcs = sorted(day_sources(store, kind, market).get(day, []))  # after quarantine moved bad objects away
+            _write(store, kind, market, day, streamed, srcs, tick_s, (), res)
+            return
+    arrays, problems = load_arrays(store, kind, market, start, start + DAY_MS)
+    res.problems.extend(problems)
+    srcs = sorted(day_sources(store, kind, market).get(day, []))  # after quarantine moved bad objects away
+    if not arrays:
+        arrays = {"ids": np.zeros((0, 2), np.int64)}
+    horizons: tuple[int, ...] = ()
+    if kind == "states":
+        if "raw" not in arrays:
+            res.skipped.append(name)
+            return
+        table = columnar.states_table(arrays)
+    else:
+        if "horizons" not in arrays:
+            res.skipped.append(name)
+            return
+        hs = arrays["horizons"]
+        if hs.shape[0] > 1 and not bool((hs == hs[0]).all()):
+            sets, inv, counts = np.unique(hs, axis=0, return_inverse=True, return_counts=True)
+            keep = inv.reshape(-1) == int(np.argmax(counts))
+            res.problems.append(f"{name}: {int((~keep).sum())} labels with other horizons than the day's skipped")
+            arrays = {k: v[keep] for k, v in arrays.items()}
+        table, horizons = columnar.labels_table(arrays)
+    _write(store, kind, market, day, table, srcs, tick_s, horizons, res)
+
+
+def _states_streamed(store: ObjectStore, market: str, day: str, res: Result) -> pa.Table | None:
+    """The day's states as one table of per-window chunks (no copy of the whole day); None when windows
+    overlap (objects of another window length): the caller then takes the general path (sort + dedupe)."""
+    infos = sorted((o for o in store.list(f"{PREFIXES['states']}/{market}/{day}/") if parse_key(o.key)),
+                   key=lambda o: o.key.rsplit("/", 1)[1].zfill(40))  # fmt: skip
+    limit = max_inflated_bytes(_window_ms(None))
+    tables: list[pa.Table] = []
+    last = (-1, -1)
+    problems: list[str] = []
+    with ThreadPoolExecutor(2) as pool:
+        for arrays, probs, _ in pool.map(lambda i: _load_one(store, i, "states", limit), infos):
+            problems.extend(probs)
+            if not arrays or not arrays["ids"].shape[0] or "raw" not in arrays:
+                continue
+            ids = arrays["ids"]
+            if (int(ids[0, 0]), int(ids[0, 1])) <= last:
+                return None
+            last = (int(ids[-1, 0]), int(ids[-1, 1]))
+            tables.append(columnar.states_table(arrays))
+    res.problems.extend(problems)
+    for p in problems:
+        log_once(log, f"problem:{p}", "archive problem; skipped (quarantined)", problem=p)
+    if not tables:
+        return None
+    return pa.concat_tables(tables).unify_dictionaries()
+
+
+def _write(store: ObjectStore, kind: str, market: str, day: str, table: pa.Table, srcs: list[tuple[str, int]],
+           tick_s: float, horizons: tuple[int, ...], res: Result) -> None:  # fmt: skip
+    data = columnar.encode_table(table)
+    ticks = table.column("tick_ms").to_numpy()
+    man = columnar.manifest(kind, market, day, data, ticks, tick_s, srcs, horizons)
+    store.put(columnar.day_key(kind, market, day), data)
+    store.put(columnar.day_key(kind, market, day, columnar.MANIFEST), columnar.dumps(man))
+    res.written.append(f"{kind}/{market}/{day}")
+    res.rows += int(table.num_rows)
+
+
+def compact(
+    store: ObjectStore,
+    markets: list[str] | None = None,
+    day: str | None = None,
+    kinds: tuple[str, ...] = ("states", "labels"),
+    now_ms: int | None = None,
+) -> Result:
+    """Compact every closed day (of ``markets``, default all; of ``day``, default all) not yet current."""
+    from common.settings import get_settings
+
+    t0 = time.perf_counter()
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    tick_s = get_settings().tick_ms / 1000.0
+    res = Result()
+    for market in markets or archived_markets(store):
+        check_name(market, "market")
+        for kind in kinds:
+            wait = closed_after_ms(kind)
+            for d in sorted(day_sources(store, kind, market)):
+                if day is not None and d != day:
+                    continue
+                if _day_start(d) + DAY_MS + wait > now:
+                    res.open_days.append(f"{kind}/{market}/{d}")
+                    continue
+                compact_day(store, kind, market, d, tick_s, res)
+    res.seconds = time.perf_counter() - t0
+    kv(log, logging.INFO, "compaction done", written=len(res.written), skipped=len(res.skipped),
+       open=len(res.open_days), problems=len(res.problems), rows=res.rows)  # fmt: skip
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    from common.settings import get_settings
+
+    ap = argparse.ArgumentParser(prog="fusion compact", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--market", action="append", help="market to compact (repeatable; default: all archived)")
+    ap.add_argument("--day", help="only this UTC day (YYYY-MM-DD)")
+    ap.add_argument("--kind", choices=["states", "labels", "all"], default="all")
+    ap.add_argument("--store", default=None, help="store URL (default: FUSION_STORE_URL)")
+    a = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    store = as_store(a.store or get_settings().store_url)
+    kinds = ("states", "labels") if a.kind == "all" else (a.kind,)
+    try:
+        res = compact(store, a.market, a.day, kinds)
+    except ValueError as e:  # a market outside the name grammar
+        print(f"fusion compact: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(res.to_dict(), indent=1))
+    return 0
