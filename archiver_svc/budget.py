@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from archiver_svc.colread import plan
 from archiver_svc.rawcols import narrow_dtype
 from common.features import N_MARKET_FEATURES
 from common.schema import N_RAW
@@ -56,6 +55,8 @@ def estimate_rows(
 ) -> int:
     """Rows of ``kind`` a load of the range will return at most, given the range's window objects ``infos``
     (:func:`archiver_svc.reader.list_objects`)."""
+    from archiver_svc.colread import plan  # pyarrow only when an estimate is asked for
+
     days, windows = plan(store, kind, market, start_ms, end_ms, infos)
     return sum(int(m.get("rows", 0)) for _, m in days) + len(windows) * max(1, window_ms // max(tick_ms, 1))
 

@@ -41,7 +41,6 @@ import numpy as np
 import numpy.typing as npt
 
 from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes, state_bytes
-from archiver_svc.colread import plan, read_labels, read_states
 from archiver_svc.market_data import MarketData
 from archiver_svc.object_columns import label_arrays, state_arrays
 from archiver_svc.quarantine import move, quarantine
@@ -187,6 +186,8 @@ def load_arrays(
     problems: list[str] = []
     results: list[Arrays] = []
     n_skipped = 0
+    from archiver_svc.colread import plan, read_labels, read_states  # pyarrow only when a reader loads data
+
     days, from_windows = plan(store, kind, market, start_ms, end_ms, infos) if columnar else ([], list(infos))
     failed: list[str] = []
     if kind == "states" and days:

@@ -91,7 +91,8 @@ def test_a_copy_with_nothing_beside_it_runs_the_recorded_data_tests(tmp_path: Pa
 
 def test_core_services_import_no_torch_or_mlx(redis_url: str, tmp_path: Path) -> None:
     """``fusion archive`` and ``fusion label`` run and an observer is built without importing torch or MLX
-    (the core install, ``pip install -e .``, has neither)."""
+    (the core install, ``pip install -e .``, has neither) nor pyarrow (only reading columnar data needs it: a
+    collection instance's services stay small in memory)."""
     script = (
         "import sys\n"
         "from fusion.cli import main\n"
@@ -101,7 +102,7 @@ def test_core_services_import_no_torch_or_mlx(redis_url: str, tmp_path: Path) ->
         "assert main(['label', '--once']) == 0\n"
         "from observer_svc.service import Observer\n"
         "Observer(Settings(), [parse_market('BTC-15M')])\n"
-        "print('heavy:', sorted(m for m in ('torch', 'mlx') if m in sys.modules))\n"
+        "print('heavy:', sorted(m for m in ('torch', 'mlx', 'pyarrow') if m in sys.modules))\n"
     )
     env = _clean_env(FUSION_REDIS_URL=redis_url, FUSION_STORE_URL=f"file://{tmp_path}/store", PYTHONPATH=str(ROOT))
     out = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
