@@ -7,6 +7,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -37,9 +38,7 @@ class StatusReport:
     _scan: Any
     _lock: threading.Lock
     _stop: threading.Event
-
-    def _load_champion(self, at_start: bool = False) -> None:
-        raise NotImplementedError
+    _load_champion: Callable[..., None]  # trader_svc.swap.ModelSwap provides it in the Trader
 
     def status(self) -> dict[str, Any]:
         with self._lock:
