@@ -65,14 +65,25 @@ def assign(markets: Sequence[str], observers: Sequence[str], replicas: int) -> d
 
 class LeaseManager:
     def __init__(
-        self, r: redis.Redis, observer_id: str, markets: Sequence[str], replicas: int, ttl_ms: int = 5000
+        self,
+        r: redis.Redis,
+        observer_id: str,
+        markets: Sequence[str],
+        replicas: int,
+        ttl_ms: int = 5000,
+        handover_delay_ms: int | None = None,
     ) -> None:
+        """``handover_delay_ms`` (default 2 x ttl): how long the other holders of a market this observer no
+        longer wants must have held it, continuously, before it lets go (a newcomer takes its lease at start,
+        before it is connected and publishing; a dead observer stays listed and holds its lease up to ttl)."""
         self.r = r
         self.me = observer_id
         self.markets = list(markets)
         self.replicas = max(1, replicas)
         self.ttl_ms = ttl_ms
         self.held: dict[str, int] = {}  # market -> slot
+        self.handover_delay_ms = 2 * ttl_ms if handover_delay_ms is None else handover_delay_ms
+        self._handover_since: dict[str, int] = {}  # market -> since when others have held it (ms)
         self._renew = r.register_script(_RENEW)
         self._release = r.register_script(_RELEASE)
 
@@ -100,8 +111,13 @@ class LeaseManager:
             # while observers come and go (a new one may still be connecting, a dead one still listed)
             holders = self.r.mget([keys.lease_key(market, k) for k in range(self.replicas + 1)])
             others = {h.decode() for h in holders if h is not None and h.decode() != self.me} & set(live)
-            if len(others) >= min(self.replicas, len(live) - 1):
+            if len(others) < min(self.replicas, len(live) - 1):
+                self._handover_since.pop(market, None)
+            elif now_ms - self._handover_since.setdefault(market, now_ms) >= self.handover_delay_ms:
                 self._release(keys=[keys.lease_key(market, self.held.pop(market))], args=[self.me])
+                self._handover_since.pop(market, None)
+        for market in wanted & set(self._handover_since):
+            del self._handover_since[market]
         for market in sorted(wanted - set(self.held)):
             # slots 0..replicas-1, then the one handover slot: with every slot held by observers the
             # assignment no longer wants, the newcomer takes it and they release (else nobody moves)
