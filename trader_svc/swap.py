@@ -12,6 +12,7 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -48,9 +49,7 @@ class ModelSwap:
     _incoming_since: float
     _max_tick: int
     _stop: threading.Event
-
-    def _xadd_trades(self, recs: list[dict[str, Any]]) -> None:
-        raise NotImplementedError
+    _xadd_trades: Callable[[list[dict[str, Any]]], None]  # trader_svc.service.Trader provides it
 
     def _adopt(self, min_tick: int | None) -> None:
         """Swap in the verified models at a tick boundary: before the batch whose oldest tick is
