@@ -19,6 +19,7 @@ listings skip folders whose names are outside it.
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import math
@@ -28,24 +29,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from common import keys
+from common import events
 from common.alerts import notify
 from common.features import FEATURE_SET, OBSERVATION_FEATURES
+from common.metrics import counter
 from common.names import InvalidName, NameKind, check_name, is_valid_name
 from common.policy import ARCH_TYPE, INPUT_DIM, LN_EPS, N_ACTIONS, WeightsError, check_weights
-from common.schema import ACTIONS
+from common.schema import ACTIONS, STATE_VERSION
 from common.store import ObjectStore
 
 F32 = npt.NDArray[np.float32]
-EVENT_VERSION = 1
+EVENT_VERSION = events.EVENT_VERSION
 MAX_MODEL_BYTES = 64 << 20  # default of ``FUSION_MAX_MODEL_BYTES``
 MAX_META_BYTES = 1 << 20
+STALE = counter("fusion_models_stale_refused_total", "models refused as stale", ("where",))
 
 
 class ModelError(ValueError):
@@ -59,7 +61,7 @@ class ChampionError(ModelError):
 class ModelRejected(ValueError):
     """A model refused for serving (:func:`fetch_verified`); ``kind`` is the failed check, ``reason`` the detail.
 
-    Kinds: ``pointer`` (champion.json unreadable), ``size``, ``missing``, ``sha256``, ``features``,
+    Kinds: ``pointer`` (champion.json unreadable), ``size``, ``missing``, ``sha256``, ``stale``, ``features``,
     ``architecture``, ``format`` (not safetensors), ``shape`` (names, shapes, dtype), ``non-finite``."""
 
     def __init__(self, kind: str, reason: str) -> None:
@@ -232,9 +234,16 @@ def _history(store: ObjectStore, policy: str) -> list[dict[str, Any]]:
 
 
 def _set_champion(
-    store: ObjectStore, policy: str, version: str, redis: Any, history: list[dict[str, Any]]
+    store: ObjectStore, policy: str, version: str, history: list[dict[str, Any]], max_age_h: float | None
 ) -> dict[str, Any]:
     meta = read_meta(store, policy, version)
+    try:
+        check_fresh(meta, _max_age(max_age_h))
+    except ModelRejected as e:
+        STALE.labels("registry").inc()
+        notify("model-stale", f"{policy} {version} refused: {e.reason}", key=f"{policy}/{version}", policy=policy,
+               version=version)  # fmt: skip
+        raise ModelError(f"{policy}/{version} refused: {e.reason}") from None
     load_model(store, policy, version)  # refuses a corrupt version before it becomes champion
     ptr = {
         "version": version,
@@ -249,44 +258,56 @@ def _set_champion(
         store.put(f"quarantine/{key}.{int(time.time() * 1000)}", store.get(key))
     store.put(model_prefix(policy) + "champion-history.json", json.dumps(history + [ptr], indent=1).encode())
     store.put(model_prefix(policy) + "champion.json", json.dumps(ptr, indent=2).encode())
-    if redis is not None:
-        publish_model_updated(redis, policy, ptr)
     return ptr
 
 
-def promote(store: ObjectStore, policy: str, version: str, redis: Any = None) -> dict[str, Any]:
-    """Make ``version`` the champion (verified first) and publish ``model-updated`` if ``redis``; alert."""
-    ptr = _set_champion(store, policy, version, redis, _history(store, policy))
+def publish_model_updated(redis: Any, policy: str, ptr: Mapping[str, Any]) -> bytes:
+    """:func:`common.events.publish_model_updated`; :class:`ModelError` for a name outside the grammar."""
+    try:
+        return events.publish_model_updated(redis, policy, ptr)
+    except InvalidName as e:
+        raise ModelError(str(e)) from None
+
+
+def _max_age(max_age_h: float | None) -> float:
+    if max_age_h is not None:
+        return max_age_h
+    from common.settings import get_settings
+
+    return get_settings().model_max_age_h
+
+
+def promote(
+    store: ObjectStore, policy: str, version: str, redis: Any = None, max_age_h: float | None = None
+) -> dict[str, Any]:
+    """Make ``version`` the champion (verified first, refused when stale: :func:`check_fresh` with ``max_age_h``,
+    default ``FUSION_MODEL_MAX_AGE_H``) and publish ``model-updated`` if ``redis``; alert."""
+    ptr = _set_champion(store, policy, version, _history(store, policy), max_age_h)
+    if redis is not None:
+        publish_model_updated(redis, policy, ptr)
     notify("model-promoted", f"{policy} {version} is the champion", key=f"{policy}/{version}", policy=policy,
            version=version)  # fmt: skip
     return ptr
 
 
-def rollback(store: ObjectStore, policy: str, redis: Any = None) -> dict[str, Any]:
-    """Re-promote the champion before the current one."""
+def rollback(
+    store: ObjectStore, policy: str, redis: Any = None, reason: str = "by hand", max_age_h: float | None = None
+) -> dict[str, Any]:
+    """Re-promote the champion before the current one (checked as :func:`promote` checks) and publish
+    ``model-rolled-back`` with ``reason`` if ``redis``; alert."""
     hist = _history(store, policy)
     if len(hist) < 2:
         raise ModelError(f"policy {policy} has no previous champion to roll back to")
-    ptr = _set_champion(store, policy, hist[-2]["version"], redis, hist[:-2])
+    ptr = _set_champion(store, policy, hist[-2]["version"], hist[:-2], max_age_h)
     old, new = hist[-1]["version"], ptr["version"]
-    notify("model-rolled-back", f"{policy} rolled back from {old} to {new}", key=f"{policy}/{new}", policy=policy,
-           version=new, previous=old)  # fmt: skip
+    if redis is not None:
+        try:
+            events.publish_model_rolled_back(redis, policy, ptr, old, reason)
+        except InvalidName as e:
+            raise ModelError(str(e)) from None
+    notify("model-rolled-back", f"{policy} rolled back from {old} to {new}: {reason}", key=f"{policy}/{new}",
+           policy=policy, version=new, previous=old, reason=reason)  # fmt: skip
     return ptr
-
-
-def publish_model_updated(redis: Any, policy: str, ptr: Mapping[str, Any]) -> bytes:
-    """XADD ``{v, type: model-updated, policy, version, uri, sha256, ts}`` (msgpack under ``d``)."""
-    msg = {
-        "v": EVENT_VERSION,
-        "type": "model-updated",
-        "policy": checked_name("policy", policy),
-        "version": checked_name("version", ptr["version"]),
-        "uri": ptr["uri"],
-        "sha256": ptr["sha256"],
-        "ts": int(time.time() * 1000),
-    }
-    eid: bytes = redis.xadd(keys.EVENTS_STREAM, {keys.PAYLOAD_FIELD: msgpack.packb(msg, use_bin_type=True)})
-    return eid
 
 
 # ------------------------------------------------------------------ verification for serving
@@ -332,6 +353,27 @@ def check_meta(meta: dict[str, Any]) -> int:
     return hidden
 
 
+def check_fresh(meta: Mapping[str, Any], max_age_h: float = 0.0, now: float | None = None) -> None:
+    """Raise :class:`ModelRejected` (kind ``stale``) when the model was trained on another state schema or feature
+    set than the data now flowing (:data:`common.schema.STATE_VERSION`, :data:`common.features.FEATURE_SET`; only
+    when meta records them: older metas name no schema) or, with ``max_age_h`` > 0, was created longer ago."""
+    schema = meta.get("state_schema")
+    if schema is not None and schema != STATE_VERSION:
+        raise ModelRejected("stale", f"trained on state schema v{schema!r}, data flows v{STATE_VERSION}")
+    fs = meta.get("feature_set")
+    if fs is not None and fs != FEATURE_SET:
+        raise ModelRejected("stale", f"trained on feature set {fs!r}, data flows {FEATURE_SET!r} (feature_set)")
+    if max_age_h > 0:
+        try:
+            created = calendar.timegm(time.strptime(str(meta.get("created")), "%Y-%m-%dT%H:%M:%SZ"))
+        except ValueError:
+            raise ModelRejected("stale", f"no readable created time ({str(meta.get('created'))[:40]!r})") from None
+        age_h = ((time.time() if now is None else now) - created) / 3600.0
+        if age_h > max_age_h:
+            raise ModelRejected("stale", f"created {meta.get('created')}, {age_h:.1f} h old > {max_age_h:g} h "
+                                "(FUSION_MODEL_MAX_AGE_H)")  # fmt: skip
+
+
 def rejected_weights(err: WeightsError) -> ModelRejected:
     """The :class:`ModelRejected` (``non-finite`` or ``shape``) of a weight set that failed ``check_weights``."""
     msg = str(err)
@@ -350,10 +392,12 @@ def fetch_verified(
     expect_sha256: str | None = None,
     uri: str | None = None,
     max_bytes: int = MAX_MODEL_BYTES,
+    max_age_h: float = 0.0,
 ) -> VerifiedArtefact:
     """Download and verify ``policy/version`` for serving, in this order: names, sizes (the store's object
     sizes and meta's ``size_bytes`` before the weights are read, then the bytes read), sha256 (meta's and
-    ``expect_sha256``), meta (:func:`check_meta`), safetensors format, weights (names, shapes, finite).
+    ``expect_sha256``), freshness (:func:`check_fresh` with ``max_age_h``), meta (:func:`check_meta`), safetensors
+    format, weights (names, shapes, finite).
     Raises :class:`ModelRejected`."""
     t0 = time.perf_counter()
     try:
@@ -386,6 +430,7 @@ def fetch_verified(
         raise ModelRejected("sha256", f"file {sha[:12]}... != meta.json {str(meta.get('sha256'))[:12]}...")
     if expect_sha256 is not None and expect_sha256 != sha:
         raise ModelRejected("sha256", f"file {sha[:12]}... != announced {expect_sha256[:12]}...")
+    check_fresh(meta, max_age_h)
     hidden = check_meta(meta)
     try:
         weights: dict[str, F32] = st_load(data)

@@ -40,6 +40,7 @@ SCHEDULE_KEY = f"{PREFIX}:schedule"
 
 # Trader
 TRADER_STATUS_PREFIX = f"{PREFIX}:trader"
+MONITOR_PREFIX = f"{PREFIX}:monitor"
 
 
 def states_stream(market: str) -> str:
@@ -98,6 +99,12 @@ def legacy_trader_state_key(trader: str) -> str:
 def trader_command_key(trader: str) -> str:
     """List of operator commands for a trader (``kill-on`` / ``kill-off``, JSON), popped by its housekeeping."""
     return f"{TRADER_STATUS_PREFIX}:{check_name(trader, 'trader')}:commands"
+
+
+def monitor_state_key(policy: str, trader: str) -> str:
+    """Hash of ``fusion monitor`` watching ``policy`` through ``trader``'s records: ``{cursor, fold, machine,
+    checked, recent, last}`` (msgpack / JSON), written in one MULTI so a restart resumes where it stopped."""
+    return f"{MONITOR_PREFIX}:{check_name(policy, 'policy')}:{check_name(trader, 'trader')}"
 
 
 def training_lock_key(policy: str) -> str:

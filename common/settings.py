@@ -120,6 +120,24 @@ class Settings(BaseSettings):
     max_trades_per_day: int = Field(0, ge=0, description="opens per UTC day, every market; 0: no limit")
     max_model_bytes: int = Field(64 << 20, ge=1, description="a model file above this is refused before reading")
     trader_latency_ms: int = 0
+    model_max_age_h: float = Field(
+        0.0, ge=0, description="a model created longer ago is refused as stale (trader swap, promote); 0: off"
+    )
+
+    # --- monitor (``fusion monitor``: the champion's live results against its hold-out and its backtest)
+    monitor_k: int = Field(3, ge=1, description="consecutive windows beyond a bound before the monitor acts")
+    monitor_windows: int = Field(12, ge=1, description="live windows in the monitor's rolling mean (at most)")
+    monitor_alpha: float = Field(
+        0.01, gt=0, lt=0.5, description="lower quantile of the hold-out's mean over as many windows: the bound"
+    )
+    monitor_gap_bound: float = Field(
+        0.5, gt=0, description="|live - backtest| PnL per window (stake units, rolling mean) beyond this is a breach"
+    )
+    monitor_rollback: bool = Field(False, description="roll the champion back when the monitor trips (else: alert)")
+    monitor_every_s: float = Field(10.0, gt=0, description="how often the monitor looks for closed windows")
+    monitor_min_coverage: float = Field(
+        0.5, ge=0, le=1, description="share of a window the trader must have decided on with one model to judge it"
+    )
 
     # --- ui (``fusion ui``)
     ui_host: str = Field("127.0.0.1", description="address the web UI binds to")

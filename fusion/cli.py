@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("trainer_svc.cli", "train_main", "enqueue (or run inline) a training job"),
     "models": ("trainer_svc.cli", "models_main", "model registry: ls | show | promote | rollback"),
     "backtest": ("trainer_svc.backtest", "main", "replay any model version on any archived range vs the baselines"),
+    "monitor": ("trainer_svc.monitor_svc", "main", "the champion's live PnL vs its hold-out and backtest; roll back"),
     "schedule": ("trainer_svc.cli", "schedule_main", "enqueue training every N hours or K new labels"),
     "trade": ("trader_svc.__main__", "main", "PyTorch paper trader with hot swap"),
     "trader": ("trader_svc.cli", "trader_main", "trader tools: status"),

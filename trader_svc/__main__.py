@@ -37,6 +37,7 @@ def build(settings: Settings, markets: list[str] | None = None, policy: str | No
         ),
         tick_ms=settings.tick_ms,
         max_model_bytes=settings.max_model_bytes,
+        model_max_age_h=settings.model_max_age_h,
     )
     store = open_store(settings.store_url, settings.s3_endpoint_url, settings.s3_region)
     return Trader(cfg, settings.redis_url, store)

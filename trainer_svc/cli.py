@@ -206,8 +206,9 @@ def models_main(argv: list[str] | None = None) -> int:
     p_pr = sub.add_parser("promote", help="make a version the champion (publishes model-updated)")
     p_pr.add_argument("policy", type=name_arg("policy"))
     p_pr.add_argument("version", type=name_arg("version"))
-    p_rb = sub.add_parser("rollback", help="re-promote the previous champion")
+    p_rb = sub.add_parser("rollback", help="re-promote the previous champion (publishes model-rolled-back)")
     p_rb.add_argument("policy", type=name_arg("policy"))
+    p_rb.add_argument("--reason", default="by hand", help="why (carried by the model-rolled-back event and the alert)")
     a = ap.parse_args(argv)
     from common import artefact as registry
     from common.store import open_store
@@ -243,7 +244,7 @@ def models_main(argv: list[str] | None = None) -> int:
         ptr = (
             registry.promote(store, a.policy, a.version, r)
             if a.cmd == "promote"
-            else registry.rollback(store, a.policy, r)
+            else registry.rollback(store, a.policy, r, reason=a.reason)
         )
         print(json.dumps(ptr, indent=2))
         return 0

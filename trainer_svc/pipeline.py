@@ -300,6 +300,7 @@ def run_training(
         "data": info,
         "splits": ds.describe(),
         "holdout_metrics": cand.metrics,
+        "holdout_window_pnl": [round(float(x), 9) for x in cand.window_pnl],  # per window, in hold-out order
         "champion_metrics": champ.metrics if champ else None,
         "baselines_metrics": {k: v.metrics for k, v in base.items()},
         "decision": {
