@@ -128,7 +128,7 @@ class Settings(BaseSettings):
     monitor_k: int = Field(3, ge=1, description="consecutive windows beyond a bound before the monitor acts")
     monitor_windows: int = Field(12, ge=1, description="live windows in the monitor's rolling mean (at most)")
     monitor_alpha: float = Field(
-        0.01, gt=0, lt=0.5, description="lower quantile of the hold-out's mean over as many windows: the bound"
+        0.001, gt=0, lt=0.5, description="lower quantile of the hold-out's mean over as many windows: the bound"
     )
     monitor_gap_bound: float = Field(
         0.5, gt=0, description="|live - backtest| PnL per window (stake units, rolling mean) beyond this is a breach"

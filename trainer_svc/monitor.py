@@ -30,14 +30,14 @@ from typing import Any
 
 import numpy as np
 
-N_BOOT = 4000
+N_BOOT = 20_000
 
 
 @dataclass(frozen=True, slots=True)
 class MonitorConfig:
     k: int = 3
     windows: int = 12
-    alpha: float = 0.01
+    alpha: float = 0.001
     gap_bound: float = 0.5
 
 
