@@ -15,7 +15,9 @@ The rule, per policy and serving version (a new champion starts from zero):
   records only the mean, its 95 % interval and the window count, the normal approximation of the same quantile
   (per-window sd recovered from the interval's width). ``live_mean < bound`` is a breach.
 * **execution gap**: ``gap_mean`` = mean of ``live - backtest`` over the same last ``n`` windows (backtest: the same
-  model replayed on the same archived windows); ``|gap_mean| > gap_bound`` is a breach.
+  model replayed on the same archived windows); ``|gap_mean| > gap_bound x max(|backtest mean|, 1 stake)`` is a
+  breach: live may differ from the backtest by that share of what the backtest made (or lost), and by
+  ``gap_bound`` stakes per window when the backtest is near zero.
 * ``k`` consecutive breaches of either rule trip the monitor, once per version: the caller alerts and, when
   enabled, rolls back. A window feeds the machine once (the caller keeps what was checked); the state is a plain
   dict (:meth:`Machine.to_dict`), so a restart resumes exactly.
@@ -132,6 +134,7 @@ class Machine:
     version: str = ""
     live: list[float] = field(default_factory=list)  # the last ``windows`` live PnLs
     gaps: list[float] = field(default_factory=list)  # the last ``windows`` live - backtest
+    backs: list[float] = field(default_factory=list)  # the last ``windows`` backtests
     consecutive_holdout: int = 0
     consecutive_gap: int = 0
     windows_checked: int = 0
@@ -150,8 +153,9 @@ class Machine:
         g_breach = False
         if w.backtest is not None and math.isfinite(w.backtest):
             self.gaps = (self.gaps + [float(w.live) - float(w.backtest)])[-cfg.windows :]
+            self.backs = (self.backs + [float(w.backtest)])[-cfg.windows :]
             gap_mean = float(np.mean(self.gaps))
-            g_breach = abs(gap_mean) > cfg.gap_bound
+            g_breach = abs(gap_mean) > cfg.gap_bound * max(abs(float(np.mean(self.backs))), 1.0)
             self.consecutive_gap = self.consecutive_gap + 1 if g_breach else 0
         reasons = []
         if self.consecutive_holdout >= cfg.k and bound is not None:
@@ -160,7 +164,8 @@ class Machine:
                            "windows")  # fmt: skip
         if self.consecutive_gap >= cfg.k and gap_mean is not None:
             reasons.append(f"live minus backtest {gap_mean:+.4f} per window (mean of the last {len(self.gaps)}) "
-                           f"beyond +-{cfg.gap_bound:g} for {self.consecutive_gap} consecutive windows")  # fmt: skip
+                           f"beyond {cfg.gap_bound:g} x max(|backtest|, 1) for {self.consecutive_gap} consecutive "
+                           "windows")  # fmt: skip
         trip = bool(reasons) and not self.tripped
         if trip:
             self.tripped = "; ".join(reasons)
