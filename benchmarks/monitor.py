@@ -84,8 +84,10 @@ def _wait(pred: Any, timeout: float, what: str) -> None:
 
 
 def scenario(workdir: Path, seed: int = 0, speed: float = 60.0, warm: int = 6, good: int = 6, k: int = 3,
-             gap_bound: float = 0.5, timeout_s: float = 240.0) -> dict[str, Any]:  # fmt: skip
-    """One run (see the module docstring); returns its figures."""
+             gap_bound: float = 0.5, kill_monitor: bool = False,
+             timeout_s: float = 240.0) -> dict[str, Any]:  # fmt: skip
+    """One run (see the module docstring); returns its figures. ``kill_monitor``: SIGKILL and restart the monitor
+    once while it judges the good model (a restart resumes from its state in Redis)."""
     import redis
 
     from common import artefact, keys
@@ -113,11 +115,15 @@ def scenario(workdir: Path, seed: int = 0, speed: float = 60.0, warm: int = 6, g
     r = redis.Redis.from_url(srv.url)
     out: dict[str, Any] = {"seed": seed, "speed": speed, "k": k, "gap_bound": gap_bound}
     try:
-        for name, argv in (("observer", ["observe"]), ("archiver", ["archive", "--consumer", "a1"]),
-                           ("trader", ["trade"]), ("monitor", ["monitor"])):  # fmt: skip
+
+        def start(name: str, *argv: str) -> None:
             with (logs / f"{name}.log").open("ab") as fh:
                 procs[name] = subprocess.Popen([sys.executable, "-m", "fusion.cli", *argv], env=env, cwd=ROOT,
                                                stdout=fh, stderr=subprocess.STDOUT)  # fmt: skip
+
+        for name, argv in (("observer", ["observe"]), ("archiver", ["archive", "--consumer", "a1"]),
+                           ("trader", ["trade"]), ("monitor", ["monitor"])):  # fmt: skip
+            start(name, *argv)
         # warm-up: `warm` settled windows archived while the trader holds
         from archiver_svc.rawcols import TRAIN_FIELDS
         from archiver_svc.reader import load_market
@@ -149,6 +155,12 @@ def scenario(workdir: Path, seed: int = 0, speed: float = 60.0, warm: int = 6, g
             st = msgpack.unpackb(h[b"d"], raw=False)
             return sum(1 for x in st.get("recent") or [] if "window" in x and x.get("version") == version)
 
+        if kill_monitor:
+            _wait(lambda: judged(good_v) >= 2, timeout_s, "two windows of the good model judged")
+            procs["monitor"].kill()
+            procs["monitor"].wait(10)
+            start("monitor", "monitor")
+            out["monitor_killed_after_windows"] = judged(good_v)
         _wait(lambda: judged(good_v) >= good, timeout_s, "windows of the good model judged")
         out["good_windows_judged"] = judged(good_v)
         out["good_seconds"] = round(time.time() - t_good, 1)
@@ -169,6 +181,9 @@ def scenario(workdir: Path, seed: int = 0, speed: float = 60.0, warm: int = 6, g
         status = keys.trader_status_key(TRADER)
         _wait(lambda: json.loads(r.get(status) or b"{}").get("model") == good_v, 60, "trader back on the good model")
         out["trader_back_s"] = round(time.time() - t_bad, 1)
+        st = msgpack.unpackb(r.hget(keys.monitor_state_key(POLICY, TRADER), "d"), raw=False)
+        seen = [(x.get("version"), x["window"]["market"], x["window"]["end_ms"]) for x in st["recent"] if "window" in x]
+        out["windows_judged_twice"] = len(seen) - len(set(seen))
         swaps = [msgpack.unpackb(f[b"d"], raw=False) for _, f in r.xrange(keys.trades_stream(TRADER))]
         out["swap_sources"] = [s.get("source") for s in swaps if s.get("type") == "swap"]
         out["after_rollback"] = {k_: v for k_, v in comparison(r, POLICY, TRADER).items() if k_ != "windows"}
