@@ -263,6 +263,7 @@ def build_procs(a: argparse.Namespace, st: Settings, stack_dir: Path) -> tuple[l
         ("worker", ["worker"], {}),
         ("scheduler", ["schedule", *[x for m in names for x in ("--market", m)]], {}),
         ("trader", ["trade", "--market", names[0], "--policy", names[0]], {}),
+        ("monitor", ["monitor", "--policy", names[0]], {}),  # alerts; rolls back with FUSION_MONITOR_ROLLBACK
         ("ui", ["ui"], {}),  # http://127.0.0.1:8050 (FUSION_UI_PORT)
     ]
     port = a.metrics_base
