@@ -202,13 +202,13 @@ def scenario(workdir: Path, seed: int = 0, speed: float = 60.0, warm: int = 6, g
         srv.close()
 
 
-def run(quick: bool = False, runs: int | None = None) -> dict[str, Any]:
+def run(quick: bool = False, runs: int | None = None, good: int = 12) -> dict[str, Any]:
     n = runs or (1 if quick else 5)
     res = []
     for i in range(n):
         with tempfile.TemporaryDirectory(prefix="fusion-mon-") as d:
             try:
-                res.append(scenario(Path(d), seed=100 + i))
+                res.append(scenario(Path(d), seed=100 + i, good=6 if quick else good))
             except TimeoutError as e:
                 res.append({"seed": 100 + i, "error": str(e)})
     ok = [x for x in res if "error" not in x]
@@ -222,8 +222,15 @@ def run(quick: bool = False, runs: int | None = None) -> dict[str, Any]:
         "detection_windows_median": float(np.median(det)) if det else None,
         "detection_windows_max": max(det) if det else None,
         "detection_s_median": float(np.median([x["detection_s"] for x in ok if "detection_s" in x])) if det else None,
+        "good_live_over_backtest": [_ratio(x.get("good_comparison") or {}) for x in ok],
         "per_run": res,
     }
+
+
+def _ratio(c: dict[str, Any]) -> float | None:
+    """What the trader realised of the backtest's PnL on the same windows (execution: missed ticks, book walking)."""
+    b = c.get("backtest_total")
+    return round(c["live_total"] / b, 3) if b else None
 
 
 if __name__ == "__main__":
@@ -231,5 +238,6 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(prog="python -m benchmarks.monitor", description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--good", type=int, default=12, help="windows of the good model judged per run")
     a = ap.parse_args()
-    print(json.dumps(run(runs=a.runs), indent=1, default=str))
+    print(json.dumps(run(runs=a.runs, good=a.good), indent=1, default=str))
