@@ -49,6 +49,7 @@ CONSEC = gauge(
     "fusion_monitor_consecutive_breaches", "consecutive breaches of the current champion", ("policy", "rule")
 )
 RECENT = 200  # verdicts kept in the state (the demo's comparison)
+SPAN_MS = 8 * 3_600_000  # archive read per market and cycle: longer than any window plus its settlement
 READ = 5000
 
 
@@ -156,7 +157,8 @@ class MonitorService:
         start_from = self.checked.get(market) or self.fold.first_tick(market, version)
         if start_from is None:
             return []
-        md = load_market(self.store, market, int(start_from), None, labels=False, raw_fields=TRAIN_FIELDS)
+        start_from = int(start_from)
+        md = load_market(self.store, market, start_from, start_from + SPAN_MS, labels=False, raw_fields=TRAIN_FIELDS)
         w = segment(md.states)
         ready: list[tuple[int, int, int, Any]] = []
         last_end = None
@@ -190,6 +192,9 @@ class MonitorService:
             for (_, s, e, lw), b in zip(ready, bt.tolist(), strict=True):
                 live = lw.pnl_usd * stake / lw.want_usd if lw.want_usd > 0 else 0.0
                 out.append(WindowResult(market, s, e, live, float(b), lw.opens))
+        gap = last_end is None and not (w.start_s * 1000 >= start_from).any()  # no window starts in a whole span
+        if gap and self.fold.newest.get(market, -1) > start_from + SPAN_MS:
+            last_end = start_from + SPAN_MS  # a data gap longer than the span: move on
         if last_end is not None:
             self.checked[market] = last_end
             self.fold.forget(market, last_end)
