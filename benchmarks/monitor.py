@@ -167,7 +167,13 @@ def scenario(workdir: Path, seed: int = 0, speed: float = 60.0, warm: int = 6, g
         from trainer_svc.monitor_svc import comparison
 
         out["good_comparison"] = {k_: v for k_, v in comparison(r, POLICY, TRADER).items() if k_ != "windows"}
-        out["false_alarm"] = bool(out["good_comparison"].get("tripped"))  # a trip (no previous champion: alert only)
+        tripped = out["good_comparison"].get("tripped") or ""
+        out["false_alarm"] = bool(tripped)  # a trip (no previous champion: alert only)
+        out["false_alarm_rules"] = [rule for rule, words in (("holdout", "hold-out"), ("gap", "live minus backtest"))
+                                    if words in tripped]  # fmt: skip
+        st = json.loads(r.get(keys.trader_status_key(TRADER)) or b"{}")
+        decided, missed = int(st.get("decisions") or 0), int(st.get("missed_ticks") or 0)
+        out["trader_decided_share"] = round(decided / (decided + missed), 3) if decided + missed else None
         if out["false_alarm"]:
             return out
         bad_v = artefact.save_model(store, POLICY, churn_weights(), meta, version="bad-" + str(seed)).version
@@ -217,6 +223,8 @@ def run(quick: bool = False, runs: int | None = None, good: int = 12) -> dict[st
         "runs": n,
         "runs_completed": len(ok),
         "false_alarm_rate": round(sum(bool(x["false_alarm"]) for x in ok) / len(ok), 3) if ok else None,
+        "false_alarms_by_rule": {r: sum(r in x.get("false_alarm_rules", []) for x in ok) for r in ("holdout", "gap")},
+        "trader_decided_share": [x.get("trader_decided_share") for x in ok],
         "good_windows_judged_total": sum(x.get("good_windows_judged", 0) for x in ok),
         "detected_rate": round(len(det) / len(ok), 3) if ok else None,
         "detection_windows_median": float(np.median(det)) if det else None,
