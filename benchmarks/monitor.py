@@ -208,6 +208,32 @@ def scenario(workdir: Path, seed: int = 0, speed: float = 60.0, warm: int = 6, g
         srv.close()
 
 
+def synthetic(series: int = 300, windows: int = 60, shift_sd: float = 0.75) -> dict[str, Any]:
+    """The state machine alone (default settings) on synthetic series: live windows drawn from a 40-window hold-out
+    (false alarms per series of ``windows``), and the same shifted down by ``shift_sd`` of its sd (detection)."""
+    from trainer_svc.monitor import HoldoutRef, Machine, MonitorConfig, WindowResult
+
+    cfg = MonitorConfig()
+    pnl = np.random.default_rng(0).normal(0.05, 0.4, 40)
+    ref = HoldoutRef.from_meta({"holdout_window_pnl": pnl.tolist()})
+    rng = np.random.default_rng(7)
+
+    def first_trip(xs: np.ndarray) -> int | None:
+        m = Machine(version="v")
+        for i, x in enumerate(xs.tolist()):
+            if m.feed(WindowResult("M", i, i + 1, x, x), ref, cfg).trip:
+                return i + 1
+        return None
+
+    alarms = [first_trip(rng.choice(pnl, windows)) for _ in range(series)]
+    shifted = [first_trip(rng.choice(pnl, windows) - shift_sd * pnl.std()) for _ in range(series)]
+    det = [x for x in shifted if x is not None]
+    return {"series": series, "windows_per_series": windows, "k": cfg.k, "alpha": cfg.alpha,
+            "false_alarm_rate_per_series": round(sum(x is not None for x in alarms) / series, 4),
+            "shift_sd": shift_sd, "detected_rate": round(len(det) / series, 4),
+            "detection_windows_median": float(np.median(det)) if det else None}  # fmt: skip
+
+
 def run(quick: bool = False, runs: int | None = None, good: int = 12) -> dict[str, Any]:
     n = runs or (1 if quick else 5)
     res = []
@@ -231,6 +257,7 @@ def run(quick: bool = False, runs: int | None = None, good: int = 12) -> dict[st
         "detection_windows_max": max(det) if det else None,
         "detection_s_median": float(np.median([x["detection_s"] for x in ok if "detection_s" in x])) if det else None,
         "good_live_over_backtest": [_ratio(x.get("good_comparison") or {}) for x in ok],
+        "state_machine_on_synthetic_series": synthetic(),
         "per_run": res,
     }
 
@@ -247,5 +274,9 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(prog="python -m benchmarks.monitor", description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--good", type=int, default=12, help="windows of the good model judged per run")
+    ap.add_argument("--synthetic-only", action="store_true", help="only the state machine on synthetic series")
     a = ap.parse_args()
+    if a.synthetic_only:
+        print(json.dumps(synthetic(), indent=1))
+        raise SystemExit(0)
     print(json.dumps(run(runs=a.runs, good=a.good), indent=1, default=str))
