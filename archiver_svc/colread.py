@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archiver_svc import columnar
+from archiver_svc.colcodec import to_numpy
 from archiver_svc.rawcols import narrow, narrow_dtype
 from archiver_svc.windows import market_prefix, parse_key, utc_date
 from common.log import log_once
@@ -74,10 +75,14 @@ def plan(
     return days, windows
 
 
-def _table(store: ObjectStore, key: str, columns: list[str] | None) -> pa.Table:
-    if isinstance(store, LocalStore):
-        return pq.read_table(store._path(key), columns=columns, memory_map=True)
-    return pq.read_table(pa.BufferReader(store.get(key)), columns=columns)
+def _table(store: ObjectStore, key: str, columns: list[str] | None, features: bool = False) -> pa.Table:
+    """The file's ``columns`` (None: all), plus every ``f_*`` column when ``features``; one open, memory-mapped
+    for a local store, one GET otherwise."""
+    src = pa.memory_map(str(store._path(key))) if isinstance(store, LocalStore) else pa.BufferReader(store.get(key))
+    f = pq.ParquetFile(src)
+    if columns is not None and features:
+        columns = columns + [n for n in f.schema_arrow.names if n.startswith("f_")]
+    return f.read(columns=columns, use_threads=False)
 
 
 def _np(t: pa.Table, name: str) -> npt.NDArray[Any]:
@@ -105,11 +110,7 @@ def read_states(
     for day, man in days:
         key = columnar.day_key("states", market, day)
         try:
-            t = _table(
-                store,
-                key,
-                None if raw_fields is None else ["tick_ms", "seq", "flags", "slug", *raw, *_feats(store, key)],
-            )
+            t = _table(store, key, None if raw_fields is None else ["tick_ms", "seq", "flags", "slug", *raw], True)
             n = t.num_rows
             if n != int(man.get("rows", -1)):
                 raise ValueError(f"{n} rows, the manifest says {man.get('rows')}")
@@ -123,11 +124,15 @@ def read_states(
             out["ids"][sl, 1] = _np(t, "seq")
             out["flags"][sl] = _np(t, "flags")
             for j, f in enumerate(raw):
-                col = _np(t, f)
+                stored = t.column(f)
                 if raw_fields is None:
-                    out["raw"][sl, j] = col
+                    out["raw"][sl, j] = to_numpy(stored)
                     continue
-                c = narrow(f, col)
+                dt = out[f"raw:{f}"].dtype
+                if dt == np.float32 and pa.types.is_decimal(stored.type) and stored.type.scale <= 3 and "_px" in f:
+                    c = to_numpy(stored, np.float32)  # on the 0.001 grid by construction: no check needed
+                else:
+                    c = narrow(f, to_numpy(stored))
                 if c.dtype != out[f"raw:{f}"].dtype:  # a value off the grid: that field stays float64
                     out[f"raw:{f}"] = out[f"raw:{f}"].astype(np.float64)
                 out[f"raw:{f}"][sl] = c
@@ -156,11 +161,6 @@ def read_states(
     out["tick_ms"] = out["ids"][:, 0]
     out.setdefault("features", np.zeros((o, 0), np.float32))
     return out, failed
-
-
-def _feats(store: ObjectStore, key: str) -> list[str]:
-    src = store._path(key) if isinstance(store, LocalStore) else pa.BufferReader(store.get(key))
-    return [n for n in pq.read_schema(src).names if n.startswith("f_")]
 
 
 def read_labels(store: ObjectStore, market: str, day: str, man: dict[str, Any]) -> Arrays | None:

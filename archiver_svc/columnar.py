@@ -8,15 +8,18 @@ Layout (next to the landing windows, in the same store)::
     columnar/labels/{market}/{YYYY-MM-DD}.parquet         one row per label (``tick_ms`` = the labelled state)
 
 States columns: ``tick_ms`` int64, ``seq`` int32 (the entry ID is ``<tick_ms>-<seq>``), ``flags`` int32,
-``slug`` string (dictionary), every field of :data:`common.schema.RAW_FIELDS` by name as float64 (NaN: not
-known), every market feature as ``f_<name>`` float32. Labels columns: ``tick_ms``, ``seq``, and per horizon
-``h`` (seconds): ``reward_{h}s_{action}`` float32 for each of :data:`common.schema.ACTIONS`, ``best_{h}s`` int8,
-``valid_{h}s`` uint8, ``exit_{h}s`` uint8.
+``slug`` string (dictionary), every field of :data:`common.schema.RAW_FIELDS` by name, as an exact DECIMAL
+(null: not known) when the day's values lie on the field's grid, else float64 (NaN: not known; see
+:mod:`archiver_svc.colcodec`), every market feature as ``f_<name>`` float32. Labels columns: ``tick_ms``,
+``seq``, and per horizon ``h`` (seconds): ``reward_{h}s_{action}`` float32 for each of
+:data:`common.schema.ACTIONS`, ``best_{h}s`` int8, ``valid_{h}s`` uint8, ``exit_{h}s`` uint8.
 
 Guarantees: :func:`encode_table` is deterministic (same rows, same codec, same pyarrow -> same bytes), so a
 re-compaction rewrites identical bytes; the manifest is written after its Parquet file, so a manifest names a
-complete file (its sha256). The Parquet values are the landing values bit for bit (float64 raw fields);
-choosing float32 is the loader's business (see :mod:`archiver_svc.trainload`).
+complete file (its sha256). The Parquet values are the landing values bit for bit (a DECIMAL column read
+through :func:`archiver_svc.colcodec.to_numpy`, or cast to DOUBLE by DuckDB, is the float64 the state held);
+choosing float32 is the loader's business (see :mod:`archiver_svc.rawcols`). Layout version 2 (narrow
+decimals); a manifest of another version is not current, so ``fusion compact`` rewrites its day.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver_svc.colcodec import BSS, DECIMAL_KINDS, DELTA, DICT, PLAIN, feature_encoding, raw_column, writer_options
 from common.features import FEATURE_SET, MARKET_FEATURES
 from common.names import check_name
 from common.schema import ACTIONS, RAW_FIELDS, STATE_VERSION
 
-COLUMNAR_VERSION = 1
+COLUMNAR_VERSION = 2
 PREFIX = "columnar"
 PARQUET = ".parquet"
 MANIFEST = ".manifest.json"
@@ -67,8 +71,9 @@ def feature_names(width: int) -> list[str]:
 
 
 def states_table(a: Arrays) -> pa.Table:
-    """Table of validated state columns as the reader builds them (``ids``, ``tick_ms``, ``raw``, ``features``,
-    ``flags``, ``slug_idx``/``slug_table``)."""
+    """Table of validated state columns as the reader builds them (``ids``, ``tick_ms``, ``raw`` (N, N_RAW) or
+    ``raw_t`` (N_RAW, N), ``features``, ``flags``, ``slug_idx``/``slug_table``); raw fields in their narrow
+    exact form (:func:`archiver_svc.colcodec.raw_column`)."""
     n = int(a["ids"].shape[0])
     cols: dict[str, pa.Array] = {
         "tick_ms": pa.array(np.ascontiguousarray(a["tick_ms"], np.int64)),
@@ -81,13 +86,31 @@ def states_table(a: Arrays) -> pa.Table:
         cols["slug"] = pa.DictionaryArray.from_arrays(pa.array(np.asarray(idx, np.int32)), pa.array(table.tolist()))
     else:
         cols["slug"] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([""]))
-    raw = np.asarray(a["raw"], np.float64)
+    raw_t = a["raw_t"] if "raw_t" in a else np.ascontiguousarray(np.asarray(a["raw"], np.float64).T)
     for j, name in enumerate(RAW_FIELDS):
-        cols[name] = pa.array(np.ascontiguousarray(raw[:, j]))
+        cols[name] = raw_column(name, raw_t[j])[0]
     feats = np.asarray(a["features"], np.float32)
+    feats_t = np.ascontiguousarray(feats.T)
     for j, name in enumerate(feature_names(feats.shape[1])):
-        cols[name] = pa.array(np.ascontiguousarray(feats[:, j]))
+        cols[name] = pa.array(feats_t[j])
     return pa.table(cols)
+
+
+def encodings(table: pa.Table) -> dict[str, str]:
+    """Parquet encoding of each column of a states or labels table (see :mod:`archiver_svc.colcodec`)."""
+    out = {"tick_ms": DELTA, "slug": DICT}
+    for f in table.schema:
+        if f.name in out:
+            continue
+        if f.name in DECIMAL_KINDS:
+            out[f.name] = DECIMAL_KINDS[f.name][2] if pa.types.is_decimal(f.type) else PLAIN
+        elif f.name.startswith("f_") and pa.types.is_float32(f.type):
+            out[f.name] = feature_encoding(f.name)
+        elif f.name.startswith("reward_"):
+            out[f.name] = BSS
+        else:
+            out[f.name] = PLAIN if pa.types.is_floating(f.type) else DICT
+    return out
 
 
 def labels_table(a: Arrays) -> tuple[pa.Table, tuple[int, ...]]:
@@ -115,9 +138,9 @@ def encode_table(table: pa.Table, codec: str = CODEC, level: int | None = CODEC_
         compression=codec,
         compression_level=level,
         row_group_size=ROW_GROUP,
-        use_dictionary=["slug"],
         write_statistics=["tick_ms"],
         store_schema=True,
+        **writer_options(encodings(table)),
     )
     return sink.getvalue().to_pybytes()
 

@@ -29,9 +29,10 @@ from archiver_svc.reader import _load_one, _window_ms, as_store, load_arrays
 from archiver_svc.windows import PREFIXES, max_inflated_bytes, parse_key
 from common.log import kv, log_once
 from common.names import check_name
-from common.store import ObjectStore
+from common.store import ObjectInfo, ObjectStore
 
 log = logging.getLogger("archiver.compact")
+Arrays = dict[str, Any]
 DAY_MS = 86_400_000
 
 
@@ -136,31 +137,50 @@ def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: fl
     _write(store, kind, market, day, table, srcs, tick_s, horizons, res)
 
 
+def _window_columns(store: ObjectStore, info: ObjectInfo, limit: int) -> tuple[Arrays, list[str]]:
+    """One window's validated columns with the raw fields transposed (one row per field), in a worker thread."""
+    arrays, probs, _ = _load_one(store, info, "states", limit)
+    if arrays and "raw" in arrays:
+        arrays["raw_t"] = np.ascontiguousarray(arrays.pop("raw").T)
+    return arrays, probs
+
+
 def _states_streamed(store: ObjectStore, market: str, day: str, res: Result) -> pa.Table | None:
-    """The day's states as one table of per-window chunks (no copy of the whole day); None when windows
-    overlap (objects of another window length): the caller then takes the general path (sort + dedupe)."""
+    """The day's states as one table built once from the windows' columns (decoded and validated by two worker
+    threads); None when windows overlap or disagree on the feature width: the caller then takes the general path
+    (sort, dedupe, majority width)."""
     infos = sorted((o for o in store.list(f"{PREFIXES['states']}/{market}/{day}/") if parse_key(o.key)),
                    key=lambda o: o.key.rsplit("/", 1)[1].zfill(40))  # fmt: skip
     limit = max_inflated_bytes(_window_ms(None))
-    tables: list[pa.Table] = []
+    parts: list[Arrays] = []
     last = (-1, -1)
     problems: list[str] = []
     with ThreadPoolExecutor(2) as pool:
-        for arrays, probs, _ in pool.map(lambda i: _load_one(store, i, "states", limit), infos):
+        for arrays, probs in pool.map(lambda i: _window_columns(store, i, limit), infos):
             problems.extend(probs)
-            if not arrays or not arrays["ids"].shape[0] or "raw" not in arrays:
+            if not arrays or not arrays["ids"].shape[0] or "raw_t" not in arrays:
                 continue
             ids = arrays["ids"]
             if (int(ids[0, 0]), int(ids[0, 1])) <= last:
                 return None
             last = (int(ids[-1, 0]), int(ids[-1, 1]))
-            tables.append(columnar.states_table(arrays))
+            parts.append(arrays)
     res.problems.extend(problems)
     for p in problems:
         log_once(log, f"problem:{p}", "archive problem; skipped (quarantined)", problem=p)
-    if not tables:
+    if not parts or len({p["features"].shape[1] for p in parts}) > 1:
         return None
-    return pa.concat_tables(tables).unify_dictionaries()
+    table = np.unique(np.concatenate([p["slug_table"] for p in parts]))
+    day_arrays: Arrays = {
+        "ids": np.concatenate([p["ids"] for p in parts]),
+        "tick_ms": np.concatenate([p["tick_ms"] for p in parts]),
+        "flags": np.concatenate([p["flags"] for p in parts]),
+        "features": np.concatenate([p["features"] for p in parts]),
+        "raw_t": np.concatenate([p.pop("raw_t") for p in parts], axis=1),
+        "slug_idx": np.concatenate([np.searchsorted(table, p["slug_table"])[p["slug_idx"]] for p in parts]),
+        "slug_table": table,
+    }
+    return columnar.states_table(day_arrays)
 
 
 def _write(store: ObjectStore, kind: str, market: str, day: str, table: pa.Table, srcs: list[tuple[str, int]],
