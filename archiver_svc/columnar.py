@@ -34,7 +34,17 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from archiver_svc.colcodec import BSS, DECIMAL_KINDS, DELTA, DICT, PLAIN, feature_encoding, raw_column, writer_options
+from archiver_svc.colcodec import (
+    BSS,
+    DECIMAL_KINDS,
+    DELTA,
+    DICT,
+    PLAIN,
+    decimal_column,
+    feature_encoding,
+    raw_column,
+    writer_options,
+)
 from common.features import FEATURE_SET, MARKET_FEATURES
 from common.names import check_name
 from common.schema import ACTIONS, RAW_FIELDS, STATE_VERSION
@@ -70,10 +80,11 @@ def feature_names(width: int) -> list[str]:
     return [f"f_{i}" for i in range(width)]
 
 
-def states_table(a: Arrays) -> pa.Table:
+def states_table(a: Arrays, schema: pa.Schema | None = None) -> pa.Table | None:
     """Table of validated state columns as the reader builds them (``ids``, ``tick_ms``, ``raw`` (N, N_RAW) or
     ``raw_t`` (N_RAW, N), ``features``, ``flags``, ``slug_idx``/``slug_table``); raw fields in their narrow
-    exact form (:func:`archiver_svc.colcodec.raw_column`)."""
+    exact form (:func:`archiver_svc.colcodec.raw_column`), or in the types of ``schema`` (None when a value
+    does not fit them)."""
     n = int(a["ids"].shape[0])
     cols: dict[str, pa.Array] = {
         "tick_ms": pa.array(np.ascontiguousarray(a["tick_ms"], np.int64)),
@@ -88,11 +99,20 @@ def states_table(a: Arrays) -> pa.Table:
         cols["slug"] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([""]))
     raw_t = a["raw_t"] if "raw_t" in a else np.ascontiguousarray(np.asarray(a["raw"], np.float64).T)
     for j, name in enumerate(RAW_FIELDS):
-        cols[name] = raw_column(name, raw_t[j])[0]
+        if schema is None:
+            cols[name] = raw_column(name, raw_t[j])[0]
+            continue
+        typ = schema.field(name).type
+        arr = decimal_column(raw_t[j], typ.scale, typ.precision) if pa.types.is_decimal(typ) else None
+        if arr is None and pa.types.is_decimal(typ):
+            return None
+        cols[name] = arr if arr is not None else pa.array(np.ascontiguousarray(raw_t[j], np.float64))
     feats = np.asarray(a["features"], np.float32)
     feats_t = np.ascontiguousarray(feats.T)
     for j, name in enumerate(feature_names(feats.shape[1])):
         cols[name] = pa.array(feats_t[j])
+    if schema is not None:  # the slug dictionary of each row group is its own
+        cols["slug"] = cols["slug"].cast(schema.field("slug").type)
     return pa.table(cols)
 
 
@@ -129,20 +149,46 @@ def labels_table(a: Arrays) -> tuple[pa.Table, tuple[int, ...]]:
     return pa.table(cols), hs
 
 
+def _options(table: pa.Table, codec: str, level: int | None) -> dict[str, Any]:
+    return {"compression": codec, "compression_level": level, "write_statistics": ["tick_ms"], "store_schema": True,
+            **writer_options(encodings(table))}  # fmt: skip
+
+
 def encode_table(table: pa.Table, codec: str = CODEC, level: int | None = CODEC_LEVEL) -> bytes:
     """Deterministic Parquet bytes of ``table``."""
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        compression=codec,
-        compression_level=level,
-        row_group_size=ROW_GROUP,
-        write_statistics=["tick_ms"],
-        store_schema=True,
-        **writer_options(encodings(table)),
-    )
+    pq.write_table(table, sink, row_group_size=ROW_GROUP, **_options(table, codec, level))
     return sink.getvalue().to_pybytes()
+
+
+class DayWriter:
+    """A day's states written as they are decoded, one row group per chunk of windows (deterministic for the same
+    chunks): the first chunk fixes each raw field's type; :meth:`add` returns False when a later chunk does not
+    fit it (a value off a DECIMAL's grid), and the caller then writes the day in one piece instead."""
+
+    def __init__(self) -> None:
+        self.sink = pa.BufferOutputStream()
+        self.writer: pq.ParquetWriter | None = None
+        self.schema: pa.Schema | None = None
+        self.ticks: list[npt.NDArray[np.int64]] = []
+        self.rows = 0
+
+    def add(self, a: Arrays) -> bool:
+        table = states_table(a, self.schema)
+        if table is None or (self.schema is not None and not table.schema.equals(self.schema)):
+            return False
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.sink, table.schema, **_options(table, CODEC, CODEC_LEVEL))
+        self.writer.write_table(table, row_group_size=ROW_GROUP)
+        self.ticks.append(np.asarray(a["tick_ms"], np.int64))
+        self.rows += table.num_rows
+        return True
+
+    def finish(self) -> bytes:
+        if self.writer is not None:
+            self.writer.close()
+        return self.sink.getvalue().to_pybytes()
 
 
 def manifest(
