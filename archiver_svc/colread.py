@@ -8,6 +8,7 @@ day is read from its windows instead (never an exception for bad data).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 
 from archiver_svc import columnar
 from archiver_svc.colcodec import to_numpy
+from archiver_svc.quarantine import move
 from archiver_svc.rawcols import narrow, narrow_dtype
 from archiver_svc.windows import market_prefix, parse_key, utc_date
 from common.log import log_once
@@ -82,7 +84,7 @@ def _table(store: ObjectStore, key: str, columns: list[str] | None, features: bo
     f = pq.ParquetFile(src)
     if columns is not None and features:
         columns = columns + [n for n in f.schema_arrow.names if n.startswith("f_")]
-    return f.read(columns=columns, use_threads=False)
+    return f.read(columns=columns)
 
 
 def _np(t: pa.Table, name: str) -> npt.NDArray[Any]:
@@ -118,7 +120,7 @@ def read_states(
             if "features" not in out:
                 out["features"] = np.empty((total, len(feats)), np.float32)
             elif out["features"].shape[1] != len(feats):
-                raise ValueError(f"{len(feats)} features, other days have {out['features'].shape[1]}")
+                raise _OtherWidth(f"{len(feats)} features, other days have {out['features'].shape[1]}")
             sl = slice(o, o + n)
             out["ids"][sl, 0] = _np(t, "tick_ms")
             out["ids"][sl, 1] = _np(t, "seq")
@@ -136,18 +138,20 @@ def read_states(
                 if c.dtype != out[f"raw:{f}"].dtype:  # a value off the grid: that field stays float64
                     out[f"raw:{f}"] = out[f"raw:{f}"].astype(np.float64)
                 out[f"raw:{f}"][sl] = c
-            for j, f in enumerate(feats):
-                out["features"][sl, j] = _np(t, f)
+            _fill_rows(out["features"], o, [_np(t, f) for f in feats])
             slug = t.column("slug").combine_chunks()
             if not isinstance(slug, pa.DictionaryArray):
                 slug = slug.dictionary_encode()
             gmap = np.array([slugs.setdefault(x, len(slugs)) for x in slug.dictionary.to_pylist()], np.int32)
             out["slug_idx"][sl] = gmap[slug.indices.to_numpy(zero_copy_only=False)] if gmap.size else 0
             o += n
-        except Exception as e:  # unreadable or unexpected file: the windows are the truth
+        except _OtherWidth as e:  # a valid file of another feature width (a feature-set change): its windows
             log_once(
-                log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", obj=key, error=repr(e)
+                log, f"columnar:{key}", "columnar day of another width; reading its windows", obj=key, error=str(e)
             )
+            failed.append(day)
+        except Exception as e:  # unreadable or unexpected file: the windows are the truth
+            set_aside(store, "states", market, day, repr(e))
             failed.append(day)
     if o == 0:
         return None, failed
@@ -161,6 +165,35 @@ def read_states(
     out["tick_ms"] = out["ids"][:, 0]
     out.setdefault("features", np.zeros((o, 0), np.float32))
     return out, failed
+
+
+class _OtherWidth(ValueError):
+    pass
+
+
+def set_aside(store: ObjectStore, kind: str, market: str, day: str, why: str) -> None:
+    """An unreadable day file: logged once, moved to the quarantine (for a person to inspect) and its manifest
+    deleted, so the reader uses the day's windows and the next ``fusion compact`` rebuilds the day. Never raises:
+    a store that refuses only leaves the day to be read from its windows."""
+    key = columnar.day_key(kind, market, day)
+    log_once(log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", obj=key, error=why)
+    try:
+        with contextlib.suppress(KeyError):  # missing: only the manifest to drop
+            move(store, key, store.get(key), f"unreadable columnar file: {why}"[:500])
+        store.delete(columnar.day_key(kind, market, day, columnar.MANIFEST))
+    except Exception as e:  # read-only store, permissions: reading the windows is still right
+        log_once(log, f"columnar-aside:{key}", "could not set the columnar file aside", obj=key, error=repr(e))
+
+
+def _fill_rows(dst: npt.NDArray[Any], at: int, cols: Sequence[npt.NDArray[Any]], block: int = 1 << 15) -> None:
+    """``dst[at:at + n, j] = cols[j]``, by blocks of rows that stay in the cache (one strided pass per column over
+    the whole day would stream the row-major matrix through memory once per column)."""
+    n = cols[0].shape[0] if cols else 0
+    for b in range(0, n, block):
+        e = min(n, b + block)
+        view = dst[at + b : at + e]
+        for j, c in enumerate(cols):
+            view[:, j] = c[b:e]
 
 
 def read_labels(store: ObjectStore, market: str, day: str, man: dict[str, Any]) -> Arrays | None:
@@ -181,5 +214,5 @@ def read_labels(store: ObjectStore, market: str, day: str, man: dict[str, Any]) 
         out["exit_kind"] = np.stack([_np(t, f"exit_{h}s") for h in hs], 1).astype(np.uint8)
         return out
     except Exception as e:  # unreadable or unexpected file: the windows are the truth
-        log_once(log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", obj=key, error=repr(e))
+        set_aside(store, "labels", market, day, repr(e))
         return None
