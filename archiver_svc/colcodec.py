@@ -83,7 +83,7 @@ def decimal_column(x: npt.NDArray[np.float64], scale: int, precision: int) -> pa
     with np.errstate(invalid="ignore"):
         k = np.rint(x * p10)
         back = k / p10
-        ok = (back == x) & (np.abs(k) < 10.0**precision) & (np.signbit(back) == np.signbit(x))
+        ok = (back == x) & (np.abs(k) < 10.0**precision) & ~((k == 0) & np.signbit(x))  # -0.0: an int has no sign
     if not bool((ok | nan).all()):
         return None
     any_nan = bool(nan.any())
