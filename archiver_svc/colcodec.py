@@ -76,21 +76,32 @@ FEATURE_ENCODING: dict[str, str] = {
 }
 
 
+NEG_ZERO = np.float64(-0.0).view(np.int64)
+
+
 def decimal_column(x: npt.NDArray[np.float64], scale: int, precision: int) -> pa.Array | None:
     """``x`` as a DECIMAL(precision, scale) array (NaN -> null) when that is exact for every row, else None."""
     p10 = 10.0**scale
-    nan = np.isnan(x)
+    k = x * p10
+    np.rint(k, out=k)
     with np.errstate(invalid="ignore"):
-        k = np.rint(x * p10)
-        back = k / p10
-        ok = (back == x) & (np.abs(k) < 10.0**precision) & ~((k == 0) & np.signbit(x))  # -0.0: an int has no sign
-    if not bool((ok | nan).all()):
-        return None
-    any_nan = bool(nan.any())
-    ints = np.where(nan, 0.0, k).astype(np.int32 if precision <= 9 else np.int64)
-    valid = pa.py_buffer(np.packbits(~nan, bitorder="little")) if any_nan else None
+        exact = np.divide(k, p10) == x  # NaN: False
+    nan: npt.NDArray[np.bool_] | None = None
+    if not bool(exact.all()):
+        nan = np.isnan(x)
+        if not bool((exact | nan).all()):
+            return None
+        if bool(nan.all()):
+            k[:] = 0.0
+        else:
+            k[nan] = 0.0
+    if x.size and (float(np.abs(k).max()) >= 10.0**precision or bool((x.view(np.int64) == NEG_ZERO).any())):
+        return None  # beyond the precision, or a -0.0 (an integer has no sign of zero)
+    ints = k.astype(np.int32 if precision <= 9 else np.int64)
+    n_null = 0 if nan is None else int(nan.sum())
+    valid = pa.py_buffer(np.packbits(~nan, bitorder="little")) if nan is not None and n_null else None
     typ = pa.decimal32(precision, scale) if precision <= 9 else pa.decimal64(precision, scale)
-    return pa.Array.from_buffers(typ, x.size, [valid, pa.py_buffer(ints)], null_count=int(nan.sum()))
+    return pa.Array.from_buffers(typ, x.size, [valid, pa.py_buffer(ints)], null_count=n_null)
 
 
 def raw_column(name: str, x: npt.NDArray[np.float64]) -> tuple[pa.Array, str]:
