@@ -4,10 +4,15 @@
   bytes per state, encode and decode seconds; ``json_gz_bytes_per_state``: the seed's format (one JSON object
   per state, gzipped per 1000 states) on the same states; ``columnar_ratio_vs_json_gz``.
 * ``compact_states_per_s``: ``fusion compact`` of that day from its 10-minute windows (decode + validate +
-  Parquet + manifest), one process (``*_cpu``: its CPU time).
-* ``week_load_{cold,warm}_s``: one market-week (1,209,600 states) loaded for training (``raw_fields`` =
-  the trainer's, narrow dtypes) from columnar files; cold = the files' pages dropped from the page cache
-  first (``posix_fadvise(DONTNEED)``), warm = loaded again.
+  Parquet + manifest), one process, after a warm-up compaction of a small day (imports out of the figure);
+  ``compact_cpu_s`` / ``compact_states_per_cpu_s``: the process's CPU time (all threads), the figure to trust on
+  a shared machine (``load_avg_1m`` says how shared it was).
+* ``week_load_{cold,warm}_s`` (and ``*_cpu_s``): one market-week (1,209,600 states) loaded for training
+  (``raw_fields`` = the trainer's, narrow dtypes) from columnar files; cold = the files' pages dropped from the
+  page cache first (``posix_fadvise(DONTNEED)``), warm = loaded again.
+
+Targets (issue 15): ``columnar_ratio_vs_json_gz`` <= 0.3, ``compact_states_per_s`` >= 500,000,
+``week_load_warm_s`` <= 0.5 and ``week_load_cold_s`` <= 1.5. ``parts="columnar,week"`` skips the training curve.
 * ``curve``: for each size, synthetic states from the trainer's generator (``trainer_svc.synthetic``) are
   written DIRECTLY as columnar day files (the form the trainer reads; generating and compacting 48 M states
   through msgpack windows would only measure the generator), as 10 markets x 4 weeks at the 48 M point (1, 1
