@@ -1,0 +1,181 @@
+"""Alerts once per episode: a condition that starts, lasts and ends (a data gap, a failing discovery, a lagging
+consumer), shared by every process through one Redis hash.
+
+:meth:`Episodes.open` sends the alert ``kind`` only when the episode ``(kind, key)`` was not open yet (``HSETNX`` on
+``keys.ALERT_EPISODES``); :meth:`Episodes.close` sends ``{kind}-recovered`` with the episode's length only when it
+removed an open episode (``HDEL`` returned 1). So two replicas that see the same gap, or a restarted process that
+sees it again, send one alert, and one "recovered" note, per episode. Episodes bypass the sink's per-period
+de-duplication (the episode is the de-duplication); the sink's rate limit still applies.
+
+Guarantees: never raises; a no-op without Redis traffic while alerts are off (:func:`common.alerts.enabled`); when
+Redis does not answer, episodes fall back to this process's memory (logged once) so alerts still go out.
+:meth:`open_later` / :meth:`close_later` run on one background thread: an event loop calls them without waiting.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import orjson
+import redis
+
+from common import alerts
+from common.keys import ALERT_EPISODES
+from common.log import log_once
+
+log = logging.getLogger("alerts")
+RECOVERED = "-recovered"
+
+
+def _field(kind: str, key: str) -> str:
+    return f"{kind}|{key}"
+
+
+class Episodes:
+    """Once-per-episode alerts of one process; see the module docstring. ``now_ms`` is the clock an episode's
+    ``since_ms`` and length use when the caller gives none (wall clock)."""
+
+    def __init__(self, r: redis.Redis | None, *, notify: Callable[..., bool] = alerts.notify,
+                 enabled: Callable[[], bool] = alerts.enabled) -> None:  # fmt: skip
+        self.r = r
+        self.notify = notify
+        self.enabled = enabled
+        self._local: dict[str, dict[str, Any]] = {}  # used while Redis does not answer
+        self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
+
+    # ------------------------------------------------------------------ synchronous
+    def open(self, kind: str, key: str, text: str, *, since_ms: int | None = None, **fields: Any) -> bool:
+        """Start the episode and send ``kind`` (True) unless it is open already (False)."""
+        if not self.enabled():
+            return False
+        since = int(time.time() * 1000) if since_ms is None else since_ms
+        value = orjson.dumps({"since_ms": since, "text": text, **fields}, default=str)
+        f = _field(kind, key)
+        try:
+            assert self.r is not None
+            first = bool(self.r.hsetnx(ALERT_EPISODES, f, value))
+        except (redis.RedisError, OSError, AssertionError) as e:
+            log_once(log, f"episodes-redis:{type(e).__name__}", "alert episodes kept in memory (Redis unavailable)",
+                     error=type(e).__name__)  # fmt: skip
+            with self._lock:
+                first = f not in self._local
+                self._local.setdefault(f, {"since_ms": since})
+        if first:
+            self.notify(kind, text, key, dedup=False, since_ms=since, **fields)
+        return first
+
+    def close(self, kind: str, key: str, text: str, *, at_ms: int | None = None, **fields: Any) -> bool:
+        """End the episode and send ``{kind}-recovered`` with ``gap_s`` (its length) when it was open."""
+        if not self.enabled():
+            return False
+        f = _field(kind, key)
+        since: int | None = None
+        try:
+            assert self.r is not None
+            pipe = self.r.pipeline(transaction=True)
+            pipe.hget(ALERT_EPISODES, f)
+            pipe.hdel(ALERT_EPISODES, f)
+            raw, removed = pipe.execute()
+            if removed:
+                try:
+                    since = int(orjson.loads(raw)["since_ms"])
+                except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                    since = None
+        except (redis.RedisError, OSError, AssertionError):
+            with self._lock:
+                got = self._local.pop(f, None)
+            removed = got is not None
+            since = got["since_ms"] if got else None
+        if not removed:
+            return False
+        at = int(time.time() * 1000) if at_ms is None else at_ms
+        extra: dict[str, Any] = {"since_ms": since, "gap_s": round((at - since) / 1000, 3)} if since is not None else {}
+        self.notify(kind + RECOVERED, text, key, dedup=False, **(extra | fields))
+        return True
+
+    def open_keys(self, kind: str) -> set[str]:
+        """The keys of the open episodes of ``kind`` (every process's)."""
+        prefix = _field(kind, "")
+        try:
+            assert self.r is not None
+            names = [k.decode() if isinstance(k, bytes) else str(k) for k in self.r.hkeys(ALERT_EPISODES)]
+        except (redis.RedisError, OSError, AssertionError):
+            with self._lock:
+                names = list(self._local)
+        return {n[len(prefix) :] for n in names if n.startswith(prefix)}
+
+    # ------------------------------------------------------------------ without waiting
+    def _submit(self, fn: Callable[..., bool], *a: Any, **kw: Any) -> Future[bool] | None:
+        if not self.enabled():
+            return None
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(1, thread_name_prefix="alert-episodes")
+            return self._pool.submit(fn, *a, **kw)
+
+    def open_later(self, kind: str, key: str, text: str, **kw: Any) -> Future[bool] | None:
+        """:meth:`open` on the background thread (never blocks the caller)."""
+        return self._submit(self.open, kind, key, text, **kw)
+
+    def close_later(self, kind: str, key: str, text: str, **kw: Any) -> Future[bool] | None:
+        """:meth:`close` on the background thread (never blocks the caller)."""
+        return self._submit(self.close, kind, key, text, **kw)
+
+    def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait for the background calls queued so far (tests, shutdown)."""
+        with self._lock:
+            pool = self._pool
+        if pool is not None:
+            pool.submit(lambda: None).result(timeout_s)
+
+
+_episodes: Episodes | None = None
+_ep_lock = threading.Lock()
+
+
+def episodes() -> Episodes:
+    """The process's episodes on ``FUSION_REDIS_URL`` (its Redis client is made on first use, only with alerts on)."""
+    global _episodes
+    with _ep_lock:
+        if _episodes is None:
+            from common.settings import get_settings
+
+            _episodes = _LazyEpisodes(get_settings().redis_url)
+        return _episodes
+
+
+class _LazyEpisodes(Episodes):
+    """Connects to Redis on its first open/close (never while alerts are off)."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(None)
+        self.url = url
+
+    def open(self, kind: str, key: str, text: str, **kw: Any) -> bool:
+        self._connect()
+        return super().open(kind, key, text, **kw)
+
+    def close(self, kind: str, key: str, text: str, **kw: Any) -> bool:
+        self._connect()
+        return super().close(kind, key, text, **kw)
+
+    def open_keys(self, kind: str) -> set[str]:
+        self._connect()
+        return super().open_keys(kind)
+
+    def _connect(self) -> None:
+        if self.r is None and self.enabled():
+            self.r = redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=3)
+
+
+def reset() -> None:
+    """Forget the process's episodes object (tests; after settings change)."""
+    global _episodes
+    with _ep_lock:
+        _episodes = None
