@@ -167,8 +167,9 @@ def sink() -> AlertSink | None:
             url = s.alert_webhook_url.get_secret_value()
             if not url:
                 return None
-            _sink = AlertSink(url, s.alert_format, service=_service, dedup_s=s.alert_dedup_s, rate_per_min=s.alert_rate_per_min,
-                              queue_size=s.alert_queue, timeout_s=s.alert_timeout_s)  # fmt: skip
+            _sink = AlertSink(url, s.alert_format, service=_service, dedup_s=s.alert_dedup_s,
+                              rate_per_min=s.alert_rate_per_min, queue_size=s.alert_queue,
+                              timeout_s=s.alert_timeout_s)  # fmt: skip
             kv(log, logging.INFO, "alerts on", host=_sink.host, format=s.alert_format)
         return _sink
 

@@ -91,8 +91,12 @@ def check_restarts(starts: Mapping[str, Iterable[int]], now_ms: int, count: int,
 def check_stalled(unchanged_s: Mapping[str, tuple[int, float]], max_s: float) -> list[Finding]:
     """``unchanged_s``: market -> (published tick ms, wall seconds it has not moved). ``max_s`` or more."""
     return [
-        Finding(STALLED, m, f"{m}: no new state published for {s:.0f} s (last tick {tick})",
-                {"market": m, "last_tick_ms": tick, "stalled_s": round(s, 1)})  # fmt: skip
+        Finding(
+            STALLED,
+            m,
+            f"{m}: no new state published for {s:.0f} s (last tick {tick})",
+            {"market": m, "last_tick_ms": tick, "stalled_s": round(s, 1)},
+        )  # fmt: skip
         for m, (tick, s) in sorted(unchanged_s.items())
         if s >= max_s
     ]

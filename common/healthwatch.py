@@ -186,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     found = w.findings()
     for f in found:
-        print(json.dumps({"kind": f.kind, "key": f.key, "text": f.text, **f.fields}) if a.json else f"{f.kind}: {f.text}")
+        print(
+            json.dumps({"kind": f.kind, "key": f.key, "text": f.text, **f.fields}) if a.json else f"{f.kind}: {f.text}"
+        )
     if not found:
         print("healthy" if not a.json else "")
     return 1 if found else 0

@@ -72,7 +72,10 @@ def test_lag_memory_restarts_alert_once_per_episode_then_recover(r: redis.Redis,
         w = HealthWatch(r, _settings(), ep)
         found = w.run_once()
         assert sorted((f.kind, f.key) for f in found) == [
-            ("consumer-lag", f"{s}/archiver"), ("redis-memory", "redis"), ("restart-loop", "archiver/arch-1")]
+            ("consumer-lag", f"{s}/archiver"),
+            ("redis-memory", "redis"),
+            ("restart-loop", "archiver/arch-1"),
+        ]
         w.run_once()  # the same episodes: nothing new
         assert sink.flush(10)
         got = {b["kind"]: b for b in rc.bodies}
