@@ -2,9 +2,10 @@
 consumer), shared by every process through one Redis hash.
 
 :meth:`Episodes.open` sends the alert ``kind`` only when the episode ``(kind, key)`` was not open yet (``HSETNX`` on
-``keys.ALERT_EPISODES``); :meth:`Episodes.close` sends ``{kind}-recovered`` with the episode's length only when it
-removed an open episode (``HDEL`` returned 1). So two replicas that see the same gap, or a restarted process that
-sees it again, send one alert, and one "recovered" note, per episode. Episodes bypass the sink's per-period
+``keys.ALERT_EPISODES``, and it did not start before the end of the last closed one, kept in
+``keys.ALERT_EPISODES_CLOSED``: a replica that is late to see a gap does not reopen it); :meth:`Episodes.close`
+sends ``{kind}-recovered`` with the episode's length only when it removed an open episode. So two replicas that
+see the same gap, or a restarted process that sees it again, send one alert, and one "recovered" note, per episode. Episodes bypass the sink's per-period
 de-duplication (the episode is the de-duplication); the sink's rate limit still applies.
 
 Guarantees: never raises; a no-op without Redis traffic while alerts are off (:func:`common.alerts.enabled`); when
@@ -25,11 +26,29 @@ import orjson
 import redis
 
 from common import alerts
-from common.keys import ALERT_EPISODES
+from common.keys import ALERT_EPISODES, ALERT_EPISODES_CLOSED
 from common.log import log_once
 
 log = logging.getLogger("alerts")
 RECOVERED = "-recovered"
+
+
+# KEYS: open hash, closed hash. ARGV: field, value, since ms. 1: opened; 0: open already or over before it started.
+_OPEN = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+local ended = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1')
+if ended >= tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""
+# KEYS: open hash, closed hash. ARGV: field, end ms. The open episode's value (nil: none), removed; its end kept.
+_CLOSE = """
+local v = redis.call('HGET', KEYS[1], ARGV[1])
+if not v then return nil end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+return v
+"""
 
 
 def _field(kind: str, key: str) -> str:
@@ -59,7 +78,7 @@ class Episodes:
         f = _field(kind, key)
         try:
             assert self.r is not None
-            first = bool(self.r.hsetnx(ALERT_EPISODES, f, value))
+            first = bool(self.r.eval(_OPEN, 2, ALERT_EPISODES, ALERT_EPISODES_CLOSED, f, value, since))
         except (redis.RedisError, OSError, AssertionError) as e:
             log_once(log, f"episodes-redis:{type(e).__name__}", "alert episodes kept in memory (Redis unavailable)",
                      error=type(e).__name__)  # fmt: skip
@@ -76,12 +95,11 @@ class Episodes:
             return False
         f = _field(kind, key)
         since: int | None = None
+        at = int(time.time() * 1000) if at_ms is None else at_ms
         try:
             assert self.r is not None
-            pipe = self.r.pipeline(transaction=True)
-            pipe.hget(ALERT_EPISODES, f)
-            pipe.hdel(ALERT_EPISODES, f)
-            raw, removed = pipe.execute()
+            raw = self.r.eval(_CLOSE, 2, ALERT_EPISODES, ALERT_EPISODES_CLOSED, f, at)
+            removed = raw is not None
             if removed:
                 try:
                     since = int(orjson.loads(raw)["since_ms"])
@@ -94,7 +112,6 @@ class Episodes:
             since = got["since_ms"] if got else None
         if not removed:
             return False
-        at = int(time.time() * 1000) if at_ms is None else at_ms
         extra: dict[str, Any] = {"since_ms": since, "gap_s": round((at - since) / 1000, 3)} if since is not None else {}
         self.notify(kind + RECOVERED, text, key, dedup=False, **(extra | fields))
         return True

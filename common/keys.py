@@ -46,6 +46,7 @@ TRADER_STATUS_PREFIX = f"{PREFIX}:trader"
 # Alerts and health (common.episodes, common.lifecycle, common.healthwatch)
 ALERT_EPISODES = f"{PREFIX}:alerts:episodes"  # hash "kind|key" -> JSON {since_ms, ...}: the open alert episodes
 HEALTH_LEADER = f"{PREFIX}:health:leader"  # the process that runs the health checks now (value: its id, with a TTL)
+ALERT_EPISODES_CLOSED = f"{PREFIX}:alerts:closed"  # hash "kind|key" -> when its last episode ended (ms)
 SERVICES_SET = f"{PREFIX}:services"  # "service/instance" of every process that recorded a start
 STARTS_PREFIX = f"{PREFIX}:starts"
 

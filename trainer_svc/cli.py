@@ -43,7 +43,10 @@ def worker_main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     setup_logging(s.log_level, s.log_json)
     serve_metrics(s.metrics_port)
+    from common.lifecycle import default_instance, service_started
     from trainer_svc.worker import run_worker
+
+    service_started("worker", a.name or default_instance(), a.redis_url)
 
     run_worker(
         a.redis_url,
@@ -276,6 +279,10 @@ def schedule_main(argv: list[str] | None = None) -> int:
             check_name(m, "market")
     except InvalidName as e:
         ap.error(str(e))
+    from common.lifecycle import default_instance, service_started
+
+    if not a.once:
+        service_started("scheduler", default_instance(), a.redis_url)
     r = redis.Redis.from_url(a.redis_url)
     run_schedule(r, markets, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
     return 0
