@@ -1,12 +1,12 @@
 """Alerts once per episode: a condition that starts, lasts and ends (a data gap, a failing discovery, a lagging
 consumer), shared by every process through one Redis hash.
 
-:meth:`Episodes.open` sends the alert ``kind`` only when the episode ``(kind, key)`` was not open yet (``HSETNX`` on
-``keys.ALERT_EPISODES``, and it did not start before the end of the last closed one, kept in
+:meth:`Episodes.open` sends the alert ``kind`` only when the episode ``(kind, key)`` was not open yet (set in
+``keys.ALERT_EPISODES`` by a Lua script, and it did not start before the end of the last closed one, kept in
 ``keys.ALERT_EPISODES_CLOSED``: a replica that is late to see a gap does not reopen it); :meth:`Episodes.close`
 sends ``{kind}-recovered`` with the episode's length only when it removed an open episode. So two replicas that
-see the same gap, or a restarted process that sees it again, send one alert, and one "recovered" note, per episode. Episodes bypass the sink's per-period
-de-duplication (the episode is the de-duplication); the sink's rate limit still applies.
+see the same gap, or a restarted process that sees it again, send one alert, and one "recovered" note, per episode.
+Episodes bypass the sink's per-period de-duplication (the episode is the de-duplication); its rate limit applies.
 
 Guarantees: never raises; a no-op without Redis traffic while alerts are off (:func:`common.alerts.enabled`); when
 Redis does not answer, episodes fall back to this process's memory (logged once) so alerts still go out.

@@ -23,10 +23,10 @@ import time
 from collections.abc import Awaitable, Callable
 
 from common import metrics
+from common.episodes import episodes
 from common.log import kv, log_once
 from common.markets import MarketSpec
 from common.settings import Settings
-from common.episodes import episodes
 from observer_svc.discovery import Discovery, DiscoveryError, series_starts
 from observer_svc.market_alerts import DiscoveryMonitor
 from observer_svc.polymarket_state import PolymarketMarketState

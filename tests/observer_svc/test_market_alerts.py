@@ -103,9 +103,10 @@ def test_observer_process_alerts_a_silent_feed_and_a_missing_market(r: redis.Red
         env = {**os.environ, "FUSION_REDIS_URL": redis_url, "FUSION_SIM_URL": sim.url, "FUSION_FEED": "sim",
                "PYTHONPATH": str(ROOT), "FUSION_ALERT_WEBHOOK_URL": rc.url, "FUSION_STALE_POLY_MS": "3000",
                "FUSION_ALERT_GAP_S": "10", "FUSION_OBSERVER_ID": "obs-alerts"}  # fmt: skip
+        out = open(tmp_path / "obs.out", "wb")  # noqa: SIM115 (the process writes it while it runs)
         proc = subprocess.Popen([sys.executable, "-m", "fusion.cli", "observe", "--market", "BTC-15M", "--market",
-                                 "GONE=slug:no-such-market@BTCUSDT"], env=env, cwd=tmp_path,
-                                stdout=open(tmp_path / "obs.out", "wb"), stderr=subprocess.STDOUT)  # fmt: skip
+                                 "GONE=slug:no-such-market@BTCUSDT"], env=env, cwd=tmp_path, stdout=out,
+                                stderr=subprocess.STDOUT)  # fmt: skip
         stream = keys.states_stream("BTC-15M")
         try:
             _wait(lambda: r.xlen(stream) >= 40, 60, "states")
@@ -121,6 +122,7 @@ def test_observer_process_alerts_a_silent_feed_and_a_missing_market(r: redis.Red
         finally:
             proc.terminate()
             proc.wait(30)
+            out.close()
             rc.close()
     by = {(b["kind"], b["key"]): b for b in rc.bodies}
     disc = by[("discovery-failed", "GONE")]
