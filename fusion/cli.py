@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     ),
     "streams": ("common.streams_cli", "main", "inspect streams: ls | info | tail MARKET"),
     "health": ("common.healthwatch", "main", "health checks: consumer lag, Redis memory, restart loops, stalls"),
+    "alerts": ("fusion.alert_receiver", "main", "a local webhook receiver that records alerts: listen | show"),
     "archive": ("archiver_svc.__main__", "main", "archive states and labels to the store (exactly once)"),
     "sync": ("archiver_svc.cli", "sync_main", "pull new archive objects from the store into the local cache"),
     "import": ("fusion.importers.cli", "import_main", "import recordings (any layout) into the archive"),
