@@ -9,7 +9,8 @@ see the same gap, or a restarted process that sees it again, send one alert, and
 Episodes bypass the sink's per-period de-duplication (the episode is the de-duplication); its rate limit applies.
 
 Guarantees: never raises; a no-op without Redis traffic while alerts are off (:func:`common.alerts.enabled`); when
-Redis does not answer, episodes fall back to this process's memory (logged once) so alerts still go out.
+Redis does not answer or refuses writes (down, or out of memory: when the ``redis-memory`` alert matters most),
+episodes fall back to this process's memory (logged once) so alerts still go out, and are closed from there.
 :meth:`open_later` / :meth:`close_later` run on one background thread: an event loop calls them without waiting.
 """
 
@@ -96,6 +97,7 @@ class Episodes:
         f = _field(kind, key)
         since: int | None = None
         at = int(time.time() * 1000) if at_ms is None else at_ms
+        removed = False
         try:
             assert self.r is not None
             raw = self.r.eval(_CLOSE, 2, ALERT_EPISODES, ALERT_EPISODES_CLOSED, f, at)
@@ -106,10 +108,11 @@ class Episodes:
                 except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
                     since = None
         except (redis.RedisError, OSError, AssertionError):
-            with self._lock:
-                got = self._local.pop(f, None)
-            removed = got is not None
-            since = got["since_ms"] if got else None
+            pass
+        with self._lock:  # opened while Redis refused (down, or out of memory)
+            got = self._local.pop(f, None)
+        if got is not None and not removed:
+            removed, since = True, got["since_ms"]
         if not removed:
             return False
         extra: dict[str, Any] = {"since_ms": since, "gap_s": round((at - since) / 1000, 3)} if since is not None else {}
@@ -117,14 +120,15 @@ class Episodes:
         return True
 
     def open_keys(self, kind: str) -> set[str]:
-        """The keys of the open episodes of ``kind`` (every process's)."""
+        """The keys of the open episodes of ``kind`` (every process's, and those this one keeps in memory)."""
         prefix = _field(kind, "")
+        with self._lock:
+            names = list(self._local)
         try:
             assert self.r is not None
-            names = [k.decode() if isinstance(k, bytes) else str(k) for k in self.r.hkeys(ALERT_EPISODES)]
+            names += [k.decode() if isinstance(k, bytes) else str(k) for k in self.r.hkeys(ALERT_EPISODES)]
         except (redis.RedisError, OSError, AssertionError):
-            with self._lock:
-                names = list(self._local)
+            pass
         return {n[len(prefix) :] for n in names if n.startswith(prefix)}
 
     # ------------------------------------------------------------------ without waiting
@@ -152,19 +156,22 @@ class Episodes:
             pool.submit(lambda: None).result(timeout_s)
 
 
-_episodes: Episodes | None = None
+_episodes: dict[str, Episodes] = {}
 _ep_lock = threading.Lock()
 
 
-def episodes() -> Episodes:
-    """The process's episodes on ``FUSION_REDIS_URL`` (its Redis client is made on first use, only with alerts on)."""
-    global _episodes
-    with _ep_lock:
-        if _episodes is None:
-            from common.settings import get_settings
+def episodes(redis_url: str | None = None) -> Episodes:
+    """The process's episodes on ``redis_url`` (default ``FUSION_REDIS_URL``); the Redis client is made on first use,
+    only with alerts on."""
+    if redis_url is None:
+        from common.settings import get_settings
 
-            _episodes = _LazyEpisodes(get_settings().redis_url)
-        return _episodes
+        redis_url = get_settings().redis_url
+    with _ep_lock:
+        ep = _episodes.get(redis_url)
+        if ep is None:
+            ep = _episodes[redis_url] = _LazyEpisodes(redis_url)
+        return ep
 
 
 class _LazyEpisodes(Episodes):
@@ -193,6 +200,5 @@ class _LazyEpisodes(Episodes):
 
 def reset() -> None:
     """Forget the process's episodes object (tests; after settings change)."""
-    global _episodes
     with _ep_lock:
-        _episodes = None
+        _episodes.clear()

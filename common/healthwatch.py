@@ -100,7 +100,7 @@ class HealthWatch:
     def __init__(self, r: redis.Redis, settings: Settings, ep: Episodes | None = None, *, ident: str = "",
                  clock: Any = time.monotonic) -> None:  # fmt: skip
         self.r, self.s = r, settings
-        self.ep = ep or episodes()
+        self.ep = ep or episodes(settings.redis_url)
         self.ident = ident or uuid.uuid4().hex[:12]
         self.clock = clock
         self._seen: dict[str, tuple[int, float]] = {}  # market -> (published tick, clock when it last moved)
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     s = get_settings()
     r = connect(a.redis_url or s.redis_url)
-    w = HealthWatch(r, s)
+    w = HealthWatch(r, s, episodes(a.redis_url or s.redis_url))
     if a.watch:
         from common.log import setup_logging
 

@@ -67,7 +67,7 @@ class DiscoverySchedule:
         # (market, window start s | None for a fixed market) -> lookup in flight / (not before monotonic, failures)
         self._disc_task: dict[tuple[str, int | None], asyncio.Task[None]] = {}
         self._disc_retry: dict[tuple[str, int | None], tuple[float, int]] = {}
-        self.alerts = DiscoveryMonitor(episodes())
+        self.alerts = DiscoveryMonitor(episodes(settings.redis_url))
 
     def add_market(self, name: str) -> None:
         self._last_cid[name] = None

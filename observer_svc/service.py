@@ -72,7 +72,7 @@ class Observer:
             future_tolerance_ms=settings.stream_future_tolerance_ms,
             trim_every_s=settings.stream_trim_every_s,
         )
-        self.gaps = GapMonitor(int(settings.alert_gap_s * 1000), episodes())
+        self.gaps = GapMonitor(int(settings.alert_gap_s * 1000), episodes(settings.redis_url))
         self.active: set[str] = set(self.specs) if not use_leases else set()
         self._rebuild()
         self.started = time.monotonic()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import redis
 
 from common import health, keys
@@ -176,3 +177,23 @@ def _env(redis_url: str) -> dict[str, str]:
     import os
 
     return {**os.environ, "FUSION_REDIS_URL": redis_url}
+
+
+def test_redis_out_of_memory_refusing_writes_is_still_alerted_and_recovered(r: redis.Redis) -> None:
+    rc = Receiver()
+    try:
+        sink, ep = _sink_episodes(r, rc.url)
+        r.config_set("maxmemory-policy", "noeviction")
+        r.config_set("maxmemory", "1")  # every write refused (OOM), the episode cannot be stored in Redis
+        found = HealthWatch(r, _settings(), ep).run_once()
+        assert [f.kind for f in found] == ["redis-memory"] and found[0].fields["pct"] > 100
+        with pytest.raises(redis.ResponseError, match="maxmemory"):
+            r.set("x", 1)
+        assert HealthWatch(r, _settings(), ep).run_once() == found  # still open: no second alert
+        r.config_set("maxmemory", "0")
+        assert HealthWatch(r, _settings(), ep).run_once() == []
+        assert sink.flush(10)
+        assert [b["kind"] for b in rc.bodies] == ["redis-memory", "redis-memory-recovered"]
+    finally:
+        r.config_set("maxmemory", "0")
+        rc.close()
