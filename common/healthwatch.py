@@ -104,6 +104,7 @@ class HealthWatch:
         self.ident = ident or uuid.uuid4().hex[:12]
         self.clock = clock
         self._seen: dict[str, tuple[int, float]] = {}  # market -> (published tick, clock when it last moved)
+        self._moved: set[str] = set()  # markets whose tick moved while this process watched
         self._stop = threading.Event()
 
     def findings(self) -> list[Finding]:
@@ -119,17 +120,22 @@ class HealthWatch:
             old = self._seen.get(m)
             if old is None or old[0] != tick:
                 self._seen[m] = (tick, now)
+                if old is not None:
+                    self._moved.add(m)
             unchanged[m] = (tick, now - self._seen[m][1])
         return out + health.check_stalled(unchanged, s.alert_stall_s)
 
     def run_once(self) -> list[Finding]:
-        """One round: findings open their episodes; open episodes of these kinds without a finding are closed."""
+        """One round: findings open their episodes; open episodes of these kinds without a finding are closed (a
+        stalled stream only once this process saw its tick move)."""
         found = self.findings()
         for f in found:
             self.ep.open(f.kind, f.key, f.text, **f.fields)
         for kind in health.KINDS:
             now_keys = {f.key for f in found if f.kind == kind}
             for key in self.ep.open_keys(kind) - now_keys:
+                if kind == health.STALLED and key not in self._moved:
+                    continue  # a new leader has not seen this market move yet: not over
                 self.ep.close(kind, key, f"{kind} over: {key}")
         return found
 

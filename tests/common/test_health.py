@@ -136,6 +136,8 @@ def test_stalled_stream_and_episodes_shared_by_two_processes(r: redis.Redis) -> 
         assert sink.flush(10)
         assert [(b["kind"], b["key"]) for b in rc.bodies] == [("stream-stalled", "ST-A")]  # once, not twice
         assert rc.bodies[0]["fields"]["stalled_s"] == 6.0 and rc.bodies[0]["fields"]["last_tick_ms"] == 1_000
+        w3 = HealthWatch(r, _settings(alert_stall_s=5.0), ep, clock=lambda: now[0])  # a new leader
+        assert w3.run_once() == [] and ep.open_keys("stream-stalled") == {"ST-A"}  # not over: it never saw A move
         r.set(keys.published_tick_key("ST-A"), 2_000)
         w2.run_once()
         w.run_once()
