@@ -133,3 +133,39 @@ def test_observer_process_alerts_a_silent_feed_and_a_missing_market(r: redis.Red
     assert sum(1 for b in rc.bodies if b["kind"] == "data-gap" and b["key"] == "BTC-15M") == 1
     assert r.hget(keys.ALERT_EPISODES, "data-gap|BTC-15M") is None  # closed
     assert r.zcard(keys.service_starts_key("observer", "obs-alerts")) == 1
+
+
+@pytest.mark.slow
+def test_observer_with_a_hanging_receiver_publishes_as_without_alerts(r: redis.Redis, redis_url: str,
+                                                                      tmp_path: Path) -> None:  # fmt: skip
+    import socket
+
+    hang = socket.socket()
+    hang.bind(("127.0.0.1", 0))
+    hang.listen(100)  # accepts, never answers: every POST waits for its timeout
+    drv = SyntheticDriver(["BTC-15M"], seed=8, speed=10.0)
+    try:
+        with SimServerThread(drv) as sim:
+            url = f"http://127.0.0.1:{hang.getsockname()[1]}/x"
+            env = {**os.environ, "FUSION_REDIS_URL": redis_url, "FUSION_SIM_URL": sim.url, "FUSION_FEED": "sim",
+                   "PYTHONPATH": str(ROOT), "FUSION_ALERT_WEBHOOK_URL": url, "FUSION_STALE_POLY_MS": "3000",
+                   "FUSION_ALERT_GAP_S": "2", "FUSION_ALERT_TIMEOUT_S": "30"}  # fmt: skip
+            out = open(tmp_path / "obs.out", "wb")  # noqa: SIM115 (the process writes it while it runs)
+            proc = subprocess.Popen([sys.executable, "-m", "fusion.cli", "observe", "--market", "BTC-15M"], env=env,
+                                    cwd=tmp_path, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+            stream = keys.states_stream("BTC-15M")
+            try:
+                _wait(lambda: r.xlen(stream) >= 40, 60, "states")
+                httpx.get(f"{sim.url}/sim/control", params={"poly_silence_s": 30}, timeout=10)
+                _wait(lambda: r.hexists(keys.ALERT_EPISODES, "data-gap|BTC-15M"), 60, "the gap's episode")
+                n = r.xlen(stream)
+                _wait(lambda: r.xlen(stream) > n + 100, 60, "states while alerts hang")
+            finally:
+                proc.terminate()
+                proc.wait(30)
+                out.close()
+    finally:
+        hang.close()
+    assert proc.returncode == 0, (tmp_path / "obs.out").read_text()[-2000:]
+    ticks = [int(e.split(b"-")[0]) for e, _ in r.xrange(stream)]
+    assert all(b - a == 500 for a, b in zip(ticks, ticks[1:], strict=False))  # gap-free: no tick was late or lost
