@@ -20,7 +20,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "local venue simulator / recorded-data replayer (websockets)",
     ),
-    "streams": ("common.streams_cli", "main", "inspect streams: ls | info | tail MARKET"),
+    "streams": ("common.streams_cli", "main", "inspect streams: ls | info | tail | read NAME (states, labels, trades)"),
     "health": ("common.healthwatch", "main", "health checks: consumer lag, Redis memory, restart loops, stalls"),
     "alerts": ("fusion.alert_receiver", "main", "a local webhook receiver that records alerts: listen | show"),
     "archive": ("archiver_svc.__main__", "main", "archive states and labels to the store (exactly once)"),
