@@ -63,3 +63,34 @@ def test_training_data_of_a_mixed_archive_has_current_features_only(tmp_path) ->
     want = market_features(cols.raw, cols.tick_ms, cols.flags, tick_s=0.5)
     assert np.array_equal(states.features, want)
     assert labels is not None and len(labels) == len(states)
+
+
+def test_a_day_compacted_under_another_feature_set_is_read_from_its_windows(tmp_path) -> None:
+    """A day ``fusion compact``ed before the feature set changed (its manifest says market-v2, its Parquet holds v2
+    features) is read from its windows, recomputed, instead of mixing v2 features in."""
+    import hashlib
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from archiver_svc import columnar
+    from archiver_svc.compact import compact
+    from archiver_svc.rawcols import TRAIN_FIELDS
+
+    store, _, cols = mixed_archive(tmp_path, 3000)
+    day = np.datetime_as_string(np.datetime64(int(cols.tick_ms[0]), "ms"), "D")
+    compact(store, now_ms=int(cols.tick_ms[-1]) + 3 * 86_400_000, kinds=("states",))
+    key, mkey = columnar.day_key("states", M, day), columnar.day_key("states", M, day, columnar.MANIFEST)
+    t = pq.read_table(store._path(key))
+    for name in [c for c in t.column_names if c.startswith("f_")]:  # what a v2 compaction held: other values
+        t = t.set_column(t.column_names.index(name), name, pa.array(np.full(t.num_rows, 0.25, np.float32)))
+    pq.write_table(t, store._path(key))
+    man = json.loads(store.get(mkey))
+    data = store.get(key)
+    man.update(feature_set="market-v2", sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
+    store.put(mkey, json.dumps(man).encode())
+    want = market_features(cols.raw, cols.tick_ms, cols.flags, tick_s=0.5)
+    for fields in (None, TRAIN_FIELDS):
+        md = load_market(store, M, labels=False, raw_fields=fields)
+        assert len(md.states) == len(cols) and np.array_equal(md.states.features, want)
