@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "archive": ("archiver_svc.__main__", "main", "archive states and labels to the store (exactly once)"),
     "sync": ("archiver_svc.cli", "sync_main", "pull new archive objects from the store into the local cache"),
     "import": ("fusion.importers.cli", "import_main", "import recordings (any layout) into the archive"),
-    "backfill": ("fusion.importers.backfill", "backfill_main", "history of a rolling market from public APIs"),
+    "backfill": ("fusion.importers.backfill", "backfill_main", "a market's history (series or fixed) from public APIs"),
     "compact": ("archiver_svc.compact", "main", "compact closed archive days into Parquet files + manifests"),
     "replay": ("archiver_svc.cli", "replay_main", "push archived windows back into a stream"),
     "label": ("labeler_svc.__main__", "main", "hindsight labels as the future arrives"),

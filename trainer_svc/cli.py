@@ -87,7 +87,11 @@ def _follow(r: Any, job_id: str, poll_s: float = 0.5) -> int:
                 break
             time.sleep(poll_s)
     if job.is_finished:
-        print(json.dumps(job.return_value(), indent=2, default=str))
+        result = job.return_value() or {}
+        if isinstance(result, dict) and result.get("not_trainable"):  # as the inline path: exit 2 with the reason
+            print(f"fusion train: not trainable: {result['not_trainable']}", file=sys.stderr)
+            return 2
+        print(json.dumps(result, indent=2, default=str))
         return 0
     print(
         f"job {job_id} ended {job.get_status()}: {(job.latest_result().exc_string if job.latest_result() else '')}",

@@ -16,7 +16,7 @@ from rich.live import Live
 from common import keys
 from common.log import redact_value
 from common.markets import parse_market, split_markets
-from common.redisproc import free_port
+from common.redisproc import free_port, port_or_free
 from common.store import LocalStore, ObjectStore, S3Store, open_store
 from fusion.demo.quality import StreamQuality, from_columns
 from fusion.demo.report import print_summary
@@ -84,7 +84,9 @@ def _run(a: argparse.Namespace, d: Demo, r: Any, markets: list[str], workdir: Pa
         d.proc("labeler", "label")
         d.proc("worker", "worker")
         d.proc("trader", "trade")
-        d.proc("ui", "ui")  # the dashboard while the demo runs: http://127.0.0.1:8050 (FUSION_UI_PORT)
+        ui_port = port_or_free(int(os.environ.get("FUSION_UI_PORT", "8050")))  # 8050 unless another demo has it
+        d.proc("ui", "ui", env={"FUSION_UI_PORT": str(ui_port)})
+        console.print(f"dashboard while the demo runs: http://127.0.0.1:{ui_port}")
         live_view = not a.no_live and console.is_terminal
         with (
             Live(d.table(r, store), console=console, refresh_per_second=2, transient=False)
