@@ -6,6 +6,10 @@
 templates (:mod:`common.layout`); the rows no template matches are decoded one by one. Every row that fails its
 schema or :mod:`common.validate` is left out and reported in ``problems`` as ``"key: entry ID: reason"``; rows of a
 minority width are dropped and reported. Pure: no IO.
+
+States written under another feature set (e.g. ``market-v2`` before ``market-v3``) get their features recomputed
+from their own raw fields with the current :func:`common.features.market_features` (tick length: the object's
+median tick spacing), so an archive holding several feature sets reads back as one, never mixed or refused.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from archiver_svc.windows import ArchiveObject, UniformObject, parse_ids
+from common.features import FEATURE_SET, infer_tick_s, market_features
 from common.layout import Extracted, extract, match_matrix
 from common.schema import N_RAW, SchemaError, decode_label, decode_state
 from common.validate import check_state, row_problems
@@ -36,9 +41,16 @@ def _prepare(
     return parse_ids(obj.ids), groups, left, obj.payloads.__getitem__, obj.ids.__getitem__
 
 
+def _current_features(part: Arrays, feature_set: str, tick_s: float) -> None:
+    """Replace the rows' features by the current feature set's, from their raw fields, when stored under another."""
+    if feature_set != FEATURE_SET and part["tick_ms"].size:
+        part["features"] = market_features(part["raw"], part["tick_ms"], part["flags"], tick_s=tick_s)
+
+
 def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: str) -> Arrays:
     ids, groups, left, payload_of, id_of = _prepare(obj, "states")
     parts: list[tuple[npt.NDArray[np.int64], Arrays]] = []
+    tick_s = infer_tick_s(ids[:, 0]) if ids.shape[0] else 0.5
     for g in groups:
         pm = g.template.values.get("pm")
         slug = str(pm.get("slug", "")) if isinstance(pm, dict) else ""
@@ -54,6 +66,7 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
         v = g.template.values
         bad = row_problems(obj.market, gid[:, 0], gid[:, 1], str(v.get("m")), part["tick_ms"], part["raw"],
                            part["features"], str(v.get("fs")))  # fmt: skip
+        _current_features(part, str(v.get("fs")), tick_s)
         parts.append(_without(g.rows, part, bad, problems, key, id_of))
     for i in left:
         try:
@@ -72,6 +85,7 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
             "flags": np.array([s.flags], np.int32),
             "slug": np.array([s.pm.slug if s.pm else ""]),
         }
+        _current_features(row, s.feature_set, tick_s)
         parts.append((np.array([i], np.int64), row))
     out = _assemble(parts, ids, problems, key)
     if "slug" in out and out["slug"].size and bool((out["slug"] == out["slug"][0]).all()):  # one market window

@@ -22,7 +22,9 @@ Guarantees:
 * one object = one window; payloads are decoded in bulk (layout templates + ``frombuffer``);
 * a UTC day of the recorded origin compacted by ``fusion compact`` (:mod:`archiver_svc.columnar`) is read from
   its Parquet file, only the columns asked for, when its manifest names exactly the day's current windows (else
-  from the windows); imported objects (``origin=imported|both``) are always read from their windows.
+  from the windows, and from the windows too when it was compacted under another feature set: states of another
+  feature set get the current features, recomputed from their raw fields by :mod:`archiver_svc.object_columns`);
+  imported objects (``origin=imported|both``) are always read from their windows.
   ``columns_cache`` is accepted and ignored (the per-object column cache was replaced by the compacted days).
 
 This module plans (listing and manifests read once per load, shared by the estimate and the read), loads (in
@@ -45,6 +47,7 @@ from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes, sta
 from archiver_svc.market_data import MarketData
 from archiver_svc.objects import _load_one, _window_ms, as_store, iter_objects, list_objects
 from archiver_svc.rawcols import RawColumns, SlugList, narrow
+from common.features import FEATURE_SET
 from common.log import log_once
 from common.schema import N_RAW, RAW_INDEX, LabelColumns, StateColumns
 from common.store import ObjectInfo, ObjectStore
@@ -107,6 +110,11 @@ def load_arrays(
     infos, days, from_windows = planned(store, kind, market, start_ms, end_ms, columnar, plans)
     from_windows = list(from_windows)
     failed: list[str] = []
+    stale: set[str] = set()  # days compacted under another feature set: from their windows (features recomputed)
+    if kind == "states":
+        have = {o.key.split("/")[2] for o in infos}
+        stale = {d for d, m in days if m.get("feature_set", FEATURE_SET) != FEATURE_SET and d in have}
+        days = [(d, m) for d, m in days if d not in stale]
     if kind == "states" and days:
         got, failed = read_states(store, market, days, raw_fields)
         if got is not None:
@@ -117,7 +125,7 @@ def load_arrays(
             failed.append(day)
         elif lab["ids"].shape[0]:
             results.append(lab)
-    from_windows.extend(o for o in infos if o.key.split("/")[2] in set(failed))  # unreadable files: their windows
+    from_windows.extend(o for o in infos if o.key.split("/")[2] in set(failed) | stale)  # unreadable: windows
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for arrays, probs, sk in pool.map(lambda i: _load_one(store, i, kind, limit), from_windows):
             problems.extend(probs)
