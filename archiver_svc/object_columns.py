@@ -51,6 +51,7 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
     ids, groups, left, payload_of, id_of = _prepare(obj, "states")
     parts: list[tuple[npt.NDArray[np.int64], Arrays]] = []
     tick_s = infer_tick_s(ids[:, 0]) if ids.shape[0] else 0.5
+    slugs: dict[str, int] = {}  # per row an index into the object's slugs (no per-row strings)
     for g in groups:
         pm = g.template.values.get("pm")
         slug = str(pm.get("slug", "")) if isinstance(pm, dict) else ""
@@ -60,7 +61,7 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
             "raw": g.columns["x"].view("<f8").reshape(n, N_RAW),
             "features": g.columns["f"].view("<f4").reshape(n, -1),
             "flags": g.columns["st"].astype(np.int32),
-            "slug": np.full(n, slug),
+            "slug": np.full(n, slugs.setdefault(slug, len(slugs)), np.int32),
         }
         gid = ids[g.rows]
         v = g.template.values
@@ -83,18 +84,19 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
             "raw": s.raw.reshape(1, N_RAW),
             "features": s.features.reshape(1, -1),
             "flags": np.array([s.flags], np.int32),
-            "slug": np.array([s.pm.slug if s.pm else ""]),
+            "slug": np.array([slugs.setdefault(s.pm.slug if s.pm else "", len(slugs))], np.int32),
         }
         _current_features(row, s.feature_set, tick_s)
         parts.append((np.array([i], np.int64), row))
     out = _assemble(parts, ids, problems, key)
-    if "slug" in out and out["slug"].size and bool((out["slug"] == out["slug"][0]).all()):  # one market window
-        out["slug_table"] = out.pop("slug")[:1].copy()
-        out["slug_idx"] = np.zeros(out["slug_table"].size and out["ids"].shape[0], np.int32)
-    elif "slug" in out:
-        table, idx = np.unique(out.pop("slug"), return_inverse=True)
-        out["slug_idx"] = idx.astype(np.int32).reshape(-1)
-        out["slug_table"] = table
+    if "slug" in out:  # the slugs the kept rows use, sorted, and each row's index into them
+        names = np.array(list(slugs), dtype=str)
+        used = np.unique(out["slug"])
+        order = np.argsort(names[used], kind="stable")
+        remap = np.zeros(len(names), np.int32)
+        remap[used[order]] = np.arange(used.size, dtype=np.int32)
+        out["slug_idx"] = remap[out.pop("slug")]
+        out["slug_table"] = names[used[order]]
     return out
 
 
