@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -109,10 +110,24 @@ def read_states(
     slugs: dict[str, int] = {}
     failed: list[str] = []
     o = 0
-    for day, man in days:
-        key = columnar.day_key("states", market, day)
+    cols = None if raw_fields is None else ["tick_ms", "seq", "flags", "slug", *raw]
+
+    def fetch(day: str) -> tuple[pa.Table | None, Exception | None]:
         try:
-            t = _table(store, key, None if raw_fields is None else ["tick_ms", "seq", "flags", "slug", *raw], True)
+            return _table(store, columnar.day_key("states", market, day), cols, True), None
+        except Exception as e:  # reported by the loop below, with the day
+            return None, e
+
+    pool = ThreadPoolExecutor(1)  # the next day is read and decoded while this one is copied into the arrays
+    ahead = pool.submit(fetch, days[0][0]) if days else None
+    for i, (day, man) in enumerate(days):
+        key = columnar.day_key("states", market, day)
+        got, err = ahead.result() if ahead is not None else (None, None)
+        ahead = pool.submit(fetch, days[i + 1][0]) if i + 1 < len(days) else None
+        try:
+            if got is None:
+                raise err or ValueError("not read")
+            t = got
             n = t.num_rows
             if n != int(man.get("rows", -1)):
                 raise ValueError(f"{n} rows, the manifest says {man.get('rows')}")
@@ -153,6 +168,7 @@ def read_states(
         except Exception as e:  # unreadable or unexpected file: the windows are the truth
             set_aside(store, "states", market, day, repr(e))
             failed.append(day)
+    pool.shutdown()
     if o == 0:
         return None, failed
     out = {k: v[:o] for k, v in out.items()}
