@@ -189,11 +189,14 @@ class _OtherWidth(ValueError):
 
 def set_aside(store: ObjectStore, kind: str, market: str, day: str, why: str) -> None:
     """An unreadable day file: logged once, moved to the quarantine (for a person to inspect) and its manifest
-    deleted, so the reader uses the day's windows and the next ``fusion compact`` rebuilds the day. Never raises:
-    a store that refuses only leaves the day to be read from its windows."""
+    deleted, so the reader uses the day's windows and the next ``fusion compact`` rebuilds the day. A day whose
+    windows are gone (retention) cannot be rebuilt: its file is left in place (only logged). Never raises: a store
+    that refuses only leaves the day to be read from its windows."""
     key = columnar.day_key(kind, market, day)
     log_once(log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", obj=key, error=why)
     try:
+        if not any(parse_key(o.key) is not None for o in store.list(f"{market_prefix(kind, market)}{day}/")):
+            return  # the only copy of the day: never moved away
         with contextlib.suppress(KeyError):  # missing: only the manifest to drop
             move(store, key, store.get(key), f"unreadable columnar file: {why}"[:500])
         store.delete(columnar.day_key(kind, market, day, columnar.MANIFEST))

@@ -180,3 +180,18 @@ def test_an_unreadable_day_file_is_set_aside_and_rebuilt(tmp_path) -> None:
     store.put(mkey, b"{not json")  # a corrupt manifest: the day is not current, so it is rebuilt
     assert compact(store, kinds=("states",), now_ms=LATER).written == [f"states/{M}/{DAY}"]
     assert json.loads(store.get(mkey))["rows"] == 200
+
+
+def test_an_unreadable_day_without_windows_is_left_in_place(tmp_path) -> None:
+    """Retention deleted the windows: the day file is the only copy, so it is never moved away."""
+    store = LocalStore(tmp_path)
+    write_archive(store, _payloads())
+    compact(store, kinds=("states",), now_ms=LATER)
+    for o in list(store.list("market-data/")):
+        store.delete(o.key)
+    pkey = columnar.day_key("states", M, DAY)
+    good = store.get(pkey)
+    assert len(load_market(store, M, labels=False).states) == 200  # read from Parquet alone
+    store.put(pkey, good[:100])
+    assert len(load_market(store, M, labels=False).states) == 0  # unreadable: nothing to load, never a crash
+    assert store.get(pkey) == good[:100] and store.exists(columnar.day_key("states", M, DAY, columnar.MANIFEST))
