@@ -19,7 +19,7 @@ re-compaction rewrites identical bytes; the manifest is written after its Parque
 complete file (its sha256). The Parquet values are the landing values bit for bit (a DECIMAL column read
 through :func:`archiver_svc.colcodec.to_numpy`, or cast to DOUBLE by DuckDB, is the float64 the state held);
 choosing float32 is the loader's business (see :mod:`archiver_svc.rawcols`). Layout version 2 (narrow
-decimals); a manifest of another version is not current, so ``fusion compact`` rewrites its day.
+decimals); ``fusion compact`` rewrites a day whose manifest has another version, the reader still reads layout 1.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from common.names import check_name
 from common.schema import ACTIONS, RAW_FIELDS, STATE_VERSION
 
 COLUMNAR_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # layout 1 (float64 raw fields) reads the same values: kept readable until rebuilt
 PREFIX = "columnar"
 PARQUET = ".parquet"
 MANIFEST = ".manifest.json"
@@ -233,12 +234,12 @@ def dumps(m: dict[str, Any]) -> bytes:
     return json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
 
 
-def parse_manifest(data: bytes) -> dict[str, Any] | None:
+def parse_manifest(data: bytes, versions: tuple[int, ...] = READABLE_VERSIONS) -> dict[str, Any] | None:
     """A manifest's content, or None when it is not one of this version."""
     try:
         m = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(m, dict) or m.get("version") != COLUMNAR_VERSION or not isinstance(m.get("sources"), list):
+    if not isinstance(m, dict) or m.get("version") not in versions or not isinstance(m.get("sources"), list):
         return None
     return m

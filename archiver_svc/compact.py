@@ -90,7 +90,9 @@ def _day_start(day: str) -> int:
 def is_current(store: ObjectStore, kind: str, market: str, day: str, sources: list[tuple[str, int]]) -> bool:
     """True when the day's manifest names exactly ``sources`` and its Parquet file is there with its size."""
     try:
-        m = columnar.parse_manifest(store.get(columnar.day_key(kind, market, day, columnar.MANIFEST)))
+        m = columnar.parse_manifest(  # a day of an older layout is rewritten in the current one
+            store.get(columnar.day_key(kind, market, day, columnar.MANIFEST)), (columnar.COLUMNAR_VERSION,)
+        )
     except KeyError:
         return False
     if m is None or [tuple(s) for s in m["sources"]] != sorted(sources):

@@ -3,6 +3,7 @@ landing values, a layout bump rebuilds old days, an unreadable day file is set a
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -146,21 +147,40 @@ def test_documented_queries_give_the_landing_values(tmp_path) -> None:
         assert np.array_equal(_bits(colcodec.to_numpy(t.column(c))), _bits(landing[:, RAW_INDEX[c]])), c
 
 
-def test_a_layout_bump_rebuilds_old_days(tmp_path) -> None:
+def _as_layout_1(store: LocalStore, tmp_path) -> None:
+    """Rewrite the compacted day as layout 1 wrote it (every raw field float64, NaN for not known), manifest v1."""
+    pkey, mkey = columnar.day_key("states", M, DAY), columnar.day_key("states", M, DAY, columnar.MANIFEST)
+    t = pq.read_table(tmp_path / pkey)
+    cols = {n: (pa.array(colcodec.to_numpy(t.column(n))) if n in RAW_FIELDS else t.column(n)) for n in t.column_names}
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.table(cols), sink, compression="zstd")
+    data = sink.getvalue().to_pybytes()
+    man = json.loads(store.get(mkey))
+    man.update(version=1, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    store.put(pkey, data)
+    store.put(mkey, columnar.dumps(man))
+
+
+def test_a_layout_bump_rebuilds_old_days_and_reads_them_meanwhile(tmp_path) -> None:
     store = LocalStore(tmp_path)
     write_archive(store, _payloads())
+    before = load_market(store, M, labels=False)
     compact(store, kinds=("states",), now_ms=LATER)
-    mkey = columnar.day_key("states", M, DAY, columnar.MANIFEST)
-    old = json.loads(store.get(mkey))
-    old["version"] = columnar.COLUMNAR_VERSION - 1  # a day compacted by the previous layout
-    store.put(mkey, columnar.dumps(old))
-    store.put(columnar.day_key("states", M, DAY), b"PAR1 an old layout")  # never read: its manifest is stale
-    md = load_market(store, M, labels=False)
-    assert len(md.states) == 200 and not md.problems  # from the windows
+    _as_layout_1(store, tmp_path)
+    pkey, mkey = columnar.day_key("states", M, DAY), columnar.day_key("states", M, DAY, columnar.MANIFEST)
+    old = store.get(pkey)
+    md = load_market(store, M, labels=False)  # a layout-1 day reads the same values
+    assert np.array_equal(_bits(md.states.raw), _bits(before.states.raw)) and not md.problems
     res = compact(store, kinds=("states",), now_ms=LATER)
-    assert res.written == [f"states/{M}/{DAY}"]
-    assert json.loads(store.get(mkey))["version"] == columnar.COLUMNAR_VERSION
+    assert res.written == [f"states/{M}/{DAY}"]  # rewritten in the current layout
+    assert json.loads(store.get(mkey))["version"] == columnar.COLUMNAR_VERSION and store.get(pkey) != old
+    assert pq.read_schema(tmp_path / pkey).field("up_ask_px_0").type == pa.decimal32(9, 3)
     assert compact(store, kinds=("states",), now_ms=LATER).written == []  # idempotent again
+    _as_layout_1(store, tmp_path)  # a layout-1 day whose windows are gone (retention) stays readable
+    for o in list(store.list("market-data/")):
+        store.delete(o.key)
+    md = load_market(store, M, labels=False)
+    assert np.array_equal(_bits(md.states.raw), _bits(before.states.raw))
 
 
 def test_an_unreadable_day_file_is_set_aside_and_rebuilt(tmp_path) -> None:
