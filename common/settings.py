@@ -154,6 +154,29 @@ class Settings(BaseSettings):
     alert_rate_per_min: int = Field(20, ge=1, description="at most this many alerts per minute; the rest are dropped")
     alert_queue: int = Field(100, ge=1, description="alerts waiting to be sent; when full new ones are dropped")
     alert_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one webhook POST")
+    alert_gap_s: float = Field(
+        30.0, gt=0, description="data-gap: a market's states lack fresh venue data (or a market) this long (tick time)"
+    )
+    alert_stall_s: float = Field(
+        120.0, gt=0, description="stream-stalled: a market's published tick has not moved for this long (wall time)"
+    )
+    alert_lag_s: float = Field(
+        1800.0,
+        gt=0,
+        description="consumer-lag: a group's oldest unread or unacknowledged entry this far behind the top",
+    )
+    alert_lag_entries: int = Field(
+        50_000, ge=0, description="consumer-lag: this many entries unread by a group; 0: off"
+    )
+    alert_redis_memory_pct: float = Field(
+        80.0, ge=0, description="redis-memory: used memory above this % of Redis's maxmemory (0 or no maxmemory: off)"
+    )
+    alert_redis_memory_bytes: int = Field(
+        0, ge=0, description="redis-memory: used memory above this many bytes; 0: off"
+    )
+    alert_restart_count: int = Field(5, ge=2, description="restart-loop: this many starts of one service instance ...")
+    alert_restart_window_s: float = Field(600.0, gt=0, description="... within this many seconds")
+    alert_health_every_s: float = Field(30.0, gt=0, description="how often the health checks run (common.healthwatch)")
 
     @field_validator("markets", "binance_streams", "trader_markets", mode="before")
     @classmethod

@@ -61,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_json)
     serve_metrics(settings.metrics_port)
     trader = build(settings, a.markets, a.policy, a.trader, a.latency_ms)
+    from common.lifecycle import service_started
+
+    service_started("trader", a.trader or settings.trader_id, settings.redis_url)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         trader.stop()

@@ -43,7 +43,10 @@ def worker_main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     setup_logging(s.log_level, s.log_json)
     serve_metrics(s.metrics_port)
+    from common.lifecycle import default_instance, service_started
     from trainer_svc.worker import run_worker
+
+    service_started("worker", a.name or default_instance(), a.redis_url)
 
     run_worker(
         a.redis_url,
@@ -84,7 +87,11 @@ def _follow(r: Any, job_id: str, poll_s: float = 0.5) -> int:
                 break
             time.sleep(poll_s)
     if job.is_finished:
-        print(json.dumps(job.return_value(), indent=2, default=str))
+        result = job.return_value() or {}
+        if isinstance(result, dict) and result.get("not_trainable"):  # as the inline path: exit 2 with the reason
+            print(f"fusion train: not trainable: {result['not_trainable']}", file=sys.stderr)
+            return 2
+        print(json.dumps(result, indent=2, default=str))
         return 0
     print(
         f"job {job_id} ended {job.get_status()}: {(job.latest_result().exc_string if job.latest_result() else '')}",
@@ -277,6 +284,10 @@ def schedule_main(argv: list[str] | None = None) -> int:
             check_name(m, "market")
     except InvalidName as e:
         ap.error(str(e))
+    from common.lifecycle import default_instance, service_started
+
+    if not a.once:
+        service_started("scheduler", default_instance(), a.redis_url)
     r = redis.Redis.from_url(a.redis_url)
     run_schedule(r, markets, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
     return 0

@@ -118,6 +118,46 @@ def trader_lines(rep: dict[str, Any], position_usd: float, sim_minutes_after: fl
     return out
 
 
+def record_lines(rep: dict[str, Any]) -> list[Text]:
+    """The trader's record in the store (exactly once against its stream) and its daily summary per model."""
+    tr = rep.get("trade_record") or {}
+    if not tr:
+        return []
+    if "error" in tr:
+        return [Text(f"trade record: not readable ({tr['error']})", style="red")]
+    once = "exactly once" if tr.get("exactly_once") else "NOT exactly once"
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted((tr.get("by_type") or {}).items())) or "no records"
+    style = None if tr.get("exactly_once") else "red"
+    out = [Text(f"trade record: {tr.get('archived', 0):,} records archived of {tr.get('in_stream', 0):,} in the "
+                f"stream ({once}): {kinds}", style=style)]  # fmt: skip
+    for day, sm in (tr.get("summaries") or {}).items():
+        if not sm:
+            out.append(Text(f"  {day}: no summary written", style="yellow"))
+            continue
+        for version, v in sorted((sm.get("models") or {}).items()):
+            wr = v.get("win_rate")
+            name = version or "none (held)"
+            out.append(Text(f"  {day} model {name}: PnL ${v.get('pnl_usd', 0):+.2f}, {v.get('trades', 0)} trades, "
+                            f"fees ${v.get('fees_usd', 0):.2f}, win rate {'-' if wr is None else f'{wr:.0%}'}, "
+                            f"max drawdown ${v.get('max_drawdown_usd', 0):.2f}", style="dim"))  # fmt: skip
+    return out
+
+
+def alert_lines(rep: dict[str, Any]) -> list[Text]:
+    """The alerts the stages sent to the demo's local webhook receiver."""
+    alerts = rep.get("alerts")
+    if alerts is None:
+        return []
+    if not alerts:
+        return [Text("alerts sent: none (a local receiver listened; nothing crossed a threshold)", style="dim")]
+    out = [Text(f"alerts sent to the local webhook ({len(alerts)}):")]
+    for a in alerts[:12]:
+        out.append(Text(f"  [{a.get('service', '?')}] {a.get('kind', '?')} {a.get('key', '')}: {a.get('text', '')}"))
+    if len(alerts) > 12:
+        out.append(Text(f"  ... and {len(alerts) - 12} more in report.json", style="dim"))
+    return out
+
+
 def files_lines(rep: dict[str, Any]) -> list[Text]:
     f = rep["files"]
     lines = [
@@ -144,5 +184,7 @@ def print_summary(console: Console, rep: dict[str, Any], position_usd: float, si
         parts.append(Text("warning: " + w, style="yellow"))
     parts += training_lines(rep.get("training") or {}, rep.get("comparisons") or {})
     parts += trader_lines(rep, position_usd, sim_minutes_after)
+    parts += record_lines(rep)
+    parts += alert_lines(rep)
     parts += files_lines(rep)
     console.print(Panel(Group(*parts), title=title, title_align="left"))
