@@ -285,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.once:
         print(json.dumps([v.to_dict() for v in mon.step()], default=str))
         return 0
+    from common.lifecycle import service_started
+
+    service_started("monitor", f"{mon.policy}-{mon.trader}", s.redis_url)  # restart loops are alerted
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
