@@ -84,7 +84,7 @@ def _wait(pred: Any, timeout: float, what: str) -> None:
 
 
 def scenario(workdir: Path, seed: int = 0, speed: float = 60.0, warm: int = 6, good: int = 6, k: int = 3,
-             gap_bound: float = 0.5, kill_monitor: bool = False,
+             gap_bound: float = 1.0, kill_monitor: bool = False,
              timeout_s: float = 240.0) -> dict[str, Any]:  # fmt: skip
     """One run (see the module docstring); returns its figures. ``kill_monitor``: SIGKILL and restart the monitor
     once while it judges the good model (a restart resumes from its state in Redis)."""

@@ -131,7 +131,10 @@ class Settings(BaseSettings):
         0.001, gt=0, lt=0.5, description="lower quantile of the hold-out's mean over as many windows: the bound"
     )
     monitor_gap_bound: float = Field(
-        0.5, gt=0, description="|live - backtest| PnL per window (rolling mean) beyond this x max(|backtest|, 1 stake)"
+        1.0,
+        gt=0,
+        description="|live - backtest| PnL per window (rolling mean) beyond this x max(|backtest|, 1 stake): at 1.0,"
+        " execution lost more than the backtest's whole edge",
     )
     monitor_rollback: bool = Field(False, description="roll the champion back when the monitor trips (else: alert)")
     monitor_every_s: float = Field(10.0, gt=0, description="how often the monitor looks for closed windows")

@@ -40,7 +40,7 @@ class MonitorConfig:
     k: int = 3
     windows: int = 12
     alpha: float = 0.001
-    gap_bound: float = 0.5
+    gap_bound: float = 1.0
 
 
 @dataclass(slots=True)
