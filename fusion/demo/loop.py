@@ -55,6 +55,19 @@ def trade_record(r: Any, store: ObjectStore, trader: str) -> dict[str, Any]:
     return out
 
 
+def live_vs_backtest(r: Any, store: ObjectStore, policy: str, trader: str) -> dict[str, Any]:
+    """The monitor's comparison of the serving model (:func:`trainer_svc.monitor_svc.comparison`) after one last
+    cycle on the complete archive (run after the archiver's final flush: the windows that closed at the end are
+    judged too). Alerts only: the demo never rolls back."""
+    from trainer_svc.monitor_svc import MonitorService, comparison
+
+    try:
+        MonitorService(r, store, policy, trader, rollback=False).step()
+        return comparison(r, policy, trader)
+    except Exception as e:  # no champion, no archive: the report says why
+        return {"error": f"{type(e).__name__}: {e}"}
+
+
 def _parked_ids(r: Any, stream: str, ids: list[str]) -> set[str]:
     """Those of ``ids`` that a service parked in the dead letters (their once-marker, :mod:`common.deadletter`)."""
     pipe = r.pipeline(transaction=False)

@@ -19,7 +19,7 @@ from common.markets import parse_market, split_markets
 from common.redisproc import free_port, port_or_free
 from common.store import LocalStore, ObjectStore, S3Store, open_store
 from fusion.alert_receiver import AlertReceiver
-from fusion.demo.loop import sent_alerts, trade_record
+from fusion.demo.loop import live_vs_backtest, sent_alerts, trade_record
 from fusion.demo.quality import StreamQuality, from_columns
 from fusion.demo.report import print_summary
 from fusion.demo.stages import Demo, console
@@ -89,6 +89,9 @@ def _run(a: argparse.Namespace, d: Demo, r: Any, markets: list[str], workdir: Pa
         d.proc("labeler", "label")
         d.proc("worker", "worker")
         d.proc("trader", "trade")
+        # the champion's live windows against its hold-out and its backtest (alerts only: no rollback in the demo)
+        d.proc("monitor", "monitor", "--policy", "demo", "--trader", "demo-trader", "--no-rollback",
+               env={"FUSION_MONITOR_EVERY_S": "2"})  # fmt: skip
         ui_port = port_or_free(int(os.environ.get("FUSION_UI_PORT", "8050")))  # 8050 unless another demo has it
         d.proc("ui", "ui", env={"FUSION_UI_PORT": str(ui_port)})
         console.print(f"dashboard while the demo runs: http://127.0.0.1:{ui_port}")
@@ -214,7 +217,7 @@ def _stop_all(d: Demo) -> None:
             for p in observers:
                 p.stop()
             time.sleep(1.0)
-            for name in ("trader", "labeler"):
+            for name in ("trader", "monitor", "labeler"):
                 if name in d.procs:
                     d.procs[name].stop()
             if "archiver" in d.procs:
@@ -259,6 +262,7 @@ def _report(d: Demo, r: Any, store: ObjectStore) -> dict[str, Any]:
     meta = _model_meta(store, out["training"])
     out["comparisons"] = (meta.get("decision") or {}).get("comparisons", {})
     out["trade_record"] = trade_record(r, store, "demo-trader")
+    out["live_vs_backtest"] = live_vs_backtest(r, store, "demo", "demo-trader")
     out["alerts"] = sent_alerts(d.workdir / "alerts.jsonl")
     out["dead_letters"] = int(r.xlen(keys.DEAD_LETTER_STREAM)) if r.exists(keys.DEAD_LETTER_STREAM) else 0
     out["observer_summaries"] = {n: _last_line(p.log) for n, p in d.procs.items() if n.startswith("observer")}

@@ -75,3 +75,20 @@ def test_alerts_the_receiver_got_are_listed(tmp_path: Path) -> None:
     text = _text(alert_lines({"alerts": got}))
     assert "alerts sent to the local webhook (2)" in text and "[trainer] data-gap BTC-5M: BTC-5M stale" in text
     assert "none" in _text(alert_lines({"alerts": []}))
+
+
+def test_live_vs_backtest_is_a_table_with_the_verdict() -> None:
+    from fusion.demo.report import monitor_lines
+
+    w = {"market": "BTC-5M", "start_ms": 1_763_856_000_000, "end_ms": 1_763_856_300_000, "trades": 4, "live": 0.31,
+         "backtest": 0.42, "live_mean": 0.31, "bound": -1.25, "gap_mean": -0.11}  # fmt: skip
+    c = {"version": "v9", "windows": [w, {**w, "backtest": None, "bound": None}], "live_total": 0.62,
+         "backtest_total": 0.42, "gap_per_window": 0.1, "tripped": None}  # fmt: skip
+    text = _text(monitor_lines({"live_vs_backtest": c}))
+    assert "live vs backtest of v9" in text and "BTC-5M" in text and "+0.3100" in text and "+0.4200" in text
+    assert "-1.2500" in text and "kept" in text, text
+    tripped = _text(monitor_lines({"live_vs_backtest": {**c, "tripped": "live below bound", "action": "alerted"}}))
+    assert "tripped: live below bound (alerted)" in tripped
+    assert "no window judged yet" in _text(monitor_lines({"live_vs_backtest": {**c, "windows": []}}))
+    assert "not available (KeyError" in _text(monitor_lines({"live_vs_backtest": {"error": "KeyError: x"}}))
+    assert monitor_lines({}) == []
