@@ -16,7 +16,9 @@ Guarantees:
 
 from __future__ import annotations
 
+import atexit
 import logging
+import os
 import queue
 import threading
 import time
@@ -63,6 +65,7 @@ class AlertSink:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self.pid = os.getpid()  # the process whose sender thread drains the queue
 
     def _count(self, kind: str, result: str) -> None:
         self.counts[result] = self.counts.get(result, 0) + 1
@@ -182,6 +185,27 @@ def notify(kind: str, text: str, key: str = "", *, dedup: bool = True, **fields:
     except Exception as e:  # alerts must never take a service down
         log_once(log, f"alert-error:{type(e).__name__}", "alert not sent", error=type(e).__name__)
         return False
+
+
+def flush(timeout_s: float | None = None) -> bool:
+    """Wait (at most ``timeout_s``, default the POST timeout) until this process's queued alerts were attempted.
+    Called at exit, and by a process that ends with ``os._exit`` (RQ's work-horse) before it does. True when
+    nothing is left (or alerts are off)."""
+    with _sink_lock:
+        s = _sink
+    if s is None or s.pid != os.getpid():
+        return True
+    return s.flush(s.timeout_s if timeout_s is None else timeout_s)
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (RQ's work-horse) inherits the parent's sink but not its sender thread: start afresh."""
+    global _sink, _sink_lock
+    _sink, _sink_lock = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(flush)
 
 
 def reset() -> None:

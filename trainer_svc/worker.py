@@ -33,7 +33,7 @@ import redis as redis_mod
 from rq import Queue, Worker
 from rq.job import Job
 
-from common import keys
+from common import alerts, keys
 from common.log import kv
 from common.metrics import counter
 from trainer_svc.jobspec import InvalidJob, JobSerializer, check_job, queue
@@ -61,6 +61,14 @@ class TrainingWorker(Worker):
             self.refuse(job, queue, str(e))
             return
         super().execute_job(job, queue)
+
+    def perform_job(self, job: Job, queue: Queue, *args: Any, **kwargs: Any) -> bool:
+        """In the work-horse: run the job, then give its alerts (promotion, rejection) the time to be POSTed,
+        since the horse ends with ``os._exit`` (no atexit)."""
+        try:
+            return bool(super().perform_job(job, queue, *args, **kwargs))
+        finally:
+            alerts.flush()
 
     def refuse(self, job: Job, queue: Queue, reason: str) -> None:
         REFUSED.inc()

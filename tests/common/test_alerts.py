@@ -128,3 +128,30 @@ def test_promotion_rejection_and_rollback_are_alerted(receiver, monkeypatch, tmp
         assert alerts.notify("kill-switch", "x") is False
     finally:
         get_settings.cache_clear()
+
+
+def test_a_forked_child_sends_its_own_alerts_before_os_exit(receiver, monkeypatch) -> None:
+    """RQ's work-horse: forked from a process whose sink already runs its sender thread, ending with os._exit.
+    The child starts its own sink and ``alerts.flush()`` delivers before the exit."""
+    import os
+
+    monkeypatch.setenv("FUSION_ALERT_WEBHOOK_URL", receiver.url)
+    get_settings.cache_clear()
+    alerts.reset()
+    try:
+        assert alerts.notify("model-promoted", "parent", key="p")
+        assert alerts.flush(10)
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            ok = alerts.notify("model-rejected", "child", key="c") and alerts.flush(10)
+            os._exit(0 if ok else 3)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        deadline = time.monotonic() + 10
+        while len(receiver.bodies) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert [b["text"] for b in receiver.bodies] == ["parent", "child"]
+    finally:
+        alerts.reset()
+        monkeypatch.delenv("FUSION_ALERT_WEBHOOK_URL")
+        get_settings.cache_clear()

@@ -78,7 +78,13 @@ def test_second_enqueue_refused_and_stale_lock_taken_over(r, tmp_path):
     assert r.get(keys.training_lock_key("SYN")).decode() == job2.id
 
 
-def test_worker_runs_a_tiny_job(redis_url, tmp_path):
+def test_worker_runs_a_tiny_job(redis_url, tmp_path, monkeypatch):
+    """...and the job's promotion/rejection alert reaches the webhook, although the job runs in RQ's forked
+    work-horse, which exits with os._exit (no atexit) and inherits the worker's sink without its sender thread."""
+    from fusion.alert_receiver import AlertReceiver, read_alerts
+
+    rc = AlertReceiver(tmp_path / "alerts.jsonl").start()
+    monkeypatch.setenv("FUSION_ALERT_WEBHOOK_URL", rc.url)
     r = redis.Redis.from_url(redis_url)
     job = enqueue_training(r, params(tmp_path))
     w = start_worker(redis_url, tmp_path, "--burst")
@@ -87,6 +93,9 @@ def test_worker_runs_a_tiny_job(redis_url, tmp_path):
     finally:
         if w.poll() is None:
             os.killpg(w.pid, signal.SIGKILL)
+        rc.close()
+    got = [(a["kind"], a["fields"].get("policy")) for a in read_alerts(tmp_path / "alerts.jsonl")]
+    assert got and set(got) <= {("model-promoted", "SYN"), ("model-rejected", "SYN")}, got
     job = fetch(r, job.id)
     assert job.is_finished, job.get_status()
     res = job.return_value()
