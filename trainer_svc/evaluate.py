@@ -86,6 +86,23 @@ def run_policy(batch: EpisodeBatch, policy: Policy, name: str, env_kwargs: Mappi
     return bt
 
 
+def merge_backtests(parts: list[Backtest], name: str) -> Backtest:
+    """One backtest of several runs over disjoint windows (chunks of a hold-out), windows in the parts' order:
+    the same figures as one run over all of them for any policy that decides per episode."""
+    bt = Backtest(
+        name=name,
+        window_pnl=np.concatenate([p.window_pnl for p in parts]),
+        window_start_s=np.concatenate([p.window_start_s for p in parts]),
+        trades=sum(p.trades for p in parts),
+        wins=sum(p.wins for p in parts),
+        closed=sum(p.closed for p in parts),
+        deployed=float(sum(p.deployed for p in parts)),
+        steps=sum(p.steps for p in parts),
+    )
+    bt.metrics = summarize(bt)
+    return bt
+
+
 def summarize(bt: Backtest, seed: int = 0) -> dict[str, Any]:
     pnl = float(bt.window_pnl.sum())
     lo, hi = bootstrap_ci(bt.window_pnl, seed=seed)
