@@ -47,12 +47,14 @@ def check_horizon(tick_s: float, horizon_s: int, tolerance_ms: int) -> None:
 
 def check_trainable(ds: Dataset, horizon_s: int, tolerance_ms: int) -> dict[str, Any]:
     """Raise :class:`NotTrainable` (see the module doc); else return the figures checked."""
+    tick_s = infer_tick_s(ds.states.tick_ms)
+    check_horizon(tick_s, horizon_s, tolerance_ms)  # before the labels are asked for that horizon
     n_valid = None
     if ds.labels is not None:
         rows = ds.splits["train"].rows(ds.windows)
         n_valid = int(ds.labels.valid[rows, horizon_index(ds.labels, horizon_s)].astype(bool).sum())
     counts = {k: int(ds.splits[k].windows.size) for k in MIN_WINDOWS}
-    return check_figures(infer_tick_s(ds.states.tick_ms), horizon_s, tolerance_ms, counts, len(ds.windows),
+    return check_figures(tick_s, horizon_s, tolerance_ms, counts, len(ds.windows),
                          len(ds.dropped_windows), ds.purge_s, n_valid, int(ds.splits["train"].n_states))  # fmt: skip
 
 

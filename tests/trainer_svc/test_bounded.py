@@ -73,7 +73,8 @@ def test_same_validation_episodes_and_a_capped_subset(pair) -> None:
 
 def test_holdout_in_chunks_equals_one_batch(pair) -> None:
     ds, b = pair
-    sel = ds.splits["holdout"].windows
+    sel = ds.splits["holdout"].windows[:4]  # windows of both markets
+    assert len(set(b.market_of[sel].tolist())) == 2
     whole = build_batch(ds.states, ds.windows, sel)
     want = {"momentum": run_policy(whole, momentum_policy, "momentum"), **baselines(whole, None, 0, seed=3)}
 
@@ -82,8 +83,8 @@ def test_holdout_in_chunks_equals_one_batch(pair) -> None:
 
     one = bounded.evaluate_chunked(b, sel, 10**9, runs)
     assert {k: v.metrics for k, v in one.items()} == {k: v.metrics for k, v in want.items()}
-    assert len(bounded.chunks(b, sel, 1_500)) >= 3
-    chunked = bounded.evaluate_chunked(b, sel, 1_500, runs)
+    assert len(bounded.chunks(b, sel, 2 * 1800)) == 2  # 15-minute windows: 1800 states each
+    chunked = bounded.evaluate_chunked(b, sel, 2 * 1800, runs)
     for name in ("momentum", "hold", "oracle"):  # decided per episode: chunks change nothing
         assert np.array_equal(chunked[name].window_pnl, want[name].window_pnl), name
         assert chunked[name].metrics == want[name].metrics, name
@@ -99,6 +100,7 @@ def test_spill_reads_row_ranges(tmp_path) -> None:
     assert sp.read("a", 7, 7).shape == (0, 3)
 
 
+@pytest.mark.slow  # ~30 s: one training run (tests/trainer_svc/test_pipeline.py runs one on this path by default)
 def test_awbc_job_states_its_sample_and_leaves_no_scratch(tmp_path, monkeypatch) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
