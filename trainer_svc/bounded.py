@@ -172,6 +172,11 @@ def build(
         raise
 
 
+def uses(cfg: TrainConfig) -> bool:
+    """Whether a job runs on this path: ``awbc``; ``ppo`` and ``supervised`` hold every state in memory."""
+    return cfg.algo == "awbc"
+
+
 def _info(markets: list[str], infos: list[dict[str, Any]], n: int) -> dict[str, Any]:
     if len(markets) == 1:
         return infos[0]

@@ -188,6 +188,21 @@ def baselines(
     return out
 
 
+def holdout_runs(
+    weights: dict[str, Any], champ_w: dict[str, Any] | None, env_kwargs: dict[str, Any], seed: int
+) -> Callable[[EpisodeBatch, int], dict[str, Backtest]]:
+    """The hold-out backtests of one batch of episodes (chunk ``c`` draws the random baseline with seed + c)."""
+
+    def runs(batch: EpisodeBatch, c: int) -> dict[str, Backtest]:
+        out = {"candidate": run_policy(batch, weights_policy(weights), "candidate", env_kwargs)}
+        out.update(baselines(batch, None, 0, env_kwargs, seed=seed + c))
+        if champ_w is not None:
+            out["champion"] = run_policy(batch, weights_policy(champ_w), "champion", env_kwargs)
+        return out
+
+    return runs
+
+
 # ------------------------------------------------------------------ promotion
 
 

@@ -2,6 +2,9 @@
 backtest against the baselines and the champion -> save the artefact -> promote (only if it wins)
 -> ``model-updated`` event. Used by the RQ job, ``fusion train --inline``, the demo and benchmarks.
 
+``awbc`` runs on the bounded data path (:mod:`trainer_svc.bounded`: one market in memory at a time, a bounded
+training sample, the hold-out in chunks); ``ppo`` and ``supervised`` hold every state (:func:`load_data`).
+
 Checkpoints (weights + history after every epoch) live in the store under
 ``checkpoints/{policy}/{run_key}/``; a retried job with the same key resumes from the last epoch
 (optimizer moments restart from zero) and clears them when it finishes.
@@ -9,7 +12,6 @@ Checkpoints (weights + history after every epoch) live in the store under
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,8 +19,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load as st_load
-from safetensors.numpy import save as st_save
 
 from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes
 from archiver_svc.rawcols import TRAIN_FIELDS, SlugList, narrow_raw
@@ -34,11 +34,12 @@ from common.store import ObjectStore, open_store
 from trainer_svc import bounded
 from trainer_svc.algos import TrainConfig, train
 from trainer_svc.algos.cloning import fit_bc
+from trainer_svc.checkpoint import Checkpointer
 from trainer_svc.dataset import make_dataset, pool
 from trainer_svc.env import build_batch
-from trainer_svc.evaluate import Backtest, baselines, promote_decision, run_policy, weights_policy
+from trainer_svc.evaluate import Backtest, holdout_runs, promote_decision
 from trainer_svc.hindsight import label_columns
-from trainer_svc.preflight import NotTrainable, check_figures, check_trainable
+from trainer_svc.preflight import check_figures, check_trainable, not_trainable
 from trainer_svc.report import render
 
 log = logging.getLogger("trainer.pipeline")
@@ -80,27 +81,6 @@ class JobParams:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> JobParams:
         return JobParams(**d)
-
-
-class Checkpointer:
-    def __init__(self, store: ObjectStore, policy: str, run_key: str) -> None:
-        self.store, self.prefix = store, f"checkpoints/{artefact.checked_name('policy', policy)}/{run_key}/"
-
-    def save(self, epoch: int, weights: dict[str, np.ndarray], history: list[dict[str, Any]]) -> None:
-        self.store.put(self.prefix + "weights.safetensors", bytes(st_save(dict(weights))))
-        self.store.put(self.prefix + "state.json", json.dumps({"epoch": epoch, "history": history}).encode())
-
-    def load(self) -> dict[str, Any] | None:
-        try:
-            st = json.loads(self.store.get(self.prefix + "state.json"))
-            w = st_load(self.store.get(self.prefix + "weights.safetensors"))
-        except KeyError:
-            return None
-        return {"epoch": int(st["epoch"]), "history": st["history"], "weights": w}
-
-    def clear(self) -> None:
-        for name in ("state.json", "weights.safetensors"):
-            self.store.delete(self.prefix + name)
 
 
 def markets_of(p: JobParams) -> list[str]:
@@ -192,7 +172,7 @@ def estimate_job(
     :func:`trainer_svc.bounded.peak_bytes`; else every state in memory (``TRAIN_BYTES_PER_STATE`` per row,
     measured by benchmarks/scale.py)."""
     rows = job_rows(p, markets)
-    if cfg is not None and uses_bounded(cfg):
+    if cfg is not None and bounded.uses(cfg):
         return Estimate(sum(rows), bounded.peak_bytes(rows, cfg))
     per = TRAIN_BYTES_PER_STATE + label_bytes(len(horizons))
     return Estimate(sum(rows), TRAIN_BASE_BYTES + sum(rows) * per)
@@ -249,21 +229,6 @@ Runs = Callable[[Any, int], dict[str, Backtest]]
 Trained = tuple[Any, dict[str, Backtest], dict[str, Any], dict[str, Any], dict[str, float]]
 
 
-def _holdout_runs(
-    weights: dict[str, Any], champ_w: dict[str, Any] | None, env_kwargs: dict[str, Any], seed: int
-) -> Runs:
-    """The hold-out backtests of one batch of episodes (chunk ``c`` draws the random baseline with seed + c)."""
-
-    def runs(batch: Any, c: int) -> dict[str, Backtest]:
-        out = {"candidate": run_policy(batch, weights_policy(weights), "candidate", env_kwargs)}
-        out.update(baselines(batch, None, 0, env_kwargs, seed=seed + c))
-        if champ_w is not None:
-            out["champion"] = run_policy(batch, weights_policy(champ_w), "champion", env_kwargs)
-        return out
-
-    return runs
-
-
 def _train_in_memory(p: JobParams, cfg: TrainConfig, horizons: tuple[int, ...], runs_of: Callable[[Any], Runs],
                      prog: Progress, on_epoch: Any, resume: Any, t0: float) -> Trained:  # fmt: skip
     """Every state in memory (``ppo``, ``supervised``): load, pool, split, train, evaluate the hold-out."""
@@ -272,7 +237,7 @@ def _train_in_memory(p: JobParams, cfg: TrainConfig, horizons: tuple[int, ...], 
     try:
         ds = make_dataset(states, labels, windows=pooled.get("windows"), parts=pooled.get("parts"))
     except ValueError as e:  # fewer than 3 windows: no split at all
-        raise _not_trainable(e) from e
+        raise not_trainable(e) from e
     info["preflight"] = check_trainable(ds, cfg.horizon_s, get_settings().label_tolerance_ms)
     timings = {"load_label_s": round(time.perf_counter() - t0, 3)}
     t1 = time.perf_counter()
@@ -296,7 +261,7 @@ def _train_bounded(p: JobParams, cfg: TrainConfig, horizons: tuple[int, ...], ru
         b = bounded.build(ms, lambda m, k: _load_one(p, m, (cfg.horizon_s,), k), cfg.horizon_s,
                           float(max(horizons)), s.train_scratch_dir)  # fmt: skip
     except ValueError as e:
-        raise _not_trainable(e) from e
+        raise not_trainable(e) from e
     try:
         counts = {k: int(b.splits[k].windows.size) for k in ("train", "val", "holdout")}
         n_valid = int(b.n_valid[b.splits["train"].windows].sum())
@@ -321,18 +286,6 @@ def _train_bounded(p: JobParams, cfg: TrainConfig, horizons: tuple[int, ...], ru
         return res, bts, b.info, b.describe(), timings
     finally:
         b.close()
-
-
-def _not_trainable(e: ValueError) -> ValueError:
-    if "windows" not in str(e):
-        return e
-    return NotTrainable(f"{e}: give the job more data (a wider --from/--to range, or import/record more)")
-
-
-def uses_bounded(cfg: TrainConfig) -> bool:
-    """Whether a job runs on the bounded data path (:mod:`trainer_svc.bounded`): ``awbc``; ``ppo`` and
-    ``supervised`` hold every state in memory."""
-    return cfg.algo == "awbc"
 
 
 def run_training(
@@ -372,9 +325,9 @@ def run_training(
     env_kwargs = cfg.env_kwargs()
 
     def runs_of(res: Any) -> Runs:
-        return _holdout_runs(res.weights, champ_w, env_kwargs, p.seed)
+        return holdout_runs(res.weights, champ_w, env_kwargs, p.seed)
 
-    run = _train_bounded if uses_bounded(cfg) else _train_in_memory
+    run = _train_bounded if bounded.uses(cfg) else _train_in_memory
     res, base, info, splits, timings = run(p, cfg, horizons, runs_of, prog, on_epoch, resume, t0)
     cand, champ = base.pop("candidate"), base.pop("champion", None)
     decision = promote_decision(cand, champ, base, margin=p.margin, seed=p.seed)

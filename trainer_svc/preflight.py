@@ -24,6 +24,13 @@ class NotTrainable(ValueError):
     """The job cannot train on this data; the message says which setting to change."""
 
 
+def not_trainable(e: ValueError) -> ValueError:
+    """A split's "too few windows" error as :class:`NotTrainable` saying what to do; other errors unchanged."""
+    if "windows" not in str(e):
+        return e
+    return NotTrainable(f"{e}: give the job more data (a wider --from/--to range, or import/record more)")
+
+
 def check_horizon(tick_s: float, horizon_s: int, tolerance_ms: int) -> None:
     """Raise :class:`NotTrainable` unless a state exists within ``tolerance_ms`` of every ``t + horizon_s``."""
     tick_ms, h_ms = tick_s * 1000.0, float(horizon_s) * 1000.0
