@@ -47,6 +47,27 @@ from trainer_svc.windows import Windows, segment
 I64 = npt.NDArray[np.int64]
 PRICES = (("up_ask", "up_ask_px_0"), ("up_bid", "up_bid_px_0"), ("dn_ask", "dn_ask_px_0"), ("dn_bid", "dn_bid_px_0"))
 READ_ROWS = 1_000_000  # rows read from a spill at a time (training samples)
+# bytes a state takes in the spill (float32 prices; a market whose prices are off the 0.001 grid holds float64)
+SPILL_BYTES_PER_STATE = 4 * N_MARKET_FEATURES + 4 * len(PRICES) + 8 + 3 * 4 + 1
+
+
+class ScratchTooSmall(OSError):
+    """The scratch directory has not the room the job's spill needs; the message names the setting."""
+
+
+def check_scratch(scratch_dir: str | None, rows: int) -> int:
+    """Raise :class:`ScratchTooSmall` unless the scratch directory has room for ``rows`` spilled states (with
+    float64 prices); returns the bytes needed."""
+    where = scratch_dir or tempfile.gettempdir()
+    need = rows * (SPILL_BYTES_PER_STATE + 4 * len(PRICES))
+    free = shutil.disk_usage(where).free
+    if need > free:
+        raise ScratchTooSmall(
+            f"training would spill up to {need / 1e9:.2f} GB for {rows:,} states to {where}, which has "
+            f"{free / 1e9:.2f} GB free: set FUSION_TRAIN_SCRATCH_DIR to a directory with room, or train on fewer "
+            f"markets or a shorter range (from_ms/to_ms)"
+        )
+    return need
 
 
 class Spill:

@@ -178,12 +178,16 @@ def estimate_job(
     return Estimate(sum(rows), TRAIN_BASE_BYTES + sum(rows) * per)
 
 
-def check_budget(p: JobParams, markets: list[str], horizons: tuple[int, ...], cfg: TrainConfig | None = None) -> None:
-    """Refuse (:class:`~archiver_svc.budget.TooLarge`) a job that would not fit ``train_max_memory_gb``."""
+def check_budget(
+    p: JobParams, markets: list[str], horizons: tuple[int, ...], cfg: TrainConfig | None = None
+) -> Estimate:
+    """Refuse (:class:`~archiver_svc.budget.TooLarge`) a job that would not fit ``train_max_memory_gb``; else
+    return its estimate."""
     est = estimate_job(p, markets, horizons, cfg)
     kv(log, logging.INFO, "training job estimate", rows=est.rows, gb=round(est.gb, 2))
     check(f"training {','.join(markets)}", est, get_settings().train_max_memory_gb,
           "train on fewer markets or a shorter range (from_ms/to_ms)")  # fmt: skip
+    return est
 
 
 def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
@@ -256,7 +260,7 @@ def _train_bounded(p: JobParams, cfg: TrainConfig, horizons: tuple[int, ...], ru
     bounded training sample, capped validation, the hold-out in chunks."""
     s = get_settings()
     ms = markets_of(p)
-    check_budget(p, ms, horizons, cfg)
+    bounded.check_scratch(s.train_scratch_dir, check_budget(p, ms, horizons, cfg).rows)
     try:
         b = bounded.build(ms, lambda m, k: _load_one(p, m, (cfg.horizon_s,), k), cfg.horizon_s,
                           float(max(horizons)), s.train_scratch_dir)  # fmt: skip

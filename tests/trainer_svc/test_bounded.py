@@ -135,3 +135,10 @@ def test_estimate_is_bounded_and_still_refuses(monkeypatch) -> None:
             check_budget(big, ten, HORIZONS, cfg)
     finally:
         get_settings.cache_clear()
+
+
+def test_a_job_the_scratch_cannot_hold_is_refused_up_front(tmp_path) -> None:
+    with pytest.raises(bounded.ScratchTooSmall, match="FUSION_TRAIN_SCRATCH_DIR"):
+        bounded.check_scratch(str(tmp_path), 10**15)  # 10^15 states: more than any disk here
+    assert bounded.check_scratch(str(tmp_path), 1_000) == 1_000 * (bounded.SPILL_BYTES_PER_STATE + 16)
+    assert bounded.SPILL_BYTES_PER_STATE == 117  # what the 1 M point of benchmarks/scale.py spilled per state
