@@ -302,7 +302,9 @@ def episode_batch(b: Bounded, sel: I64) -> EpisodeBatch:
 
 def chunks(b: Bounded, sel: I64, max_states: int) -> list[I64]:
     """``sel`` cut into consecutive runs of whole windows of at most ``max_states`` states (one window at least)."""
-    out, cur, n = [], [], 0
+    out: list[I64] = []
+    cur: list[int] = []
+    n = 0
     for k in sel.tolist():
         m = int(b.windows.lengths[k])
         if cur and n + m > max_states:

@@ -75,7 +75,8 @@ def one_blas_thread() -> AbstractContextManager[Any]:
         from threadpoolctl import threadpool_limits
     except ImportError:
         return nullcontext()
-    return threadpool_limits(1, user_api="blas")
+    limits: AbstractContextManager[Any] = threadpool_limits(1, user_api="blas")
+    return limits
 
 
 def run_policy(batch: EpisodeBatch, policy: Policy, name: str, env_kwargs: Mapping[str, Any] | None = None) -> Backtest:
