@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: arch.stop())
+    from common import healthwatch
+    from common.lifecycle import service_started
+
+    if not a.once:
+        service_started("archiver", consumer, st.redis_url)
+        healthwatch.start(st)
     kv(log, logging.INFO, "archiver starting", consumer=consumer, store=store.url, window_s=st.archive_window_s)
     stats = arch.run(once=a.once, final=a.final)
     kv(log, logging.INFO, "archiver stopped", archived=stats.archived, dead=stats.dead, objects=stats.objects)

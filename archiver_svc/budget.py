@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from archiver_svc.rawcols import narrow_dtype
 from common.features import N_MARKET_FEATURES
@@ -52,12 +53,15 @@ def estimate_rows(
     window_ms: int,
     tick_ms: int,
     infos: list[ObjectInfo],
+    planned: tuple[list[tuple[str, dict[str, Any]]], list[ObjectInfo]] | None = None,
 ) -> int:
     """Rows of ``kind`` a load of the range will return at most, given the range's window objects ``infos``
-    (:func:`archiver_svc.reader.list_objects`)."""
-    from archiver_svc.colread import plan  # pyarrow only when an estimate is asked for
+    (:func:`archiver_svc.reader.list_objects`), or the range's ``planned`` (days, windows) when already known."""
+    if planned is None:
+        from archiver_svc.colread import plan  # pyarrow only when an estimate is asked for
 
-    days, windows = plan(store, kind, market, start_ms, end_ms, infos)
+        planned = plan(store, kind, market, start_ms, end_ms, infos)
+    days, windows = planned
     return sum(int(m.get("rows", 0)) for _, m in days) + len(windows) * max(1, window_ms // max(tick_ms, 1))
 
 

@@ -82,8 +82,10 @@ def replay(
     target_stream: str | None = None,
     batch: int = 2000,
 ) -> ReplayResult:
-    """XADD archived entries in ``[start_ms, end_ms)`` with their original IDs (duplicates counted)."""
-    stream = target_stream or (keys.states_stream(market) if kind == "states" else keys.labels_stream(market))
+    """XADD archived entries in ``[start_ms, end_ms)`` with their original IDs (duplicates counted). ``kind`` trades:
+    ``market`` is a trader, its records (``trades/{trader}/...``) go back to ``fusion:{trader}:trades``."""
+    own = {"states": keys.states_stream, "labels": keys.labels_stream, "trades": keys.trades_stream}[kind]
+    stream = target_stream or own(market)
     res = ReplayResult()
     for key, obj in iter_objects(source, kind, market, start_ms, end_ms):
         if isinstance(obj, ArchiveError):
@@ -108,22 +110,27 @@ def replay(
 def replay_main(argv: list[str] | None = None) -> int:
     st = get_settings()
     ap = argparse.ArgumentParser(prog="fusion replay", description="push archived windows back into a stream")
-    ap.add_argument("--market", required=True, type=name_arg("market"))
+    who = ap.add_mutually_exclusive_group(required=True)
+    who.add_argument("--market", type=name_arg("market"), help="a market's states or labels")
+    who.add_argument("--trader", type=name_arg("trader"), help="a trader's records (kind trades)")
     ap.add_argument("--from", dest="start", help="ISO time or epoch ms (inclusive)")
     ap.add_argument("--to", dest="end", help="ISO time or epoch ms (exclusive)")
-    ap.add_argument("--kind", choices=("states", "labels"), default="states")
+    ap.add_argument("--kind", choices=("states", "labels", "trades"), help="default: states, trades with --trader")
     ap.add_argument("--source", default=st.store_url, help="store URL or local cache dir (default FUSION_STORE_URL)")
     ap.add_argument("--target-stream", help="default: the market's own states/labels stream")
     ap.add_argument("--redis-url", default=st.redis_url)
     a = ap.parse_args(argv)
+    kind = a.kind or ("trades" if a.trader else "states")
+    if (kind == "trades") != bool(a.trader):
+        ap.error("--kind trades goes with --trader, states and labels with --market")
     setup_logging(st.log_level, st.log_json)
     res = replay(
         connect(a.redis_url),
         as_store(a.source),
-        a.market,
+        a.trader or a.market,
         parse_time(a.start) if a.start else None,
         parse_time(a.end) if a.end else None,
-        kind=a.kind,
+        kind=kind,
         target_stream=a.target_stream,
     )
     print(

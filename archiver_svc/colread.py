@@ -8,8 +8,10 @@ day is read from its windows instead (never an exception for bad data).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from archiver_svc import columnar
+from archiver_svc.colcodec import to_numpy
+from archiver_svc.quarantine import move
 from archiver_svc.rawcols import narrow, narrow_dtype
 from archiver_svc.windows import market_prefix, parse_key, utc_date
 from common.log import log_once
@@ -74,10 +78,14 @@ def plan(
     return days, windows
 
 
-def _table(store: ObjectStore, key: str, columns: list[str] | None) -> pa.Table:
-    if isinstance(store, LocalStore):
-        return pq.read_table(store._path(key), columns=columns, memory_map=True)
-    return pq.read_table(pa.BufferReader(store.get(key)), columns=columns)
+def _table(store: ObjectStore, key: str, columns: list[str] | None, features: bool = False) -> pa.Table:
+    """The file's ``columns`` (None: all), plus every ``f_*`` column when ``features``; one open, memory-mapped
+    for a local store, one GET otherwise."""
+    src = pa.memory_map(str(store._path(key))) if isinstance(store, LocalStore) else pa.BufferReader(store.get(key))
+    f = pq.ParquetFile(src)
+    if columns is not None and features:
+        columns = columns + [n for n in f.schema_arrow.names if n.startswith("f_")]
+    return f.read(columns=columns)
 
 
 def _np(t: pa.Table, name: str) -> npt.NDArray[Any]:
@@ -102,14 +110,24 @@ def read_states(
     slugs: dict[str, int] = {}
     failed: list[str] = []
     o = 0
-    for day, man in days:
-        key = columnar.day_key("states", market, day)
+    cols = None if raw_fields is None else ["tick_ms", "seq", "flags", "slug", *raw]
+
+    def fetch(day: str) -> tuple[pa.Table | None, Exception | None]:
         try:
-            t = _table(
-                store,
-                key,
-                None if raw_fields is None else ["tick_ms", "seq", "flags", "slug", *raw, *_feats(store, key)],
-            )
+            return _table(store, columnar.day_key("states", market, day), cols, True), None
+        except Exception as e:  # reported by the loop below, with the day
+            return None, e
+
+    pool = ThreadPoolExecutor(1)  # the next day is read and decoded while this one is copied into the arrays
+    ahead = pool.submit(fetch, days[0][0]) if days else None
+    for i, (day, man) in enumerate(days):
+        key = columnar.day_key("states", market, day)
+        got, err = ahead.result() if ahead is not None else (None, None)
+        ahead = pool.submit(fetch, days[i + 1][0]) if i + 1 < len(days) else None
+        try:
+            if got is None:
+                raise err or ValueError("not read")
+            t = got
             n = t.num_rows
             if n != int(man.get("rows", -1)):
                 raise ValueError(f"{n} rows, the manifest says {man.get('rows')}")
@@ -117,33 +135,40 @@ def read_states(
             if "features" not in out:
                 out["features"] = np.empty((total, len(feats)), np.float32)
             elif out["features"].shape[1] != len(feats):
-                raise ValueError(f"{len(feats)} features, other days have {out['features'].shape[1]}")
+                raise _OtherWidth(f"{len(feats)} features, other days have {out['features'].shape[1]}")
             sl = slice(o, o + n)
             out["ids"][sl, 0] = _np(t, "tick_ms")
             out["ids"][sl, 1] = _np(t, "seq")
             out["flags"][sl] = _np(t, "flags")
             for j, f in enumerate(raw):
-                col = _np(t, f)
+                stored = t.column(f)
                 if raw_fields is None:
-                    out["raw"][sl, j] = col
+                    out["raw"][sl, j] = to_numpy(stored)
                     continue
-                c = narrow(f, col)
+                dt = out[f"raw:{f}"].dtype
+                if dt == np.float32 and pa.types.is_decimal(stored.type) and stored.type.scale <= 3 and "_px" in f:
+                    c = to_numpy(stored, np.float32)  # on the 0.001 grid by construction: no check needed
+                else:
+                    c = narrow(f, to_numpy(stored))
                 if c.dtype != out[f"raw:{f}"].dtype:  # a value off the grid: that field stays float64
                     out[f"raw:{f}"] = out[f"raw:{f}"].astype(np.float64)
                 out[f"raw:{f}"][sl] = c
-            for j, f in enumerate(feats):
-                out["features"][sl, j] = _np(t, f)
+            _fill_rows(out["features"], o, [_np(t, f) for f in feats])
             slug = t.column("slug").combine_chunks()
             if not isinstance(slug, pa.DictionaryArray):
                 slug = slug.dictionary_encode()
             gmap = np.array([slugs.setdefault(x, len(slugs)) for x in slug.dictionary.to_pylist()], np.int32)
             out["slug_idx"][sl] = gmap[slug.indices.to_numpy(zero_copy_only=False)] if gmap.size else 0
             o += n
-        except Exception as e:  # unreadable or unexpected file: the windows are the truth
+        except _OtherWidth as e:  # a valid file of another feature width (a feature-set change): its windows
             log_once(
-                log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", obj=key, error=repr(e)
+                log, f"columnar:{key}", "columnar day of another width; reading its windows", obj=key, error=str(e)
             )
             failed.append(day)
+        except Exception as e:  # unreadable or unexpected file: the windows are the truth
+            set_aside(store, "states", market, day, repr(e))
+            failed.append(day)
+    pool.shutdown()
     if o == 0:
         return None, failed
     out = {k: v[:o] for k, v in out.items()}
@@ -158,9 +183,32 @@ def read_states(
     return out, failed
 
 
-def _feats(store: ObjectStore, key: str) -> list[str]:
-    src = store._path(key) if isinstance(store, LocalStore) else pa.BufferReader(store.get(key))
-    return [n for n in pq.read_schema(src).names if n.startswith("f_")]
+class _OtherWidth(ValueError):
+    pass
+
+
+def set_aside(store: ObjectStore, kind: str, market: str, day: str, why: str) -> None:
+    """An unreadable day file: logged once, moved to the quarantine (for a person to inspect) and its manifest
+    deleted, so the reader uses the day's windows and the next ``fusion compact`` rebuilds the day. A day whose
+    windows are gone (retention) cannot be rebuilt: its file is left in place (only logged). Never raises: a store
+    that refuses only leaves the day to be read from its windows."""
+    key = columnar.day_key(kind, market, day)
+    log_once(log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", obj=key, error=why)
+    try:
+        if not any(parse_key(o.key) is not None for o in store.list(f"{market_prefix(kind, market)}{day}/")):
+            return  # the only copy of the day: never moved away
+        with contextlib.suppress(KeyError):  # missing: only the manifest to drop
+            move(store, key, store.get(key), f"unreadable columnar file: {why}"[:500])
+        store.delete(columnar.day_key(kind, market, day, columnar.MANIFEST))
+    except Exception as e:  # read-only store, permissions: reading the windows is still right
+        log_once(log, f"columnar-aside:{key}", "could not set the columnar file aside", obj=key, error=repr(e))
+
+
+def _fill_rows(dst: npt.NDArray[Any], at: int, cols: Sequence[npt.NDArray[Any]]) -> None:
+    """``dst[at:at + n, j] = cols[j]``: the columns stacked as rows, then one transposing copy (measured 3x faster
+    than one strided pass per column into the row-major matrix)."""
+    if cols:
+        np.copyto(dst[at : at + cols[0].shape[0]], np.vstack(cols).T)
 
 
 def read_labels(store: ObjectStore, market: str, day: str, man: dict[str, Any]) -> Arrays | None:
@@ -181,5 +229,5 @@ def read_labels(store: ObjectStore, market: str, day: str, man: dict[str, Any]) 
         out["exit_kind"] = np.stack([_np(t, f"exit_{h}s") for h in hs], 1).astype(np.uint8)
         return out
     except Exception as e:  # unreadable or unexpected file: the windows are the truth
-        log_once(log, f"columnar:{key}", "columnar file unreadable; reading the day's windows", obj=key, error=repr(e))
+        set_aside(store, "labels", market, day, repr(e))
         return None

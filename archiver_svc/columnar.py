@@ -8,15 +8,18 @@ Layout (next to the landing windows, in the same store)::
     columnar/labels/{market}/{YYYY-MM-DD}.parquet         one row per label (``tick_ms`` = the labelled state)
 
 States columns: ``tick_ms`` int64, ``seq`` int32 (the entry ID is ``<tick_ms>-<seq>``), ``flags`` int32,
-``slug`` string (dictionary), every field of :data:`common.schema.RAW_FIELDS` by name as float64 (NaN: not
-known), every market feature as ``f_<name>`` float32. Labels columns: ``tick_ms``, ``seq``, and per horizon
-``h`` (seconds): ``reward_{h}s_{action}`` float32 for each of :data:`common.schema.ACTIONS`, ``best_{h}s`` int8,
-``valid_{h}s`` uint8, ``exit_{h}s`` uint8.
+``slug`` string (dictionary), every field of :data:`common.schema.RAW_FIELDS` by name, as an exact DECIMAL
+(null: not known) when the day's values lie on the field's grid, else float64 (NaN: not known; see
+:mod:`archiver_svc.colcodec`), every market feature as ``f_<name>`` float32. Labels columns: ``tick_ms``,
+``seq``, and per horizon ``h`` (seconds): ``reward_{h}s_{action}`` float32 for each of
+:data:`common.schema.ACTIONS`, ``best_{h}s`` int8, ``valid_{h}s`` uint8, ``exit_{h}s`` uint8.
 
 Guarantees: :func:`encode_table` is deterministic (same rows, same codec, same pyarrow -> same bytes), so a
 re-compaction rewrites identical bytes; the manifest is written after its Parquet file, so a manifest names a
-complete file (its sha256). The Parquet values are the landing values bit for bit (float64 raw fields);
-choosing float32 is the loader's business (see :mod:`archiver_svc.trainload`).
+complete file (its sha256). The Parquet values are the landing values bit for bit (a DECIMAL column read
+through :func:`archiver_svc.colcodec.to_numpy`, or cast to DOUBLE by DuckDB, is the float64 the state held);
+choosing float32 is the loader's business (see :mod:`archiver_svc.rawcols`). Layout version 2 (narrow
+decimals); ``fusion compact`` rewrites a day whose manifest has another version, the reader still reads layout 1.
 """
 
 from __future__ import annotations
@@ -31,11 +34,23 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver_svc.colcodec import (
+    BSS,
+    DECIMAL_KINDS,
+    DELTA,
+    DICT,
+    PLAIN,
+    decimal_column,
+    feature_encoding,
+    raw_column,
+    writer_options,
+)
 from common.features import FEATURE_SET, MARKET_FEATURES
 from common.names import check_name
 from common.schema import ACTIONS, RAW_FIELDS, STATE_VERSION
 
-COLUMNAR_VERSION = 1
+COLUMNAR_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # layout 1 (float64 raw fields) reads the same values: kept readable until rebuilt
 PREFIX = "columnar"
 PARQUET = ".parquet"
 MANIFEST = ".manifest.json"
@@ -66,9 +81,11 @@ def feature_names(width: int) -> list[str]:
     return [f"f_{i}" for i in range(width)]
 
 
-def states_table(a: Arrays) -> pa.Table:
-    """Table of validated state columns as the reader builds them (``ids``, ``tick_ms``, ``raw``, ``features``,
-    ``flags``, ``slug_idx``/``slug_table``)."""
+def states_table(a: Arrays, schema: pa.Schema | None = None) -> pa.Table | None:
+    """Table of validated state columns as the reader builds them (``ids``, ``tick_ms``, ``raw`` (N, N_RAW) or
+    ``raw_t`` (N_RAW, N), ``features``, ``flags``, ``slug_idx``/``slug_table``); raw fields in their narrow
+    exact form (:func:`archiver_svc.colcodec.raw_column`), or in the types of ``schema`` (None when a value
+    does not fit them)."""
     n = int(a["ids"].shape[0])
     cols: dict[str, pa.Array] = {
         "tick_ms": pa.array(np.ascontiguousarray(a["tick_ms"], np.int64)),
@@ -81,13 +98,40 @@ def states_table(a: Arrays) -> pa.Table:
         cols["slug"] = pa.DictionaryArray.from_arrays(pa.array(np.asarray(idx, np.int32)), pa.array(table.tolist()))
     else:
         cols["slug"] = pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([""]))
-    raw = np.asarray(a["raw"], np.float64)
+    raw_t = a["raw_t"] if "raw_t" in a else np.ascontiguousarray(np.asarray(a["raw"], np.float64).T)
     for j, name in enumerate(RAW_FIELDS):
-        cols[name] = pa.array(np.ascontiguousarray(raw[:, j]))
+        if schema is None:
+            cols[name] = raw_column(name, raw_t[j])[0]
+            continue
+        typ = schema.field(name).type
+        arr = decimal_column(raw_t[j], typ.scale, typ.precision) if pa.types.is_decimal(typ) else None
+        if arr is None and pa.types.is_decimal(typ):
+            return None
+        cols[name] = arr if arr is not None else pa.array(np.ascontiguousarray(raw_t[j], np.float64))
     feats = np.asarray(a["features"], np.float32)
+    feats_t = np.ascontiguousarray(feats.T)
     for j, name in enumerate(feature_names(feats.shape[1])):
-        cols[name] = pa.array(np.ascontiguousarray(feats[:, j]))
+        cols[name] = pa.array(feats_t[j])
+    if schema is not None:  # the slug dictionary of each row group is its own
+        cols["slug"] = cols["slug"].cast(schema.field("slug").type)
     return pa.table(cols)
+
+
+def encodings(table: pa.Table) -> dict[str, str]:
+    """Parquet encoding of each column of a states or labels table (see :mod:`archiver_svc.colcodec`)."""
+    out = {"tick_ms": DELTA, "slug": DICT}
+    for f in table.schema:
+        if f.name in out:
+            continue
+        if f.name in DECIMAL_KINDS:
+            out[f.name] = DECIMAL_KINDS[f.name][2] if pa.types.is_decimal(f.type) else PLAIN
+        elif f.name.startswith("f_") and pa.types.is_float32(f.type):
+            out[f.name] = feature_encoding(f.name)
+        elif f.name.startswith("reward_"):
+            out[f.name] = BSS
+        else:
+            out[f.name] = PLAIN if pa.types.is_floating(f.type) else DICT
+    return out
 
 
 def labels_table(a: Arrays) -> tuple[pa.Table, tuple[int, ...]]:
@@ -106,20 +150,46 @@ def labels_table(a: Arrays) -> tuple[pa.Table, tuple[int, ...]]:
     return pa.table(cols), hs
 
 
+def _options(table: pa.Table, codec: str, level: int | None) -> dict[str, Any]:
+    return {"compression": codec, "compression_level": level, "write_statistics": ["tick_ms"], "store_schema": True,
+            **writer_options(encodings(table))}  # fmt: skip
+
+
 def encode_table(table: pa.Table, codec: str = CODEC, level: int | None = CODEC_LEVEL) -> bytes:
     """Deterministic Parquet bytes of ``table``."""
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        compression=codec,
-        compression_level=level,
-        row_group_size=ROW_GROUP,
-        use_dictionary=["slug"],
-        write_statistics=["tick_ms"],
-        store_schema=True,
-    )
+    pq.write_table(table, sink, row_group_size=ROW_GROUP, **_options(table, codec, level))
     return sink.getvalue().to_pybytes()
+
+
+class DayWriter:
+    """A day's states written as they are decoded, one row group per chunk of windows (deterministic for the same
+    chunks): the first chunk fixes each raw field's type; :meth:`add` returns False when a later chunk does not
+    fit it (a value off a DECIMAL's grid), and the caller then writes the day in one piece instead."""
+
+    def __init__(self) -> None:
+        self.sink = pa.BufferOutputStream()
+        self.writer: pq.ParquetWriter | None = None
+        self.schema: pa.Schema | None = None
+        self.ticks: list[npt.NDArray[np.int64]] = []
+        self.rows = 0
+
+    def add(self, a: Arrays) -> bool:
+        table = states_table(a, self.schema)
+        if table is None or (self.schema is not None and not table.schema.equals(self.schema)):
+            return False
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = pq.ParquetWriter(self.sink, table.schema, **_options(table, CODEC, CODEC_LEVEL))
+        self.writer.write_table(table, row_group_size=ROW_GROUP)
+        self.ticks.append(np.asarray(a["tick_ms"], np.int64))
+        self.rows += table.num_rows
+        return True
+
+    def finish(self) -> bytes:
+        if self.writer is not None:
+            self.writer.close()
+        return self.sink.getvalue().to_pybytes()
 
 
 def manifest(
@@ -164,12 +234,12 @@ def dumps(m: dict[str, Any]) -> bytes:
     return json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
 
 
-def parse_manifest(data: bytes) -> dict[str, Any] | None:
+def parse_manifest(data: bytes, versions: tuple[int, ...] = READABLE_VERSIONS) -> dict[str, Any] | None:
     """A manifest's content, or None when it is not one of this version."""
     try:
         m = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(m, dict) or m.get("version") != COLUMNAR_VERSION or not isinstance(m.get("sources"), list):
+    if not isinstance(m, dict) or m.get("version") not in versions or not isinstance(m.get("sources"), list):
         return None
     return m

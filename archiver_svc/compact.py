@@ -25,13 +25,15 @@ import numpy as np
 import pyarrow as pa
 
 from archiver_svc import columnar
-from archiver_svc.reader import _load_one, _window_ms, as_store, load_arrays
+from archiver_svc.objects import _load_one, _window_ms, as_store
+from archiver_svc.reader import load_arrays
 from archiver_svc.windows import PREFIXES, max_inflated_bytes, parse_key
 from common.log import kv, log_once
 from common.names import check_name
-from common.store import ObjectStore
+from common.store import ObjectInfo, ObjectStore
 
 log = logging.getLogger("archiver.compact")
+Arrays = dict[str, Any]
 DAY_MS = 86_400_000
 
 
@@ -88,7 +90,9 @@ def _day_start(day: str) -> int:
 def is_current(store: ObjectStore, kind: str, market: str, day: str, sources: list[tuple[str, int]]) -> bool:
     """True when the day's manifest names exactly ``sources`` and its Parquet file is there with its size."""
     try:
-        m = columnar.parse_manifest(store.get(columnar.day_key(kind, market, day, columnar.MANIFEST)))
+        m = columnar.parse_manifest(  # a day of an older layout is rewritten in the current one
+            store.get(columnar.day_key(kind, market, day, columnar.MANIFEST)), (columnar.COLUMNAR_VERSION,)
+        )
     except KeyError:
         return False
     if m is None or [tuple(s) for s in m["sources"]] != sorted(sources):
@@ -109,7 +113,7 @@ def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: fl
         streamed = _states_streamed(store, market, day, res)
         if streamed is not None:
             srcs = sorted(day_sources(store, kind, market).get(day, []))  # after quarantine moved bad objects away
-            _write(store, kind, market, day, streamed, srcs, tick_s, (), res)
+            _put(store, kind, market, day, streamed[0], streamed[1], srcs, tick_s, (), res)
             return
     arrays, problems = load_arrays(store, kind, market, start, start + DAY_MS)
     res.problems.extend(problems)
@@ -136,42 +140,78 @@ def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: fl
     _write(store, kind, market, day, table, srcs, tick_s, horizons, res)
 
 
-def _states_streamed(store: ObjectStore, market: str, day: str, res: Result) -> pa.Table | None:
-    """The day's states as one table of per-window chunks (no copy of the whole day); None when windows
-    overlap (objects of another window length): the caller then takes the general path (sort + dedupe)."""
+def _window_columns(store: ObjectStore, info: ObjectInfo, limit: int) -> tuple[Arrays, list[str]]:
+    """One window's validated columns with the raw fields transposed (one row per field), in a worker thread."""
+    arrays, probs, _ = _load_one(store, info, "states", limit)
+    if arrays and "raw" in arrays:
+        arrays["raw_t"] = np.ascontiguousarray(arrays.pop("raw").T)
+    return arrays, probs
+
+
+CHUNK_WINDOWS = 36  # windows per row group when streaming (6 h of 10-minute windows)
+
+
+def _states_streamed(store: ObjectStore, market: str, day: str, res: Result) -> tuple[bytes, np.ndarray] | None:
+    """The day's states as Parquet bytes (and their ticks), encoded chunk by chunk in this thread while two worker
+    threads decode and validate the next windows; None when windows overlap or a chunk does not fit the first
+    one's column types or feature width: the caller then takes the general path (sort, dedupe, one table)."""
     infos = sorted((o for o in store.list(f"{PREFIXES['states']}/{market}/{day}/") if parse_key(o.key)),
                    key=lambda o: o.key.rsplit("/", 1)[1].zfill(40))  # fmt: skip
     limit = max_inflated_bytes(_window_ms(None))
-    tables: list[pa.Table] = []
+    parts: list[Arrays] = []
     last = (-1, -1)
     problems: list[str] = []
+    out = columnar.DayWriter()
     with ThreadPoolExecutor(2) as pool:
-        for arrays, probs, _ in pool.map(lambda i: _load_one(store, i, "states", limit), infos):
+        results = pool.map(lambda i: _window_columns(store, i, limit), infos)
+        for k, (arrays, probs) in enumerate(results):
             problems.extend(probs)
-            if not arrays or not arrays["ids"].shape[0] or "raw" not in arrays:
-                continue
-            ids = arrays["ids"]
-            if (int(ids[0, 0]), int(ids[0, 1])) <= last:
-                return None
-            last = (int(ids[-1, 0]), int(ids[-1, 1]))
-            tables.append(columnar.states_table(arrays))
+            if arrays and arrays["ids"].shape[0] and "raw_t" in arrays:
+                ids = arrays["ids"]
+                if (int(ids[0, 0]), int(ids[0, 1])) <= last:
+                    return None
+                last = (int(ids[-1, 0]), int(ids[-1, 1]))
+                parts.append(arrays)
+            if parts and ((k + 1) % CHUNK_WINDOWS == 0 or k + 1 == len(infos)):
+                if not out.add(_join(parts)):
+                    return None
+                parts = []
     res.problems.extend(problems)
     for p in problems:
         log_once(log, f"problem:{p}", "archive problem; skipped (quarantined)", problem=p)
-    if not tables:
+    if not out.rows:
         return None
-    return pa.concat_tables(tables).unify_dictionaries()
+    return out.finish(), np.concatenate(out.ticks)
+
+
+def _join(parts: list[Arrays]) -> Arrays:
+    """Windows' columns as one chunk (raw fields stay transposed: one contiguous row per field)."""
+    table = np.unique(np.concatenate([p["slug_table"] for p in parts]))
+    return {
+        "ids": np.concatenate([p["ids"] for p in parts]),
+        "tick_ms": np.concatenate([p["tick_ms"] for p in parts]),
+        "flags": np.concatenate([p["flags"] for p in parts]),
+        "features": np.concatenate([p["features"] for p in parts]),
+        "raw_t": np.concatenate([p.pop("raw_t") for p in parts], axis=1),
+        "slug_idx": np.concatenate([np.searchsorted(table, p["slug_table"])[p["slug_idx"]] for p in parts]),
+        "slug_table": table,
+    }
 
 
 def _write(store: ObjectStore, kind: str, market: str, day: str, table: pa.Table, srcs: list[tuple[str, int]],
            tick_s: float, horizons: tuple[int, ...], res: Result) -> None:  # fmt: skip
-    data = columnar.encode_table(table)
-    ticks = table.column("tick_ms").to_numpy()
+    _put(store, kind, market, day, columnar.encode_table(table), table.column("tick_ms").to_numpy(), srcs, tick_s,
+         horizons, res)  # fmt: skip
+
+
+def _put(store: ObjectStore, kind: str, market: str, day: str, data: bytes, ticks: np.ndarray,
+         srcs: list[tuple[str, int]], tick_s: float, horizons: tuple[int, ...], res: Result) -> None:  # fmt: skip
+    """Parquet first, manifest last (a manifest always names a complete file)."""
     man = columnar.manifest(kind, market, day, data, ticks, tick_s, srcs, horizons)
     store.put(columnar.day_key(kind, market, day), data)
     store.put(columnar.day_key(kind, market, day, columnar.MANIFEST), columnar.dumps(man))
     res.written.append(f"{kind}/{market}/{day}")
-    res.rows += int(table.num_rows)
+    res.rows += int(ticks.size)
 
 
 def compact(

@@ -6,6 +6,10 @@
 templates (:mod:`common.layout`); the rows no template matches are decoded one by one. Every row that fails its
 schema or :mod:`common.validate` is left out and reported in ``problems`` as ``"key: entry ID: reason"``; rows of a
 minority width are dropped and reported. Pure: no IO.
+
+States written under another feature set (e.g. ``market-v2`` before ``market-v3``) get their features recomputed
+from their own raw fields with the current :func:`common.features.market_features` (tick length: the object's
+median tick spacing), so an archive holding several feature sets reads back as one, never mixed or refused.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from archiver_svc.windows import ArchiveObject, UniformObject, parse_ids
+from common.features import FEATURE_SET, infer_tick_s, market_features
 from common.layout import Extracted, extract, match_matrix
 from common.schema import N_RAW, SchemaError, decode_label, decode_state
 from common.validate import check_state, row_problems
@@ -36,9 +41,17 @@ def _prepare(
     return parse_ids(obj.ids), groups, left, obj.payloads.__getitem__, obj.ids.__getitem__
 
 
+def _current_features(part: Arrays, feature_set: str, tick_s: float) -> None:
+    """Replace the rows' features by the current feature set's, from their raw fields, when stored under another."""
+    if feature_set != FEATURE_SET and part["tick_ms"].size:
+        part["features"] = market_features(part["raw"], part["tick_ms"], part["flags"], tick_s=tick_s)
+
+
 def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: str) -> Arrays:
     ids, groups, left, payload_of, id_of = _prepare(obj, "states")
     parts: list[tuple[npt.NDArray[np.int64], Arrays]] = []
+    tick_s = infer_tick_s(ids[:, 0]) if ids.shape[0] else 0.5
+    slugs: dict[str, int] = {}  # per row an index into the object's slugs (no per-row strings)
     for g in groups:
         pm = g.template.values.get("pm")
         slug = str(pm.get("slug", "")) if isinstance(pm, dict) else ""
@@ -48,12 +61,13 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
             "raw": g.columns["x"].view("<f8").reshape(n, N_RAW),
             "features": g.columns["f"].view("<f4").reshape(n, -1),
             "flags": g.columns["st"].astype(np.int32),
-            "slug": np.full(n, slug),
+            "slug": np.full(n, slugs.setdefault(slug, len(slugs)), np.int32),
         }
         gid = ids[g.rows]
         v = g.template.values
         bad = row_problems(obj.market, gid[:, 0], gid[:, 1], str(v.get("m")), part["tick_ms"], part["raw"],
                            part["features"], str(v.get("fs")))  # fmt: skip
+        _current_features(part, str(v.get("fs")), tick_s)
         parts.append(_without(g.rows, part, bad, problems, key, id_of))
     for i in left:
         try:
@@ -70,17 +84,19 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
             "raw": s.raw.reshape(1, N_RAW),
             "features": s.features.reshape(1, -1),
             "flags": np.array([s.flags], np.int32),
-            "slug": np.array([s.pm.slug if s.pm else ""]),
+            "slug": np.array([slugs.setdefault(s.pm.slug if s.pm else "", len(slugs))], np.int32),
         }
+        _current_features(row, s.feature_set, tick_s)
         parts.append((np.array([i], np.int64), row))
     out = _assemble(parts, ids, problems, key)
-    if "slug" in out and out["slug"].size and bool((out["slug"] == out["slug"][0]).all()):  # one market window
-        out["slug_table"] = out.pop("slug")[:1].copy()
-        out["slug_idx"] = np.zeros(out["slug_table"].size and out["ids"].shape[0], np.int32)
-    elif "slug" in out:
-        table, idx = np.unique(out.pop("slug"), return_inverse=True)
-        out["slug_idx"] = idx.astype(np.int32).reshape(-1)
-        out["slug_table"] = table
+    if "slug" in out:  # the slugs the kept rows use, sorted, and each row's index into them
+        names = np.array(list(slugs), dtype=str)
+        used = np.unique(out["slug"])
+        order = np.argsort(names[used], kind="stable")
+        remap = np.zeros(len(names), np.int32)
+        remap[used[order]] = np.arange(used.size, dtype=np.int32)
+        out["slug_idx"] = remap[out.pop("slug")]
+        out["slug_table"] = names[used[order]]
     return out
 
 

@@ -22,18 +22,21 @@ Guarantees:
 * one object = one window; payloads are decoded in bulk (layout templates + ``frombuffer``);
 * a UTC day of the recorded origin compacted by ``fusion compact`` (:mod:`archiver_svc.columnar`) is read from
   its Parquet file, only the columns asked for, when its manifest names exactly the day's current windows (else
-  from the windows); imported objects (``origin=imported|both``) are always read from their windows.
+  from the windows, and from the windows too when it was compacted under another feature set: states of another
+  feature set get the current features, recomputed from their raw fields by :mod:`archiver_svc.object_columns`);
+  imported objects (``origin=imported|both``) are always read from their windows.
   ``columns_cache`` is accepted and ignored (the per-object column cache was replaced by the compacted days).
 
-This module lists, loads (in parallel), quarantines and concatenates; one object's columns are built by
-:mod:`archiver_svc.object_columns`, a compacted day's by :mod:`archiver_svc.colread`.
+This module plans (listing and manifests read once per load, shared by the estimate and the read), loads (in
+parallel) and concatenates; one object is listed, decoded and quarantined by :mod:`archiver_svc.objects` (its
+columns built by :mod:`archiver_svc.object_columns`), a compacted day is read by :mod:`archiver_svc.colread`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -42,124 +45,38 @@ import numpy.typing as npt
 
 from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes, state_bytes
 from archiver_svc.market_data import MarketData
-from archiver_svc.object_columns import label_arrays, state_arrays
-from archiver_svc.quarantine import move, quarantine
+from archiver_svc.objects import _load_one, _window_ms, as_store, iter_objects, list_objects
 from archiver_svc.rawcols import RawColumns, SlugList, narrow
-from archiver_svc.windows import (
-    ArchiveError,
-    ArchiveObject,
-    decode_fast,
-    decode_object,
-    market_prefix,
-    max_inflated_bytes,
-    parse_key,
-    utc_date,
-)
+from common.features import FEATURE_SET
 from common.log import log_once
 from common.schema import N_RAW, RAW_INDEX, LabelColumns, StateColumns
-from common.store import ObjectInfo, ObjectStore, open_store
+from common.store import ObjectInfo, ObjectStore
+
+__all__ = ["MarketData", "as_store", "estimate_load", "iter_objects", "list_objects", "load_arrays", "load_market"]
 
 log = logging.getLogger("archiver.reader")
 DAY_MS = 86_400_000
 Arrays = dict[str, npt.NDArray[Any]]
+Plan = tuple[list[ObjectInfo], list[tuple[str, dict[str, Any]]], list[ObjectInfo]]
+Plans = dict[tuple[Any, ...], Plan]
 
 
-def as_store(source: ObjectStore | str | os.PathLike[str]) -> ObjectStore:
-    if isinstance(source, ObjectStore):
-        return source
-    s = str(source)
-    if "://" in s and not s.startswith("file://"):
-        from common.settings import get_settings
+def planned(
+    store: ObjectStore, kind: str, market: str, start_ms: int | None, end_ms: int | None, columnar: bool,
+    plans: Plans | None = None,
+) -> Plan:  # fmt: skip
+    """``(window objects of the range, [(day, manifest)] read from Parquet, objects read from their windows)``:
+    listed and manifests read once per load (``plans`` memoises them between the estimate and the read)."""
+    key = (id(store), kind, market, start_ms, end_ms, columnar)
+    if plans is not None and key in plans:
+        return plans[key]
+    from archiver_svc.colread import plan  # pyarrow only when a reader loads data
 
-        st = get_settings()
-        return open_store(s, st.s3_endpoint_url, st.s3_region)
-    return open_store(s)
-
-
-def list_objects(
-    store: ObjectStore, kind: str, market: str, start_ms: int | None, end_ms: int | None
-) -> list[ObjectInfo]:
-    """Objects of ``market`` that may hold entries in ``[start_ms, end_ms)``, by window start."""
-    base = market_prefix(kind, market)
-    if start_ms is not None and end_ms is not None and end_ms - start_ms <= 400 * DAY_MS:
-        infos = []
-        for day in range((start_ms - DAY_MS) // DAY_MS, end_ms // DAY_MS + 1):
-            infos.extend(store.list(f"{base}{utc_date(day * DAY_MS)}/"))
-    else:
-        infos = list(store.list(base))
-    keyed = sorted(((p[2], o) for o in infos if (p := parse_key(o.key)) is not None), key=lambda x: x[0])
-    out: list[ObjectInfo] = []
-    for i, (ws, o) in enumerate(keyed):
-        if end_ms is not None and ws >= end_ms:
-            break
-        nxt = keyed[i + 1][0] if i + 1 < len(keyed) else None
-        if start_ms is not None and nxt is not None and nxt <= start_ms:
-            continue  # the next window starts before the range: this one ends before it too
-        out.append(o)
-    return out
-
-
-def iter_objects(
-    source: ObjectStore | str | os.PathLike[str],
-    kind: str,
-    market: str,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-) -> Iterator[tuple[str, ArchiveObject | ArchiveError]]:
-    """Each object's key and decoded content (or the error that made it unusable), in window order."""
-    store = as_store(source)
-    limit = max_inflated_bytes(_window_ms(None))
-    for o in list_objects(store, kind, market, start_ms, end_ms):
-        try:
-            yield o.key, decode_object(store.get(o.key), o.key, limit)
-        except ArchiveError as e:
-            yield o.key, e
-        except KeyError:
-            yield o.key, ArchiveError("object vanished while reading")
-
-
-def _window_ms(window_s: int | None) -> int:
-    if window_s is None:
-        from common.settings import get_settings
-
-        window_s = get_settings().archive_window_s
-    return int(window_s) * 1000
-
-
-def _load_one(store: ObjectStore, info: ObjectInfo, kind: str, max_bytes: int) -> tuple[Arrays, list[str], int]:
-    """(columns, problems reported now, problems reported before) of one object.
-
-    An unusable object is moved to quarantine; an object with unusable entries is copied there (its good
-    entries stay in place and load); either is reported only the first time (see archiver_svc.quarantine)."""
-    problems: list[str] = []
-    try:
-        data = store.get(info.key)
-    except KeyError:
-        return {}, [f"{info.key}: object vanished while reading"], 0
-    try:
-        obj = decode_fast(data, info.key, max_bytes)
-    except ArchiveError as e:
-        reason = str(e)
-        new = _safely(info.key, lambda: move(store, info.key, data, reason)[1])
-        return {}, [f"{info.key}: {reason}"] if new else [], 0 if new else 1
-    arrays = (state_arrays if kind == "states" else label_arrays)(obj, problems, info.key)
-    skipped = 0
-    if problems:
-        bad = [(p.split(": entry ", 1)[1].split(": ", 1)[0], p) for p in problems if ": entry " in p]
-        why = f"{len(problems)} problems; the other entries stay in place"
-        if not _safely(info.key, lambda: quarantine(store, info.key, data, why, bad)[1]):
-            problems, skipped = [], len(problems)
-    return arrays, problems, skipped
-
-
-def _safely(key: str, quarantine_it: Callable[[], bool]) -> bool:
-    """Run a quarantine step; True when the problem is new (to report). A store that refuses the copy or
-    the delete (read-only, permissions) never fails a load: the problem is then reported as new."""
-    try:
-        return quarantine_it()
-    except Exception as e:
-        log_once(log, f"quarantine-failed:{key}", "could not quarantine; skipped only", obj=key, error=repr(e))
-        return True
+    infos = list_objects(store, kind, market, start_ms, end_ms)
+    days, windows = plan(store, kind, market, start_ms, end_ms, infos) if columnar else ([], list(infos))
+    if plans is not None:
+        plans[key] = (infos, days, windows)
+    return infos, days, windows
 
 
 def load_arrays(
@@ -175,21 +92,29 @@ def load_arrays(
     skipped: list[int] | None = None,
     raw_fields: Sequence[str] | None = None,
     columnar: bool = True,
+    plans: Plans | None = None,
 ) -> tuple[Arrays, list[str]]:
     """Columns of every entry of ``kind`` in range (plus ``ids`` (N, 2) ``[ms, seq]``), and the problems
     found now (problems found by an earlier load are only counted, into ``skipped[0]``). Objects may inflate
     to :func:`~archiver_svc.windows.max_inflated_bytes` of ``window_s`` (default: the archive window setting).
     ``columnar=False``: every object from its window, compacted days ignored (the imported view)."""
     store = as_store(source)
+    from archiver_svc.windows import max_inflated_bytes
+
     limit = max_inflated_bytes(_window_ms(window_s))
-    infos = list_objects(store, kind, market, start_ms, end_ms)
     problems: list[str] = []
     results: list[Arrays] = []
     n_skipped = 0
-    from archiver_svc.colread import plan, read_labels, read_states  # pyarrow only when a reader loads data
+    from archiver_svc.colread import read_labels, read_states  # pyarrow only when a reader loads data
 
-    days, from_windows = plan(store, kind, market, start_ms, end_ms, infos) if columnar else ([], list(infos))
+    infos, days, from_windows = planned(store, kind, market, start_ms, end_ms, columnar, plans)
+    from_windows = list(from_windows)
     failed: list[str] = []
+    stale: set[str] = set()  # days compacted under another feature set: from their windows (features recomputed)
+    if kind == "states":
+        have = {o.key.split("/")[2] for o in infos}
+        stale = {d for d, m in days if m.get("feature_set", FEATURE_SET) != FEATURE_SET and d in have}
+        days = [(d, m) for d, m in days if d not in stale]
     if kind == "states" and days:
         got, failed = read_states(store, market, days, raw_fields)
         if got is not None:
@@ -200,7 +125,7 @@ def load_arrays(
             failed.append(day)
         elif lab["ids"].shape[0]:
             results.append(lab)
-    from_windows.extend(o for o in infos if o.key.split("/")[2] in set(failed))  # unreadable files: their windows
+    from_windows.extend(o for o in infos if o.key.split("/")[2] in set(failed) | stale)  # unreadable: windows
     with ThreadPoolExecutor(max(1, workers)) as pool:
         for arrays, probs, sk in pool.map(lambda i: _load_one(store, i, kind, limit), from_windows):
             problems.extend(probs)
@@ -295,13 +220,14 @@ def estimate_load(
     raw_fields: Sequence[str] | None = None,
     window_s: int | None = None,
     n_horizons: int = 4,
+    plans: Plans | None = None,
 ) -> Estimate:
     """Rows and peak bytes of a :func:`load_market` (the columns are concatenated once: twice their size)."""
     from common.settings import get_settings
 
     wms, tick = _window_ms(window_s), get_settings().tick_ms
-    infos = list_objects(store, "states", market, start_ms, end_ms)
-    rows = estimate_rows(store, "states", market, start_ms, end_ms, wms, tick, infos)
+    infos, days, windows = planned(store, "states", market, start_ms, end_ms, True, plans)
+    rows = estimate_rows(store, "states", market, start_ms, end_ms, wms, tick, infos, (days, windows))
     per = state_bytes(raw_fields) + (label_bytes(n_horizons) if labels else 0)
     return Estimate(rows, 2 * rows * per)
 
@@ -331,12 +257,14 @@ def load_market(
     from common.settings import get_settings
 
     parts = origin_stores(as_store(source), origin)  # imported objects: always from their windows
-    ests = [estimate_load(st, market, start_ms, end_ms, labels=labels, raw_fields=raw_fields, window_s=window_s)
-            for st, _ in parts]  # fmt: skip
+    plans: Plans = {}  # listings and manifests read once, for the estimate and the read
+    ests = [estimate_load(st, market, start_ms, end_ms, labels=labels, raw_fields=raw_fields, window_s=window_s,
+                          plans=plans) for st, _ in parts]  # fmt: skip
     est = Estimate(sum(e.rows for e in ests), sum(e.bytes for e in ests))
     limit = get_settings().train_max_memory_gb if max_memory_gb is None else max_memory_gb
     check(f"loading {market}", est, limit, "load a shorter range (start_ms/end_ms)")
-    kw: dict[str, Any] = {"labels": labels, "workers": workers, "window_s": window_s, "raw_fields": raw_fields}
+    kw: dict[str, Any] = {"labels": labels, "workers": workers, "window_s": window_s, "raw_fields": raw_fields,
+                          "plans": plans}  # fmt: skip
     loaded = [_load_market(st, market, start_ms, end_ms, columnar=col, **kw) for st, col in parts]
     return loaded[0] if len(loaded) == 1 else merge_market(loaded[0], loaded[1])
 
@@ -352,10 +280,11 @@ def _load_market(
     window_s: int | None,
     raw_fields: Sequence[str] | None,
     columnar: bool,
+    plans: Plans,
 ) -> MarketData:
     skipped: list[int] = []
     s, problems = load_arrays(store, "states", market, start_ms, end_ms, workers=workers, window_s=window_s,
-                              skipped=skipped, raw_fields=raw_fields, columnar=columnar)  # fmt: skip
+                              skipped=skipped, raw_fields=raw_fields, columnar=columnar, plans=plans)  # fmt: skip
     if s:
         raw: Any = s["raw"] if raw_fields is None else RawColumns({f: s[f"raw:{f}"] for f in raw_fields})
         states = StateColumns(

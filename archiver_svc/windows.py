@@ -235,23 +235,19 @@ def decompress(data: bytes, max_bytes: int = MAX_OBJECT_BYTES) -> bytes:
     """gunzip with a clear error for truncated/corrupt data; streaming, it stops (ArchiveError "object too
     large") as soon as the output would exceed ``max_bytes`` or what the header's entry count allows."""
     try:
-        d = isal_zlib.decompressobj(wbits=31)
-        head = d.decompress(data, min(HEADER_MAX, max_bytes))
+        # the header (first HEADER_MAX bytes) bounds the output by its entry count; then one pass from the start
+        # into one buffer (re-inflating the few header bytes is cheaper than joining two buffers)
+        head = isal_zlib.decompressobj(wbits=31).decompress(data, min(HEADER_MAX, max_bytes))
         limit = min(max_bytes, _count_limit(head))
-        out, n = [head], len(head)
-        while not d.eof:
-            room = limit - n
-            if room <= 0:
+        d = isal_zlib.decompressobj(wbits=31)
+        out = d.decompress(data, limit)
+        if not d.eof:
+            if len(out) >= limit:
                 raise ArchiveError(f"object too large: inflates beyond {limit} bytes")
-            tail = d.unconsumed_tail
-            chunk = d.decompress(tail, room)
-            if not chunk and not tail:
-                raise ArchiveError("truncated gzip stream")
-            out.append(chunk)
-            n += len(chunk)
+            raise ArchiveError("truncated gzip stream")
         if d.unused_data:
             raise ArchiveError("trailing bytes after the gzip stream")
-        return out[0] if len(out) == 1 else b"".join(out)
+        return out
     except isal_zlib.error as e:
         raise ArchiveError(f"corrupt gzip: {e}") from e
 

@@ -68,12 +68,14 @@ class AlertSink:
         self.counts[result] = self.counts.get(result, 0) + 1
         SENT.labels(kind, result).inc()
 
-    def send(self, kind: str, text: str, key: str = "", **fields: Any) -> bool:
-        """Queue an alert; True when queued (False: deduplicated, rate-limited or queue full). Never blocks."""
+    def send(self, kind: str, text: str, key: str = "", *, dedup: bool = True, **fields: Any) -> bool:
+        """Queue an alert; True when queued (False: deduplicated, rate-limited or queue full). Never blocks.
+        ``dedup=False`` skips the per-period de-duplication (the caller de-duplicates per episode,
+        :mod:`common.episodes`); the rate limit still applies."""
         now = time.monotonic()
         with self._lock:
             last = self._seen.get((kind, key))
-            if last is not None and now - last < self.dedup_s:
+            if dedup and last is not None and now - last < self.dedup_s:
                 self._count(kind, "deduplicated")
                 return False
             self._tokens = min(float(self.rate_per_min), self._tokens + (now - self._refilled) * self.rate_per_min / 60)
@@ -135,6 +137,23 @@ class AlertSink:
 
 _sink: AlertSink | None = None
 _sink_lock = threading.Lock()
+_service = "fusion"
+
+
+def set_service(name: str) -> None:
+    """Name this process's alerts (``service`` of the JSON preset, ``[name]`` of the chat presets)."""
+    global _service
+    _service = name
+    with _sink_lock:
+        if _sink is not None:
+            _sink.service = name
+
+
+def enabled() -> bool:
+    """True when alerts are configured (``alert_webhook_url`` set)."""
+    from common.settings import get_settings
+
+    return bool(get_settings().alert_webhook_url.get_secret_value())
 
 
 def sink() -> AlertSink | None:
@@ -148,17 +167,18 @@ def sink() -> AlertSink | None:
             url = s.alert_webhook_url.get_secret_value()
             if not url:
                 return None
-            _sink = AlertSink(url, s.alert_format, dedup_s=s.alert_dedup_s, rate_per_min=s.alert_rate_per_min,
-                              queue_size=s.alert_queue, timeout_s=s.alert_timeout_s)  # fmt: skip
+            _sink = AlertSink(url, s.alert_format, service=_service, dedup_s=s.alert_dedup_s,
+                              rate_per_min=s.alert_rate_per_min, queue_size=s.alert_queue,
+                              timeout_s=s.alert_timeout_s)  # fmt: skip
             kv(log, logging.INFO, "alerts on", host=_sink.host, format=s.alert_format)
         return _sink
 
 
-def notify(kind: str, text: str, key: str = "", **fields: Any) -> bool:
+def notify(kind: str, text: str, key: str = "", *, dedup: bool = True, **fields: Any) -> bool:
     """Send an alert through the configured sink; a no-op (False) when alerts are off. Never raises."""
     try:
         s = sink()
-        return s.send(kind, text, key, **fields) if s is not None else False
+        return s.send(kind, text, key, dedup=dedup, **fields) if s is not None else False
     except Exception as e:  # alerts must never take a service down
         log_once(log, f"alert-error:{type(e).__name__}", "alert not sent", error=type(e).__name__)
         return False

@@ -10,8 +10,10 @@ Guarantees: a version's files are written once (``put_if_absent``; the weights b
 a listed version is complete); :func:`load_model` verifies the sha256 (and the expected one, if
 given) and the architecture before returning weights, else raises :class:`ModelError`;
 :func:`fetch_verified` (serving) also enforces size limits before reading and meta's features and
-architecture, raising :class:`ModelRejected` whose ``kind`` names the failed check; the
-``model-updated`` event is published only by :func:`promote` / :func:`rollback`. No pickle.
+architecture and freshness (:mod:`common.modelcheck`), raising :class:`ModelRejected` whose ``kind`` names the
+failed check; a stale version is never made champion (:func:`promote`, :func:`rollback`). The ``model-updated`` /
+``model-rolled-back`` events (:mod:`common.events`) are published only by :func:`promote` / :func:`rollback`. No
+pickle.
 Policies and versions follow :mod:`common.names`' grammar (versions made here: ``YYYYmmddTHHMMSSZ-xxxxxx``):
 every key is built by :func:`model_prefix`, which raises :class:`ModelError` for any other name, and
 listings skip folders whose names are outside it.
@@ -21,31 +23,33 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import msgpack
 import numpy as np
 import numpy.typing as npt
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
-from common import keys
+from common import events
 from common.alerts import notify
-from common.features import FEATURE_SET, OBSERVATION_FEATURES
+from common.metrics import counter
+from common.modelcheck import ModelRejected as ModelRejected  # re-exported: callers name them common.artefact.*
+from common.modelcheck import check_fresh as check_fresh
+from common.modelcheck import check_meta as check_meta
+from common.modelcheck import rejected_weights as rejected_weights
 from common.names import InvalidName, NameKind, check_name, is_valid_name
-from common.policy import ARCH_TYPE, INPUT_DIM, LN_EPS, N_ACTIONS, WeightsError, check_weights
-from common.schema import ACTIONS
+from common.policy import WeightsError, check_weights
 from common.store import ObjectStore
 
 F32 = npt.NDArray[np.float32]
-EVENT_VERSION = 1
+EVENT_VERSION = events.EVENT_VERSION
 MAX_MODEL_BYTES = 64 << 20  # default of ``FUSION_MAX_MODEL_BYTES``
 MAX_META_BYTES = 1 << 20
+STALE = counter("fusion_models_stale_refused_total", "models refused as stale", ("where",))
 
 
 class ModelError(ValueError):
@@ -54,18 +58,6 @@ class ModelError(ValueError):
 
 class ChampionError(ModelError):
     """``champion.json`` exists but is not a pointer (not JSON, not an object, bad version or sha256)."""
-
-
-class ModelRejected(ValueError):
-    """A model refused for serving (:func:`fetch_verified`); ``kind`` is the failed check, ``reason`` the detail.
-
-    Kinds: ``pointer`` (champion.json unreadable), ``size``, ``missing``, ``sha256``, ``features``,
-    ``architecture``, ``format`` (not safetensors), ``shape`` (names, shapes, dtype), ``non-finite``."""
-
-    def __init__(self, kind: str, reason: str) -> None:
-        super().__init__(f"{kind}: {reason}")
-        self.kind = kind
-        self.reason = f"{kind}: {reason}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,9 +224,16 @@ def _history(store: ObjectStore, policy: str) -> list[dict[str, Any]]:
 
 
 def _set_champion(
-    store: ObjectStore, policy: str, version: str, redis: Any, history: list[dict[str, Any]]
+    store: ObjectStore, policy: str, version: str, history: list[dict[str, Any]], max_age_h: float | None
 ) -> dict[str, Any]:
     meta = read_meta(store, policy, version)
+    try:
+        check_fresh(meta, _max_age(max_age_h))
+    except ModelRejected as e:
+        STALE.labels("registry").inc()
+        notify("model-stale", f"{policy} {version} refused: {e.reason}", key=f"{policy}/{version}", policy=policy,
+               version=version)  # fmt: skip
+        raise ModelError(f"{policy}/{version} refused: {e.reason}") from None
     load_model(store, policy, version)  # refuses a corrupt version before it becomes champion
     ptr = {
         "version": version,
@@ -249,44 +248,56 @@ def _set_champion(
         store.put(f"quarantine/{key}.{int(time.time() * 1000)}", store.get(key))
     store.put(model_prefix(policy) + "champion-history.json", json.dumps(history + [ptr], indent=1).encode())
     store.put(model_prefix(policy) + "champion.json", json.dumps(ptr, indent=2).encode())
-    if redis is not None:
-        publish_model_updated(redis, policy, ptr)
     return ptr
 
 
-def promote(store: ObjectStore, policy: str, version: str, redis: Any = None) -> dict[str, Any]:
-    """Make ``version`` the champion (verified first) and publish ``model-updated`` if ``redis``; alert."""
-    ptr = _set_champion(store, policy, version, redis, _history(store, policy))
+def publish_model_updated(redis: Any, policy: str, ptr: Mapping[str, Any]) -> bytes:
+    """:func:`common.events.publish_model_updated`; :class:`ModelError` for a name outside the grammar."""
+    try:
+        return events.publish_model_updated(redis, policy, ptr)
+    except InvalidName as e:
+        raise ModelError(str(e)) from None
+
+
+def _max_age(max_age_h: float | None) -> float:
+    if max_age_h is not None:
+        return max_age_h
+    from common.settings import get_settings
+
+    return get_settings().model_max_age_h
+
+
+def promote(
+    store: ObjectStore, policy: str, version: str, redis: Any = None, max_age_h: float | None = None
+) -> dict[str, Any]:
+    """Make ``version`` the champion (verified first, refused when stale: :func:`check_fresh` with ``max_age_h``,
+    default ``FUSION_MODEL_MAX_AGE_H``) and publish ``model-updated`` if ``redis``; alert."""
+    ptr = _set_champion(store, policy, version, _history(store, policy), max_age_h)
+    if redis is not None:
+        publish_model_updated(redis, policy, ptr)
     notify("model-promoted", f"{policy} {version} is the champion", key=f"{policy}/{version}", policy=policy,
            version=version)  # fmt: skip
     return ptr
 
 
-def rollback(store: ObjectStore, policy: str, redis: Any = None) -> dict[str, Any]:
-    """Re-promote the champion before the current one."""
+def rollback(
+    store: ObjectStore, policy: str, redis: Any = None, reason: str = "by hand", max_age_h: float | None = None
+) -> dict[str, Any]:
+    """Re-promote the champion before the current one (checked as :func:`promote` checks) and publish
+    ``model-rolled-back`` with ``reason`` if ``redis``; alert."""
     hist = _history(store, policy)
     if len(hist) < 2:
         raise ModelError(f"policy {policy} has no previous champion to roll back to")
-    ptr = _set_champion(store, policy, hist[-2]["version"], redis, hist[:-2])
+    ptr = _set_champion(store, policy, hist[-2]["version"], hist[:-2], max_age_h)
     old, new = hist[-1]["version"], ptr["version"]
-    notify("model-rolled-back", f"{policy} rolled back from {old} to {new}", key=f"{policy}/{new}", policy=policy,
-           version=new, previous=old)  # fmt: skip
+    if redis is not None:
+        try:
+            events.publish_model_rolled_back(redis, policy, ptr, old, reason)
+        except InvalidName as e:
+            raise ModelError(str(e)) from None
+    notify("model-rolled-back", f"{policy} rolled back from {old} to {new}: {reason}", key=f"{policy}/{new}",
+           policy=policy, version=new, previous=old, reason=reason)  # fmt: skip
     return ptr
-
-
-def publish_model_updated(redis: Any, policy: str, ptr: Mapping[str, Any]) -> bytes:
-    """XADD ``{v, type: model-updated, policy, version, uri, sha256, ts}`` (msgpack under ``d``)."""
-    msg = {
-        "v": EVENT_VERSION,
-        "type": "model-updated",
-        "policy": checked_name("policy", policy),
-        "version": checked_name("version", ptr["version"]),
-        "uri": ptr["uri"],
-        "sha256": ptr["sha256"],
-        "ts": int(time.time() * 1000),
-    }
-    eid: bytes = redis.xadd(keys.EVENTS_STREAM, {keys.PAYLOAD_FIELD: msgpack.packb(msg, use_bin_type=True)})
-    return eid
 
 
 # ------------------------------------------------------------------ verification for serving
@@ -303,41 +314,6 @@ class VerifiedArtefact:
     timings_s: dict[str, float] = field(default_factory=dict)  # download_s, verify_s
 
 
-def check_meta(meta: dict[str, Any]) -> int:
-    """Raise :class:`ModelRejected` unless meta's features and architecture are :mod:`common.features`' and
-    :mod:`common.policy`'s. Returns the hidden width."""
-    if meta.get("feature_set") != FEATURE_SET:
-        raise ModelRejected("features", f"feature_set {meta.get('feature_set')!r} != {FEATURE_SET!r}")
-    feats = meta.get("features")
-    if feats != list(OBSERVATION_FEATURES):
-        if isinstance(feats, list) and sorted(map(str, feats)) == sorted(OBSERVATION_FEATURES):
-            raise ModelRejected("features", "feature order differs from common.features.OBSERVATION_FEATURES")
-        raise ModelRejected("features", f"features {feats!r} != {list(OBSERVATION_FEATURES)!r}")
-    if "actions" in meta and meta["actions"] != list(ACTIONS):
-        raise ModelRejected("features", f"actions {meta['actions']!r} != {list(ACTIONS)!r}")
-    arch = meta.get("architecture")
-    if not isinstance(arch, dict):
-        raise ModelRejected("architecture", "meta.json has no architecture block")
-    if arch.get("type") != ARCH_TYPE:
-        raise ModelRejected("architecture", f"type {arch.get('type')!r} != {ARCH_TYPE!r}")
-    if arch.get("input_dim") != INPUT_DIM or arch.get("n_actions") != N_ACTIONS:
-        got = f"{arch.get('input_dim')}/{arch.get('n_actions')}"
-        raise ModelRejected("architecture", f"input_dim/n_actions {got} != {INPUT_DIM}/{N_ACTIONS}")
-    eps = arch.get("ln_eps", LN_EPS)
-    if not isinstance(eps, int | float) or not math.isclose(float(eps), LN_EPS, rel_tol=1e-9):
-        raise ModelRejected("architecture", f"ln_eps {eps!r} != {LN_EPS}")
-    hidden = arch.get("hidden")
-    if not isinstance(hidden, int) or not 1 <= hidden <= 4096:
-        raise ModelRejected("architecture", f"hidden {hidden!r} is not a positive int")
-    return hidden
-
-
-def rejected_weights(err: WeightsError) -> ModelRejected:
-    """The :class:`ModelRejected` (``non-finite`` or ``shape``) of a weight set that failed ``check_weights``."""
-    msg = str(err)
-    return ModelRejected("non-finite" if "non-finite" in msg else "shape", msg)
-
-
 def _check_size(name: str, size: int, limit: int, how: str) -> None:
     if size > limit:
         raise ModelRejected("size", f"{name} is {size} bytes ({how}) > limit {limit} (FUSION_MAX_MODEL_BYTES)")
@@ -350,10 +326,12 @@ def fetch_verified(
     expect_sha256: str | None = None,
     uri: str | None = None,
     max_bytes: int = MAX_MODEL_BYTES,
+    max_age_h: float = 0.0,
 ) -> VerifiedArtefact:
     """Download and verify ``policy/version`` for serving, in this order: names, sizes (the store's object
     sizes and meta's ``size_bytes`` before the weights are read, then the bytes read), sha256 (meta's and
-    ``expect_sha256``), meta (:func:`check_meta`), safetensors format, weights (names, shapes, finite).
+    ``expect_sha256``), freshness (:func:`check_fresh` with ``max_age_h``), meta (:func:`check_meta`), safetensors
+    format, weights (names, shapes, finite).
     Raises :class:`ModelRejected`."""
     t0 = time.perf_counter()
     try:
@@ -386,6 +364,7 @@ def fetch_verified(
         raise ModelRejected("sha256", f"file {sha[:12]}... != meta.json {str(meta.get('sha256'))[:12]}...")
     if expect_sha256 is not None and expect_sha256 != sha:
         raise ModelRejected("sha256", f"file {sha[:12]}... != announced {expect_sha256[:12]}...")
+    check_fresh(meta, max_age_h)
     hidden = check_meta(meta)
     try:
         weights: dict[str, F32] = st_load(data)

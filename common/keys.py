@@ -8,6 +8,8 @@ never returns a name outside it, so no key built here can alias another market's
 
 from __future__ import annotations
 
+import re
+
 from common.names import check_name, is_valid_name
 
 PREFIX = "fusion"
@@ -40,6 +42,14 @@ SCHEDULE_KEY = f"{PREFIX}:schedule"
 
 # Trader
 TRADER_STATUS_PREFIX = f"{PREFIX}:trader"
+MONITOR_PREFIX = f"{PREFIX}:monitor"
+
+# Alerts and health (common.episodes, common.lifecycle, common.healthwatch)
+ALERT_EPISODES = f"{PREFIX}:alerts:episodes"  # hash "kind|key" -> JSON {since_ms, ...}: the open alert episodes
+HEALTH_LEADER = f"{PREFIX}:health:leader"  # the process that runs the health checks now (value: its id, with a TTL)
+ALERT_EPISODES_CLOSED = f"{PREFIX}:alerts:closed"  # hash "kind|key" -> when its last episode ended (ms)
+SERVICES_SET = f"{PREFIX}:services"  # "service/instance" of every process that recorded a start
+STARTS_PREFIX = f"{PREFIX}:starts"
 
 
 def states_stream(market: str) -> str:
@@ -98,6 +108,23 @@ def legacy_trader_state_key(trader: str) -> str:
 def trader_command_key(trader: str) -> str:
     """List of operator commands for a trader (``kill-on`` / ``kill-off``, JSON), popped by its housekeeping."""
     return f"{TRADER_STATUS_PREFIX}:{check_name(trader, 'trader')}:commands"
+
+
+def monitor_state_key(policy: str, trader: str) -> str:
+    """Hash of ``fusion monitor`` watching ``policy`` through ``trader``'s records: ``{cursor, fold, machine,
+    checked, recent, last}`` (msgpack / JSON), written in one MULTI so a restart resumes where it stopped."""
+    return f"{MONITOR_PREFIX}:{check_name(policy, 'policy')}:{check_name(trader, 'trader')}"
+
+
+def instance_name(text: str) -> str:
+    """``text`` (a hostname, an observer id, ...) as a name of the grammar: other characters become ``_``."""
+    out = re.sub(r"[^A-Za-z0-9_-]", "_", text)[:128].lstrip("_-")
+    return out or "unknown"
+
+
+def service_starts_key(service: str, instance: str) -> str:
+    """Sorted set of the recent starts (score: ms) of one service instance, capped (see common.lifecycle)."""
+    return f"{STARTS_PREFIX}:{check_name(service, 'service')}:{check_name(instance, 'service')}"
 
 
 def training_lock_key(policy: str) -> str:

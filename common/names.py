@@ -17,7 +17,7 @@ import re
 from collections.abc import Callable
 from typing import Literal
 
-NameKind = Literal["market", "policy", "trader", "version"]
+NameKind = Literal["market", "policy", "trader", "version", "service"]
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}"
 _NAME_RE = re.compile(rf"^{NAME_PATTERN}$")

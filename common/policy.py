@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from common.features import FEATURE_SET, N_OBS, OBSERVATION_FEATURES
-from common.schema import ACTIONS
+from common.schema import ACTIONS, STATE_VERSION
 
 HOLD, BUY_UP, BUY_DOWN = 0, 1, 2
 N_ACTIONS = len(ACTIONS)
@@ -204,5 +204,7 @@ def greedy(weights: Mapping[str, Any], x: npt.ArrayLike) -> npt.NDArray[np.int64
 
 
 def meta_features() -> dict[str, Any]:
-    """The feature block of meta.json: feature set name and the N_OBS input names in order."""
-    return {"feature_set": FEATURE_SET, "features": list(OBSERVATION_FEATURES), "actions": list(ACTIONS)}
+    """The feature block of meta.json: feature set name, the N_OBS input names in order, the actions and the state
+    schema the model was trained on (``state_schema``: a model of another schema is stale, common.artefact)."""
+    return {"feature_set": FEATURE_SET, "features": list(OBSERVATION_FEATURES), "actions": list(ACTIONS),
+            "state_schema": STATE_VERSION}  # fmt: skip

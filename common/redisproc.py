@@ -24,6 +24,20 @@ def free_port() -> int:
         return port
 
 
+def port_or_free(port: int, host: str = "127.0.0.1") -> int:
+    """``port`` when it can be bound on ``host`` now, else a free port (``0`` asks for a free one): a second stack
+    or demo on the same machine gets its own dashboard instead of a UI process that dies on a taken port."""
+    if port:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                pass
+            else:
+                return port
+    return free_port()
+
+
 class RedisServer:
     """Start/stop/kill a local redis-server; ``url`` points at it."""
 

@@ -125,6 +125,27 @@ class Settings(BaseSettings):
     max_trades_per_day: int = Field(0, ge=0, description="opens per UTC day, every market; 0: no limit")
     max_model_bytes: int = Field(64 << 20, ge=1, description="a model file above this is refused before reading")
     trader_latency_ms: int = 0
+    model_max_age_h: float = Field(
+        0.0, ge=0, description="a model created longer ago is refused as stale (trader swap, promote); 0: off"
+    )
+
+    # --- monitor (``fusion monitor``: the champion's live results against its hold-out and its backtest)
+    monitor_k: int = Field(3, ge=1, description="consecutive windows beyond a bound before the monitor acts")
+    monitor_windows: int = Field(12, ge=1, description="live windows in the monitor's rolling mean (at most)")
+    monitor_alpha: float = Field(
+        0.001, gt=0, lt=0.5, description="lower quantile of the hold-out's mean over as many windows: the bound"
+    )
+    monitor_gap_bound: float = Field(
+        1.0,
+        gt=0,
+        description="|live - backtest| PnL per window (rolling mean) beyond this x max(|backtest|, 1 stake): at 1.0,"
+        " execution lost more than the backtest's whole edge",
+    )
+    monitor_rollback: bool = Field(False, description="roll the champion back when the monitor trips (else: alert)")
+    monitor_every_s: float = Field(10.0, gt=0, description="how often the monitor looks for closed windows")
+    monitor_min_coverage: float = Field(
+        0.5, ge=0, le=1, description="share of a window the trader must have decided on with one model to judge it"
+    )
 
     # --- ui (``fusion ui``)
     ui_host: str = Field("127.0.0.1", description="address the web UI binds to")
@@ -141,6 +162,29 @@ class Settings(BaseSettings):
     alert_rate_per_min: int = Field(20, ge=1, description="at most this many alerts per minute; the rest are dropped")
     alert_queue: int = Field(100, ge=1, description="alerts waiting to be sent; when full new ones are dropped")
     alert_timeout_s: float = Field(5.0, gt=0, description="HTTP timeout of one webhook POST")
+    alert_gap_s: float = Field(
+        30.0, gt=0, description="data-gap: a market's states lack fresh venue data (or a market) this long (tick time)"
+    )
+    alert_stall_s: float = Field(
+        120.0, gt=0, description="stream-stalled: a market's published tick has not moved for this long (wall time)"
+    )
+    alert_lag_s: float = Field(
+        1800.0,
+        gt=0,
+        description="consumer-lag: a group's oldest unread or unacknowledged entry this far behind the top",
+    )
+    alert_lag_entries: int = Field(
+        50_000, ge=0, description="consumer-lag: this many entries unread by a group; 0: off"
+    )
+    alert_redis_memory_pct: float = Field(
+        80.0, ge=0, description="redis-memory: used memory above this % of Redis's maxmemory (0 or no maxmemory: off)"
+    )
+    alert_redis_memory_bytes: int = Field(
+        0, ge=0, description="redis-memory: used memory above this many bytes; 0: off"
+    )
+    alert_restart_count: int = Field(5, ge=2, description="restart-loop: this many starts of one service instance ...")
+    alert_restart_window_s: float = Field(600.0, gt=0, description="... within this many seconds")
+    alert_health_every_s: float = Field(30.0, gt=0, description="how often the health checks run (common.healthwatch)")
 
     @field_validator("markets", "binance_streams", "trader_markets", mode="before")
     @classmethod

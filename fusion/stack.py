@@ -31,7 +31,7 @@ import redis
 
 from common.log import redact, redact_value
 from common.markets import parse_market, spec_list_arg
-from common.redisproc import free_port
+from common.redisproc import free_port, port_or_free
 from common.settings import Settings
 from fusion.cli import COMMANDS
 
@@ -263,7 +263,8 @@ def build_procs(a: argparse.Namespace, st: Settings, stack_dir: Path) -> tuple[l
         ("worker", ["worker"], {}),
         ("scheduler", ["schedule", *[x for m in names for x in ("--market", m)]], {}),
         ("trader", ["trade", "--market", names[0], "--policy", names[0]], {}),
-        ("ui", ["ui"], {}),  # http://127.0.0.1:8050 (FUSION_UI_PORT)
+        ("monitor", ["monitor", "--policy", names[0]], {}),  # alerts; rolls back with FUSION_MONITOR_ROLLBACK
+        ("ui", ["ui"], {"FUSION_UI_PORT": str(port_or_free(st.ui_port, st.ui_host))}),  # 8050 unless taken
     ]
     port = a.metrics_base
     for name, args, extra in apps:
@@ -336,6 +337,8 @@ def up(a: argparse.Namespace) -> int:
     pid = start_detached(stack_dir)
     print(f"fusion stack: supervisor {pid} runs {', '.join(p.name for p in procs)}; logs in {stack_dir / 'logs'}")
     print(redact(f"  redis: {env.get('FUSION_REDIS_URL', st.redis_url)}   store: {st.store_url}   feed: {a.feed}"))
+    if ui := next((p for p in procs if p.name == "ui"), None):
+        print(f"  dashboard: http://{st.ui_host}:{ui.env['FUSION_UI_PORT']}")
     return 0
 
 

@@ -33,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
+    from common import healthwatch
+    from common.lifecycle import service_started
+
+    if not a.once:
+        service_started("labeler", a.consumer, settings.redis_url)
+        healthwatch.start(settings)
     kv(log, logging.INFO, "labeler started", redis=settings.redis_url, horizons=settings.label_horizons_s)
     try:
         rc = svc.run(once=a.once)

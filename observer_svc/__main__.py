@@ -53,6 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     from observer_svc.service import Observer
 
     observer_id = settings.observer_id or f"obs-{socket.gethostname()}-{os.getpid()}"
+    from common.lifecycle import default_instance, service_started
+
+    service_started("observer", settings.observer_id or default_instance(), settings.redis_url)
     obs = Observer(settings, specs, use_leases=a.leases, observer_id=observer_id)
 
     async def run() -> None:

@@ -23,10 +23,12 @@ import time
 from collections.abc import Awaitable, Callable
 
 from common import metrics
+from common.episodes import episodes
 from common.log import kv, log_once
 from common.markets import MarketSpec
 from common.settings import Settings
 from observer_svc.discovery import Discovery, DiscoveryError, series_starts
+from observer_svc.market_alerts import DiscoveryMonitor
 from observer_svc.polymarket_state import PolymarketMarketState
 from observer_svc.polymarket_wire import VENUE
 
@@ -65,6 +67,7 @@ class DiscoverySchedule:
         # (market, window start s | None for a fixed market) -> lookup in flight / (not before monotonic, failures)
         self._disc_task: dict[tuple[str, int | None], asyncio.Task[None]] = {}
         self._disc_retry: dict[tuple[str, int | None], tuple[float, int]] = {}
+        self.alerts = DiscoveryMonitor(episodes(settings.redis_url))
 
     def add_market(self, name: str) -> None:
         self._last_cid[name] = None
@@ -129,6 +132,13 @@ class DiscoverySchedule:
             return
         self._disc_task[key] = asyncio.create_task(self._discover_task(name, start), name=f"pm-disc-{name}-{start}")
 
+    def _needed_now(self, spec: MarketSpec, start: int | None) -> bool:
+        """The lookup was for the window the tick loop needs now (a fixed market's, a series' current one)."""
+        if start is None or spec.interval_s is None:
+            return True
+        now = self.now_ms()
+        return start * 1000 <= now < (start + int(spec.interval_s)) * 1000
+
     async def _discover_task(self, name: str, start: int | None) -> None:
         assert self.discovery is not None
         spec, st = self.specs[name], self.markets[name]
@@ -141,16 +151,21 @@ class DiscoverySchedule:
         except DiscoveryError as e:
             DISCOVERY_ERRORS.labels(VENUE, name, "http").inc()
             log_once(log, f"pm-disc:{name}:{e}", "polymarket discovery failed", market=name, error=str(e))
+            self.alerts.failed(name, str(e), start_s=start)
             w = None
         finally:
             self._disc_task.pop(key, None)
         if w is None:
+            if self._needed_now(spec, start):
+                what = spec.series_slug(start) if start is not None else spec.name
+                self.alerts.failed(name, f"no window found for {what}", start_s=start)
             _, fails = self._disc_retry.get(key, (0.0, 0))
             base, cap = self.discovery_retry_s
             delay = random.uniform(base / 2, min(cap, base * 2**fails))
             self._disc_retry[key] = (time.monotonic() + delay, fails + 1)
             return
         self._disc_retry.pop(key, None)
+        self.alerts.found(name, w.slug)
         if spec.is_series and w.end_ms <= self.now_ms():
             return  # over before the answer came: no tick will need it
         if st.add_window(w):

@@ -22,11 +22,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from common import metrics
+from common.episodes import episodes
 from common.log import kv
 from common.markets import MarketSpec
 from common.settings import Settings
 from observer_svc.binance_client import BinanceClient
 from observer_svc.clock import DirectGate, EventTimeGate, grid_ceil
+from observer_svc.market_alerts import GapMonitor
 from observer_svc.polymarket_client import PolymarketClient
 from observer_svc.publisher import Publisher
 from observer_svc.state_builder import MarketSides, StateBuilder
@@ -70,6 +72,7 @@ class Observer:
             future_tolerance_ms=settings.stream_future_tolerance_ms,
             trim_every_s=settings.stream_trim_every_s,
         )
+        self.gaps = GapMonitor(int(settings.alert_gap_s * 1000), episodes(settings.redis_url))
         self.active: set[str] = set(self.specs) if not use_leases else set()
         self._rebuild()
         self.started = time.monotonic()
@@ -98,6 +101,7 @@ class Observer:
         t0 = time.perf_counter()
         entries = self.builder.build_entries(tick_ms)
         self.publisher.enqueue(entries)
+        self.gaps.on_tick(tick_ms, self.builder.last_flags)
         TICK_SECONDS.observe(time.perf_counter() - t0)
         TICKS.inc()
         self.ticks += 1

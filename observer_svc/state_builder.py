@@ -80,6 +80,7 @@ class StateBuilder:
         self.stale_binance_ms = stale_binance_ms
         self.stale_poly_ms = stale_poly_ms
         self.streams = [keys.states_stream(m.name) for m in self.markets]
+        self.last_flags: list[tuple[str, int]] = []  # (market, flags) of the last tick built (per-market alerts)
 
     def build(self, tick_ms: int) -> list[State]:
         n = len(self.markets)
@@ -111,6 +112,7 @@ class StateBuilder:
         self.n_poly_empty += int((has_pm & ((flags & (NO_PM_MARKET | POLY_BOOK_EMPTY)) != 0)).sum())
         ticks = np.full(n, tick_ms, dtype=np.int64)
         feats = market_features(x, ticks, flags, tick_s=self.tick_s)
+        self.last_flags = [(m.name, int(flags[i])) for i, m in enumerate(self.markets)]
         return [
             State(
                 market=m.name,

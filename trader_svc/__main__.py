@@ -37,6 +37,7 @@ def build(settings: Settings, markets: list[str] | None = None, policy: str | No
         ),
         tick_ms=settings.tick_ms,
         max_model_bytes=settings.max_model_bytes,
+        model_max_age_h=settings.model_max_age_h,
     )
     store = open_store(settings.store_url, settings.s3_endpoint_url, settings.s3_region)
     return Trader(cfg, settings.redis_url, store)
@@ -60,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.log_json)
     serve_metrics(settings.metrics_port)
     trader = build(settings, a.markets, a.policy, a.trader, a.latency_ms)
+    from common.lifecycle import service_started
+
+    service_started("trader", a.trader or settings.trader_id, settings.redis_url)
 
     def _stop(signum: int, frame: FrameType | None) -> None:
         trader.stop()

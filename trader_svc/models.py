@@ -3,8 +3,8 @@ then the torch policy built from the verified weights.
 
 Guarantees: :func:`load_version` returns a ready :class:`LoadedModel` or raises
 :class:`~common.artefact.ModelRejected` whose ``kind`` names the failed check and ``reason`` says why
-(``pointer``, ``size``, ``missing``, ``sha256``, ``features``, ``architecture``, ``format``, ``shape``,
-``non-finite``: see :mod:`common.artefact`).
+(``pointer``, ``size``, ``missing``, ``sha256``, ``stale``, ``features``, ``architecture``, ``format``,
+``shape``, ``non-finite``: see :mod:`common.artefact`).
 
 Nothing here touches the trader's current model: a rejection leaves it in place (the caller swaps
 only on success). Layout and champion pointer are the artefact contract's (:mod:`common.artefact`).
@@ -34,6 +34,7 @@ class LoadedModel:
     meta: dict[str, Any]
     net: TorchPolicy
     timings_s: dict[str, float] = field(default_factory=dict)  # download, verify, build
+    source: str = ""  # what announced it: "start", "champion", "model-updated", "model-rolled-back"
 
 
 def load_version(
@@ -43,9 +44,10 @@ def load_version(
     expect_sha256: str | None = None,
     uri: str | None = None,
     max_bytes: int = MAX_MODEL_BYTES,
+    max_age_h: float = 0.0,
 ) -> LoadedModel:
-    """Download, verify (:func:`common.artefact.fetch_verified`) and build ``policy/version``."""
-    art = fetch_verified(store, policy, version, expect_sha256, uri, max_bytes)
+    """Download, verify (:func:`common.artefact.fetch_verified`; stale past ``max_age_h``) and build the model."""
+    art = fetch_verified(store, policy, version, expect_sha256, uri, max_bytes, max_age_h)
     t2 = time.perf_counter()
     try:
         net = TorchPolicy(art.weights, hidden=art.hidden)
@@ -59,7 +61,9 @@ def load_version(
     return LoadedModel(policy, version, art.sha256, art.meta, net, timings)
 
 
-def load_champion(store: ObjectStore, policy: str, max_bytes: int = MAX_MODEL_BYTES) -> LoadedModel | None:
+def load_champion(
+    store: ObjectStore, policy: str, max_bytes: int = MAX_MODEL_BYTES, max_age_h: float = 0.0
+) -> LoadedModel | None:
     """The current champion of ``policy`` (verified against its pointer's sha256), None when there is none.
     Raises :class:`ModelRejected` when the champion itself fails verification (kind ``pointer`` when
     ``champion.json`` cannot be read)."""
@@ -69,4 +73,4 @@ def load_champion(store: ObjectStore, policy: str, max_bytes: int = MAX_MODEL_BY
         raise ModelRejected("pointer", str(e)) from e
     if ptr is None:
         return None
-    return load_version(store, policy, str(ptr["version"]), expect_sha256=ptr.get("sha256"), max_bytes=max_bytes)
+    return load_version(store, policy, str(ptr["version"]), ptr.get("sha256"), None, max_bytes, max_age_h)

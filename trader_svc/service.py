@@ -90,6 +90,7 @@ class TraderConfig:
     settle_grace_s: float = 900.0  # ... once their window ended this long ago (before: the tick path settles)
     champion_retry_s: float = 1.0  # how often an unreadable champion.json is read again
     max_model_bytes: int = 64 << 20
+    model_max_age_h: float = 0.0  # a model created longer ago is refused as stale (0: off)
 
 
 @dataclass(slots=True)

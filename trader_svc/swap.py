@@ -1,9 +1,13 @@
 """Hot swap for :class:`trader_svc.service.Trader` (a mixin: the attributes it uses are the trader's).
 
-Guarantees: the listener thread downloads, verifies and builds a new model off the tick path; the tick loop
-adopts it between ticks (:meth:`ModelSwap._adopt`); a rejected model leaves the current one in place and an
-XADD ``{type: model-rejected, ...}`` to ``fusion:events`` says why; an unreadable ``champion.json`` is reported
-once (log, ``champion_error``, gauge) and read again until it is readable.
+Guarantees: ``model-updated`` and ``model-rolled-back`` (:mod:`common.events`: both name the champion to serve)
+are handled alike: the listener thread downloads, verifies and builds the new model off the tick path; the tick
+loop adopts it between ticks (:meth:`ModelSwap._adopt`; the ``swap`` record names the event, and a rollback's
+reason); a rejected model leaves the current one in place and an XADD ``{type: model-rejected, ...}`` to
+``fusion:events`` says why. A model older than ``model_max_age_h`` or trained on another state schema or feature
+set is refused as ``stale`` (counted in ``fusion_trader_models_stale_total`` too, alerted). An event whose version
+is outside the name grammar is refused and parked; an unreadable ``champion.json`` is reported once (log,
+``champion_error``, gauge) and read again until it is readable.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import msgpack
 from common import keys
 from common.alerts import notify
 from common.deadletter import DeadLetters
+from common.events import CHAMPION_EVENTS, MAX_REASON, MODEL_ROLLED_BACK
 from common.log import kv, log_once
 from common.metrics import counter, gauge
 from common.names import InvalidName, is_valid_name
@@ -31,6 +36,7 @@ log = logging.getLogger("trader")
 EVENT_VERSION = 1
 SWAPS = counter("fusion_trader_swaps_total", "models swapped in", ("trader",))
 REJECTED = counter("fusion_trader_models_rejected_total", "models refused", ("trader",))
+STALE = counter("fusion_trader_models_stale_total", "models refused as stale", ("trader",))
 CHAMPION_BAD = gauge("fusion_trader_champion_unreadable", "1 while champion.json cannot be read", ("trader",))
 
 
@@ -71,7 +77,7 @@ class ModelSwap:
             swap_ns = time.perf_counter_ns() - t0
             rec = {"type": "swap", "from": old.version if old else None, "to": new.version, "tick": min_tick,
                    "after_tick": self._max_tick, "swap_ns": swap_ns, "load_s": new.timings_s.get("total_s", 0.0),
-                   "ts": int(time.time() * 1000)}  # fmt: skip
+                   "source": new.source, "ts": int(time.time() * 1000)}  # fmt: skip
             self.stats.swaps.append(rec)
             SWAPS.labels(self.lab).inc()
             self._xadd_trades([rec])
@@ -101,10 +107,11 @@ class ModelSwap:
         except Exception as e:
             log_once(log, f"badevent:{type(e).__name__}", "undecodable event ignored", error=str(e))
             return
-        if msg.get("type") != "model-updated" or msg.get("policy") != self.cfg.policy:
+        kind = msg.get("type")
+        if kind not in CHAMPION_EVENTS or msg.get("policy") != self.cfg.policy:
             return
         if not is_valid_name(msg.get("version")):  # never a store key nor re-broadcast: counted, logged, parked
-            reason = f"model-updated refused: {InvalidName('version', msg.get('version'))}"
+            reason = f"{kind} refused: {InvalidName('version', msg.get('version'))}"
             log_once(log, "badevent:version", "event refused", reason=reason)
             REJECTED.labels(self.lab).inc()
             try:
@@ -116,15 +123,20 @@ class ModelSwap:
         known = [m.version for m in self._incoming] + ([self.model.version] if self.model else [])
         if version in known:
             return  # already serving / queued (e.g. the champion we started from)
+        sha, uri = (x if isinstance(x, str) or x is None else "!" for x in (msg.get("sha256"), msg.get("uri")))
         try:
-            new = load_version(self.store, self.cfg.policy, version, msg.get("sha256"), msg.get("uri"),
-                               max_bytes=self.cfg.max_model_bytes)  # fmt: skip
+            new = load_version(self.store, self.cfg.policy, version, sha, uri, self.cfg.max_model_bytes,
+                               self.cfg.model_max_age_h)  # fmt: skip
         except ModelRejected as e:
-            self._rejected(version, "model-updated", e.reason)
+            self._rejected(version, str(kind), e.reason)
             return
         except Exception as e:  # store unreachable etc.: same outcome, the old model stays
-            self._rejected(version, "model-updated", f"error: {type(e).__name__}: {e}")
+            self._rejected(version, str(kind), f"error: {type(e).__name__}: {e}")
             return
+        new.source = str(kind)
+        if kind == MODEL_ROLLED_BACK:
+            kv(log, logging.WARNING, "champion rolled back", trader=self.lab, to=version,
+               reason=str(msg.get("reason", ""))[:MAX_REASON])  # fmt: skip
         self.stats.loads.append({"version": version, **new.timings_s})
         if not self._incoming:
             self._incoming_since = time.monotonic()
@@ -134,7 +146,7 @@ class ModelSwap:
         """Serve (at start) or queue (later) the champion. An unreadable pointer is reported, not fatal: the
         current model (or none: hold) stays, and housekeeping reads the pointer again every ``champion_retry_s``."""
         try:
-            new = load_champion(self.store, self.cfg.policy, self.cfg.max_model_bytes)
+            new = load_champion(self.store, self.cfg.policy, self.cfg.max_model_bytes, self.cfg.model_max_age_h)
         except ModelRejected as e:
             if e.kind != "pointer":
                 self._rejected(str(self.cfg.policy), "champion", e.reason)
@@ -154,6 +166,7 @@ class ModelSwap:
         known = [m.version for m in self._incoming] + ([self.model.version] if self.model else [])
         if new is None or new.version in known:
             return
+        new.source = "start" if at_start else "champion"
         if at_start:
             self.model = new
             return
@@ -166,6 +179,8 @@ class ModelSwap:
                "reason": reason, "trader": self.lab, "source": source, "ts": int(time.time() * 1000)}  # fmt: skip
         self.stats.rejected.append(msg)
         REJECTED.labels(self.lab).inc()
+        if reason.startswith("stale"):
+            STALE.labels(self.lab).inc()
         kv(log, logging.WARNING, "model rejected", trader=self.lab, version=version, reason=reason)
         notify("model-rejected", f"trader {self.lab} refused {self.cfg.policy} {version}: {reason}",
                key=f"{self.lab}/{version}", trader=self.lab, policy=self.cfg.policy, version=version)  # fmt: skip

@@ -50,6 +50,13 @@ def train_config(meta: dict[str, Any]) -> TrainConfig:
     return TrainConfig(**kw)
 
 
+def replay_windows(weights: dict[str, Any], meta: dict[str, Any], states: Any, windows: Any, select: Any) -> np.ndarray:
+    """Per-window PnL (stake units) of ``weights`` on windows ``select`` of ``states``, in the environment recorded
+    in the version's ``meta`` (as :func:`run_backtest` and training evaluate it)."""
+    batch = build_batch(states, windows, select)
+    return run_policy(batch, weights_policy(weights), "model", train_config(meta).env_kwargs()).window_pnl
+
+
 def run_backtest(
     store: ObjectStore,
     policy: str,

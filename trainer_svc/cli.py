@@ -43,7 +43,10 @@ def worker_main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(argv)
     setup_logging(s.log_level, s.log_json)
     serve_metrics(s.metrics_port)
+    from common.lifecycle import default_instance, service_started
     from trainer_svc.worker import run_worker
+
+    service_started("worker", a.name or default_instance(), a.redis_url)
 
     run_worker(
         a.redis_url,
@@ -84,7 +87,11 @@ def _follow(r: Any, job_id: str, poll_s: float = 0.5) -> int:
                 break
             time.sleep(poll_s)
     if job.is_finished:
-        print(json.dumps(job.return_value(), indent=2, default=str))
+        result = job.return_value() or {}
+        if isinstance(result, dict) and result.get("not_trainable"):  # as the inline path: exit 2 with the reason
+            print(f"fusion train: not trainable: {result['not_trainable']}", file=sys.stderr)
+            return 2
+        print(json.dumps(result, indent=2, default=str))
         return 0
     print(
         f"job {job_id} ended {job.get_status()}: {(job.latest_result().exc_string if job.latest_result() else '')}",
@@ -206,8 +213,9 @@ def models_main(argv: list[str] | None = None) -> int:
     p_pr = sub.add_parser("promote", help="make a version the champion (publishes model-updated)")
     p_pr.add_argument("policy", type=name_arg("policy"))
     p_pr.add_argument("version", type=name_arg("version"))
-    p_rb = sub.add_parser("rollback", help="re-promote the previous champion")
+    p_rb = sub.add_parser("rollback", help="re-promote the previous champion (publishes model-rolled-back)")
     p_rb.add_argument("policy", type=name_arg("policy"))
+    p_rb.add_argument("--reason", default="by hand", help="why (carried by the model-rolled-back event and the alert)")
     a = ap.parse_args(argv)
     from common import artefact as registry
     from common.store import open_store
@@ -243,7 +251,7 @@ def models_main(argv: list[str] | None = None) -> int:
         ptr = (
             registry.promote(store, a.policy, a.version, r)
             if a.cmd == "promote"
-            else registry.rollback(store, a.policy, r)
+            else registry.rollback(store, a.policy, r, reason=a.reason)
         )
         print(json.dumps(ptr, indent=2))
         return 0
@@ -276,6 +284,10 @@ def schedule_main(argv: list[str] | None = None) -> int:
             check_name(m, "market")
     except InvalidName as e:
         ap.error(str(e))
+    from common.lifecycle import default_instance, service_started
+
+    if not a.once:
+        service_started("scheduler", default_instance(), a.redis_url)
     r = redis.Redis.from_url(a.redis_url)
     run_schedule(r, markets, a.algo, a.every_h, a.after_states, a.poll_s, once=a.once)
     return 0

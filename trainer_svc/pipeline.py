@@ -39,7 +39,7 @@ from trainer_svc.dataset import make_dataset, pool
 from trainer_svc.env import build_batch
 from trainer_svc.evaluate import Backtest, holdout_runs, promote_decision
 from trainer_svc.hindsight import label_columns
-from trainer_svc.preflight import check_figures, check_trainable, not_trainable
+from trainer_svc.preflight import NotTrainable, check_figures, check_trainable, not_trainable
 from trainer_svc.report import render
 
 log = logging.getLogger("trainer.pipeline")
@@ -127,8 +127,11 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
                          else [x for x, k in zip(sl, keep.tolist(), strict=True) if k])  # fmt: skip
                 states = StateColumns(states.tick_ms[keep], states.raw[keep], states.features[keep],
                                       states.flags[keep], slugs)  # fmt: skip
-    if len(states) == 0:
-        raise ValueError(f"no states for market {market}")
+    if len(states) == 0:  # not retried: the data is not there (the inline path and --follow exit 2 with this)
+        raise NotTrainable(
+            f"no states for market {market} in the selected range and origin (origin={p.origin}): record, import"
+            " or backfill data first, or change --market/--from/--to/--data-source"
+        )
     # archived labels only when they label exactly these states (rows of either may have been quarantined)
     if (labels is not None and set(horizons) <= set(labels.horizons_s) and len(labels) == len(states)
             and np.array_equal(labels.tick_ms, states.tick_ms)):  # fmt: skip
@@ -345,6 +348,7 @@ def run_training(
         "data": info,
         "splits": splits,
         "holdout_metrics": cand.metrics,
+        "holdout_window_pnl": [round(float(x), 9) for x in cand.window_pnl],  # per window, in hold-out order
         "champion_metrics": champ.metrics if champ else None,
         "baselines_metrics": {k: v.metrics for k, v in base.items()},
         "decision": {

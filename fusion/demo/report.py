@@ -118,6 +118,82 @@ def trader_lines(rep: dict[str, Any], position_usd: float, sim_minutes_after: fl
     return out
 
 
+def record_lines(rep: dict[str, Any]) -> list[Text]:
+    """The trader's record in the store (exactly once against its stream) and its daily summary per model."""
+    tr = rep.get("trade_record") or {}
+    if not tr:
+        return []
+    if "error" in tr:
+        return [Text(f"trade record: not readable ({tr['error']})", style="red")]
+    once = "exactly once" if tr.get("exactly_once") else "NOT exactly once"
+    kinds = ", ".join(f"{n} {k}" for k, n in sorted((tr.get("by_type") or {}).items())) or "no records"
+    style = None if tr.get("exactly_once") else "red"
+    out = [Text(f"trade record: {tr.get('archived', 0):,} records archived of {tr.get('in_stream', 0):,} in the "
+                f"stream ({once}): {kinds}", style=style)]  # fmt: skip
+    for day, sm in (tr.get("summaries") or {}).items():
+        if not sm:
+            out.append(Text(f"  {day}: no summary written", style="yellow"))
+            continue
+        for version, v in sorted((sm.get("models") or {}).items()):
+            wr = v.get("win_rate")
+            name = version or "none (held)"
+            out.append(Text(f"  {day} model {name}: PnL ${v.get('pnl_usd', 0):+.2f}, {v.get('trades', 0)} trades, "
+                            f"fees ${v.get('fees_usd', 0):.2f}, win rate {'-' if wr is None else f'{wr:.0%}'}, "
+                            f"max drawdown ${v.get('max_drawdown_usd', 0):.2f}", style="dim"))  # fmt: skip
+    return out
+
+
+def monitor_lines(rep: dict[str, Any]) -> list[Any]:
+    """The swapped model's live windows against its hold-out bound and its backtest on the same windows."""
+    c = rep.get("live_vs_backtest")
+    if c is None:
+        return []
+    if "error" in c:
+        return [Text(f"live vs backtest: not available ({c['error']})", style="yellow")]
+    rows = c.get("windows") or []
+    if not rows:
+        skipped = len(c.get("skipped") or [])
+        return [Text(f"live vs backtest of {c.get('version') or 'no model'}: no window judged yet (a window is judged "
+                     f"once the champion alone traded it and it settled in the archive; {skipped} skipped)",
+                     style="dim")]  # fmt: skip
+    t = Table(title=f"live vs backtest of {c.get('version')} (PnL per window in stakes; the gap is execution)",
+              title_justify="left")  # fmt: skip
+    for col in ("market", "window", "trades", "live", "backtest", "live mean", "hold-out bound"):
+        t.add_column(col, justify="right")
+    for w in rows[-10:]:
+        bound = w.get("bound")
+        t.add_row(w["market"], _clock(w["start_ms"]), str(w.get("trades", "-")), _money(w["live"]),
+                  "-" if w.get("backtest") is None else _money(w["backtest"]), _money(w["live_mean"]),
+                  "-" if bound is None else _money(bound))  # fmt: skip
+    verdict = (f"tripped: {c['tripped']} ({c.get('action') or 'alerted'})" if c.get("tripped")
+               else "within the hold-out bound and the execution-gap bound: kept")  # fmt: skip
+    gap = c.get("gap_per_window")
+    return [t, Text(f"live total {_money(c.get('live_total') or 0)} vs backtest {_money(c.get('backtest_total') or 0)}"
+                    f" over {len(rows)} windows (gap {'-' if gap is None else _money(gap)} per window); monitor: "
+                    f"{verdict}")]  # fmt: skip
+
+
+def _clock(ms: int) -> str:
+    import time
+
+    return time.strftime("%H:%M", time.gmtime(ms / 1000))
+
+
+def alert_lines(rep: dict[str, Any]) -> list[Text]:
+    """The alerts the stages sent to the demo's local webhook receiver."""
+    alerts = rep.get("alerts")
+    if alerts is None:
+        return []
+    if not alerts:
+        return [Text("alerts sent: none (a local receiver listened; nothing crossed a threshold)", style="dim")]
+    out = [Text(f"alerts sent to the local webhook ({len(alerts)}):")]
+    for a in alerts[:12]:
+        out.append(Text(f"  [{a.get('service', '?')}] {a.get('kind', '?')} {a.get('key', '')}: {a.get('text', '')}"))
+    if len(alerts) > 12:
+        out.append(Text(f"  ... and {len(alerts) - 12} more in report.json", style="dim"))
+    return out
+
+
 def files_lines(rep: dict[str, Any]) -> list[Text]:
     f = rep["files"]
     lines = [
@@ -144,5 +220,8 @@ def print_summary(console: Console, rep: dict[str, Any], position_usd: float, si
         parts.append(Text("warning: " + w, style="yellow"))
     parts += training_lines(rep.get("training") or {}, rep.get("comparisons") or {})
     parts += trader_lines(rep, position_usd, sim_minutes_after)
+    parts += record_lines(rep)
+    parts += monitor_lines(rep)
+    parts += alert_lines(rep)
     parts += files_lines(rep)
     console.print(Panel(Group(*parts), title=title, title_align="left"))

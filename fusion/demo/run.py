@@ -16,8 +16,10 @@ from rich.live import Live
 from common import keys
 from common.log import redact_value
 from common.markets import parse_market, split_markets
-from common.redisproc import free_port
+from common.redisproc import free_port, port_or_free
 from common.store import LocalStore, ObjectStore, S3Store, open_store
+from fusion.alert_receiver import AlertReceiver
+from fusion.demo.loop import live_vs_backtest, sent_alerts, trade_record
 from fusion.demo.quality import StreamQuality, from_columns
 from fusion.demo.report import print_summary
 from fusion.demo.stages import Demo, console
@@ -67,8 +69,11 @@ def _run(a: argparse.Namespace, d: Demo, r: Any, markets: list[str], workdir: Pa
 
     r.delete(*[k for m in markets for k in (keys.states_stream(m), keys.labels_stream(m))], keys.EVENTS_STREAM)
     store = _open_store(workdir)
+    receiver = AlertReceiver(workdir / "alerts.jsonl").start()  # every alert the stages send, shown at the end
     sim = SimServerThread(SyntheticDriver(markets, seed=a.seed, speed=a.speed, lead_lag=True, lag_s=a.lag_s)).start()
     d.env = _env(d, sim.url, store)
+    # a state flagged stale for 5 simulated minutes (5 s of wall time at 60x) is a data gap worth telling
+    d.env.update(FUSION_ALERT_WEBHOOK_URL=receiver.url, FUSION_ALERT_GAP_S="300")
     reuse = write_settings(d, store)
     d.quality = StreamQuality(markets, step_ms=int(d.env.get("FUSION_TICK_MS", "500")))
     t_observe = time.monotonic()
@@ -84,7 +89,12 @@ def _run(a: argparse.Namespace, d: Demo, r: Any, markets: list[str], workdir: Pa
         d.proc("labeler", "label")
         d.proc("worker", "worker")
         d.proc("trader", "trade")
-        d.proc("ui", "ui")  # the dashboard while the demo runs: http://127.0.0.1:8050 (FUSION_UI_PORT)
+        # the champion's live windows against its hold-out and its backtest (alerts only: no rollback in the demo)
+        d.proc("monitor", "monitor", "--policy", "demo", "--trader", "demo-trader", "--no-rollback",
+               env={"FUSION_MONITOR_EVERY_S": "2"})  # fmt: skip
+        ui_port = port_or_free(int(os.environ.get("FUSION_UI_PORT", "8050")))  # 8050 unless another demo has it
+        d.proc("ui", "ui", env={"FUSION_UI_PORT": str(ui_port)})
+        console.print(f"dashboard while the demo runs: http://127.0.0.1:{ui_port}")
         live_view = not a.no_live and console.is_terminal
         with (
             Live(d.table(r, store), console=console, refresh_per_second=2, transient=False)
@@ -134,6 +144,7 @@ def _run(a: argparse.Namespace, d: Demo, r: Any, markets: list[str], workdir: Pa
         report["observed_wall_s"] = round(time.monotonic() - t_observe, 1)
         _stop_all(d)
         sim.stop()
+        receiver.close()
     report.update(_report(d, r, store))
     report["interrupted"] = interrupted
     report["files"]["reuse"] = reuse
@@ -206,7 +217,7 @@ def _stop_all(d: Demo) -> None:
             for p in observers:
                 p.stop()
             time.sleep(1.0)
-            for name in ("trader", "labeler"):
+            for name in ("trader", "monitor", "labeler"):
                 if name in d.procs:
                     d.procs[name].stop()
             if "archiver" in d.procs:
@@ -250,6 +261,9 @@ def _report(d: Demo, r: Any, store: ObjectStore) -> dict[str, Any]:
     out["training"] = d.job_info.get("result") or {k: v for k, v in d.job_info.items() if k != "result"}
     meta = _model_meta(store, out["training"])
     out["comparisons"] = (meta.get("decision") or {}).get("comparisons", {})
+    out["trade_record"] = trade_record(r, store, "demo-trader")
+    out["live_vs_backtest"] = live_vs_backtest(r, store, "demo", "demo-trader")
+    out["alerts"] = sent_alerts(d.workdir / "alerts.jsonl")
     out["dead_letters"] = int(r.xlen(keys.DEAD_LETTER_STREAM)) if r.exists(keys.DEAD_LETTER_STREAM) else 0
     out["observer_summaries"] = {n: _last_line(p.log) for n, p in d.procs.items() if n.startswith("observer")}
     out["wall_s"] = round(time.monotonic() - d.t0, 1)

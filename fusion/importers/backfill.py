@@ -27,7 +27,7 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,7 @@ from common.settings import get_settings
 from common.store import open_store
 from fusion.importers.binance import read_binance
 from fusion.importers.clean import Report
+from fusion.importers.dumps import Dumps, day_dumps
 from fusion.importers.fetch import Fetcher, FetchError
 from fusion.importers.layout import Table
 from fusion.importers.write import prepare, write
@@ -68,6 +69,7 @@ class WindowData:
     outcome: str  # "up" / "down" / ""
     hist: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # token -> (t ms, p)
     trades: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # token -> (t ms, price)
+    span: tuple[int, int] | None = None  # the ticks written, when only part of the window (a fixed market)
 
 
 def _closed(body: bytes) -> bool:
@@ -83,8 +85,44 @@ def _series(t: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
     return (a[:, 0] * 1000).astype(np.int64), a[:, 1]
 
 
+def _outcome(gm: dict[str, Any]) -> str:
+    """ "up"/"down" of a closed market whose ``outcomePrices`` are 1 and 0 ("Yes" counts as Up), else ""."""
+    try:
+        outs = [str(x).lower() for x in json.loads(gm.get("outcomes") or "[]")]
+        prices = [float(x) for x in json.loads(gm.get("outcomePrices") or "[]")]
+    except (ValueError, TypeError):
+        return ""
+    if not gm.get("closed") or len(outs) != 2 or len(prices) != 2 or sorted(prices) != [0.0, 1.0]:
+        return ""
+    won = outs[prices.index(1.0)]
+    return "up" if won in ("up", "yes") else "down" if won in ("down", "no") else ""
+
+
+def _histories(f: Fetcher, ep: Endpoints, w: WindowData, closed: bool, from_ms: int, to_ms: int) -> WindowData:
+    """Fill ``w``'s price histories and trades over ``[from_ms, to_ms)`` (a market still open: asked again)."""
+
+    def done(_: bytes) -> bool:  # a window still open may get more prices and trades: ask again next run
+        return closed
+
+    for tok in (w.up, w.down):
+        params = {"market": tok, "startTs": str(from_ms // 1000), "endTs": str(to_ms // 1000), "fidelity": "1"}
+        h = json.loads(f.get(f"{ep.clob}/prices-history", params, done) or b"{}").get("history") or []
+        w.hist[tok] = _series([(float(x["t"]), float(x["p"])) for x in h if isinstance(x, dict)])
+    rows: dict[str, list[tuple[float, float]]] = {w.up: [], w.down: []}
+    for off in range(0, MAX_OFFSET, PAGE):
+        params = {"market": w.cid, "limit": str(PAGE), "offset": str(off), "takerOnly": "true"}
+        page = json.loads(f.get(f"{ep.data}/trades", params, done) or b"[]")
+        for tr in page if isinstance(page, list) else []:
+            if isinstance(tr, dict) and tr.get("asset") in rows:
+                rows[tr["asset"]].append((float(tr["timestamp"]), float(tr["price"])))
+        if not isinstance(page, list) or len(page) < PAGE:
+            break
+    w.trades = {k: _series(v) for k, v in rows.items()}
+    return w
+
+
 def fetch_window(f: Fetcher, ep: Endpoints, spec: MarketSpec, start_s: int) -> WindowData | None:
-    """One window's market, outcome, price histories and trades; None when Gamma has no such market."""
+    """One series window's market, outcome, price histories and trades; None when Gamma has no such market."""
     slug = spec.series_slug(start_s)
     body = f.get(f"{ep.gamma}/events", {"slug": slug}, final=_closed)
     events = json.loads(body) if body else []
@@ -97,34 +135,40 @@ def fetch_window(f: Fetcher, ep: Endpoints, spec: MarketSpec, start_s: int) -> W
         return None
     start = parse_iso_ms(gm.get("eventStartTime")) or parse_iso_ms(ev.get("eventStartTime")) or start_s * 1000
     end = parse_iso_ms(ev.get("endDate")) or parse_iso_ms(gm.get("endDate")) or start + 1000 * (spec.interval_s or 0)
-    outcome = ""
-    try:
-        outs = [str(x).lower() for x in json.loads(gm.get("outcomes") or "[]")]
-        prices = [float(x) for x in json.loads(gm.get("outcomePrices") or "[]")]
-        if gm.get("closed") and len(outs) == len(prices) == 2 and sorted(prices) == [0.0, 1.0]:
-            outcome = outs[prices.index(1.0)] if outs[prices.index(1.0)] in ("up", "down") else ""
-    except (ValueError, TypeError):
-        pass
-    w = WindowData(slug, str(gm["conditionId"]), toks[0], toks[1], start, end, outcome)
+    w = WindowData(slug, str(gm["conditionId"]), toks[0], toks[1], start, end, _outcome(gm))
+    return _histories(f, ep, w, bool(gm.get("closed")), start, end)
 
-    def done(_: bytes) -> bool:  # a window still open may get more prices and trades: ask again next run
-        return bool(gm.get("closed"))
 
-    for tok in toks:
-        params = {"market": tok, "startTs": str(start // 1000), "endTs": str(end // 1000), "fidelity": "1"}
-        h = json.loads(f.get(f"{ep.clob}/prices-history", params, done) or b"{}").get("history") or []
-        w.hist[tok] = _series([(float(x["t"]), float(x["p"])) for x in h if isinstance(x, dict)])
-    rows: dict[str, list[tuple[float, float]]] = {toks[0]: [], toks[1]: []}
-    for off in range(0, MAX_OFFSET, PAGE):
-        params = {"market": w.cid, "limit": str(PAGE), "offset": str(off), "takerOnly": "true"}
-        page = json.loads(f.get(f"{ep.data}/trades", params, done) or b"[]")
-        for tr in page if isinstance(page, list) else []:
-            if isinstance(tr, dict) and tr.get("asset") in rows:
-                rows[tr["asset"]].append((float(tr["timestamp"]), float(tr["price"])))
-        if not isinstance(page, list) or len(page) < PAGE:
-            break
-    w.trades = {k: _series(v) for k, v in rows.items()}
-    return w
+def fetch_fixed(f: Fetcher, ep: Endpoints, spec: MarketSpec, from_ms: int | None,
+                to_ms: int | None) -> WindowData | None:  # fmt: skip
+    """A fixed market (by slug or condition id) as one window: start/end from Gamma's ``/markets`` metadata
+    (``eventStartTime``, else ``startDate``; ``endDate``), its outcome once closed; histories and trades over the
+    window clipped to ``[from_ms, to_ms)`` when given. None when Gamma has no such market."""
+    q = {"slug": spec.fixed_slug} if spec.fixed_slug else {"condition_ids": str(spec.fixed_condition_id)}
+
+    def closed(b: bytes) -> bool:
+        try:
+            ms = json.loads(b)
+            return bool(ms) and all(bool(m.get("closed")) for m in ms)
+        except (ValueError, AttributeError, TypeError):
+            return False
+
+    ms = json.loads(f.get(f"{ep.gamma}/markets", q, final=closed) or b"[]")
+    gm = ms[0] if isinstance(ms, list) and ms and isinstance(ms[0], dict) else None
+    toks = tokens_from_gamma(gm) if gm and gm.get("conditionId") else None
+    if gm is None or toks is None:
+        return None
+    start = parse_iso_ms(gm.get("eventStartTime")) or parse_iso_ms(gm.get("startDate"))
+    end = parse_iso_ms(gm.get("endDate"))
+    if not start or not end or end <= start:
+        raise FetchError(f"{spec.name}: Gamma gives no usable window (start {start}, end {end})")
+    slug = str(gm.get("slug") or spec.fixed_slug or gm["conditionId"])
+    w = WindowData(slug, str(gm["conditionId"]), toks[0], toks[1], start, end, _outcome(gm))
+    lo, hi = max(start, from_ms or start), min(end, to_ms or end)
+    if lo >= hi:
+        raise FetchError(f"{spec.name}: --from/--to miss the market's window {start}..{end}")
+    w.span = (lo, hi)
+    return _histories(f, ep, w, bool(gm.get("closed")), lo, hi)
 
 
 def _last(t: np.ndarray, v: np.ndarray, at: np.ndarray) -> np.ndarray:
@@ -138,8 +182,8 @@ def table_of(windows: list[WindowData], tick_ms: int) -> Table:
                                                            "down_bid", "down_ask", "up_last", "down_last")}  # fmt: skip
     text: dict[str, list[str]] = {k: [] for k in ("outcome", "slug", "condition_id", "up_token", "down_token")}
     for w in windows:
-        t = np.arange(w.start_ms - w.start_ms % tick_ms + (tick_ms if w.start_ms % tick_ms else 0), w.end_ms,
-                      tick_ms, dtype=np.int64)  # fmt: skip
+        lo, hi = w.span or (w.start_ms, w.end_ms)
+        t = np.arange(lo - lo % tick_ms + (tick_ms if lo % tick_ms else 0), hi, tick_ms, dtype=np.int64)
         parts["time"].append(t)
         parts["window_start"].append(np.full(t.size, w.start_ms))
         parts["window_end"].append(np.full(t.size, w.end_ms))
@@ -158,24 +202,6 @@ def table_of(windows: list[WindowData], tick_ms: int) -> Table:
                  derived)  # fmt: skip
 
 
-def binance_files(f: Fetcher, ep: Endpoints, symbol: str, kind: str, data: str, from_ms: int, to_ms: int,
-                  out: Path) -> list[Path]:  # fmt: skip
-    """The daily dumps covering ``[from - 1 h, to)`` (the hour before: closes and volatility), as local zips."""
-    base = f"{ep.binance_data}/data/{'spot' if kind == 'spot' else 'futures/um'}/daily/{data}/{symbol}/"
-    day = datetime.fromtimestamp((from_ms - 3_600_000) / 1000, UTC).date()
-    last = datetime.fromtimestamp((to_ms - 1) / 1000, UTC).date()
-    paths = []
-    while day <= last:
-        name = f"{symbol}-{'aggTrades' if data == 'aggTrades' else '1m'}-{day.isoformat()}.zip"
-        body = f.get(base + ("1m/" if data == "klines" else "") + name)
-        if body is not None:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / name).write_bytes(body)
-            paths.append(out / name)
-        day += timedelta(days=1)
-    return paths
-
-
 def _when(v: str) -> int:
     if v.isdigit():
         return int(v)
@@ -186,9 +212,13 @@ def _when(v: str) -> int:
 def backfill_main(argv: list[str] | None = None) -> int:
     s = get_settings()
     ap = argparse.ArgumentParser(prog="fusion backfill", description=__doc__.split("\n")[0])
-    ap.add_argument("--market", required=True, help="a rolling series, e.g. BTC-15M")
-    ap.add_argument("--from", dest="from_", required=True, help="start (ISO time, UTC if no offset, or epoch ms)")
-    ap.add_argument("--to", required=True, help="end (exclusive)")
+    ap.add_argument(
+        "--market",
+        required=True,
+        help="a rolling series (BTC-15M) or a fixed market (NAME=slug:SLUG@BTCUSDT, NAME=cid:0x..@BTCUSDT)",
+    )
+    ap.add_argument("--from", dest="from_", help="start (ISO time, UTC if no offset, or epoch ms); a series needs it")
+    ap.add_argument("--to", help="end (exclusive); a series needs it")
     ap.add_argument("--tick-ms", type=int, default=10_000)
     ap.add_argument("--binance-data", choices=("aggTrades", "klines", "none"), default="aggTrades")
     ap.add_argument("--binance-kind", choices=("spot", "um"), default="um" if s.binance_kind == "futures" else "spot")
@@ -201,53 +231,60 @@ def backfill_main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store-url", default=s.store_url)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--no-progress", action="store_true")
-    a = ap.parse_args(argv)
+    a = ap.parse_args(argv)  # fmt: skip
     try:
         spec = parse_market(a.market)
-        if not spec.is_series:
-            raise MarketSpecError(f"{a.market} is not a rolling series")
-        from_ms, to_ms = _when(a.from_), _when(a.to)
+        from_ms = _when(a.from_) if a.from_ else None
+        to_ms = _when(a.to) if a.to else None
     except (MarketSpecError, ValueError) as e:
         ap.error(str(e))
-    if not 50 <= a.tick_ms <= 60_000 or from_ms >= to_ms:
+    if spec.is_series and (from_ms is None or to_ms is None):
+        ap.error("a rolling series needs --from and --to")
+    if not 50 <= a.tick_ms <= 60_000 or (from_ms is not None and to_ms is not None and from_ms >= to_ms):
         ap.error("--tick-ms must be within [50, 60000] and --from before --to")
     ep = Endpoints(a.gamma_url.rstrip("/"), a.clob_url.rstrip("/"), a.data_url.rstrip("/"),
                    a.binance_data_url.rstrip("/"))  # fmt: skip
     f = Fetcher(Path(a.cache_dir) / "http", a.rate)
-    iv = int(spec.interval_s or 0)
-    starts = list(range(from_ms // 1000 // iv * iv, to_ms // 1000, iv))
+    starts: list[int] = []
+    if spec.is_series and from_ms is not None and to_ms is not None:
+        iv = int(spec.interval_s or 0)
+        starts = list(range(from_ms // 1000 // iv * iv, to_ms // 1000, iv))
     windows, failed, missing = [], [], []
+    dumps = Dumps()
     from rich.progress import Progress
 
     with Progress(disable=a.no_progress, transient=True, console=None) as prog:
-        task = prog.add_task(f"backfill {spec.name}", total=len(starts) + 1)
-        for st in starts:
+        task = prog.add_task(f"backfill {spec.name}", total=(len(starts) or 1) + 1)
+        for st in starts or [None]:
             try:
-                w = fetch_window(f, ep, spec, st)
+                w = fetch_window(f, ep, spec, st) if st is not None else fetch_fixed(f, ep, spec, from_ms, to_ms)
             except FetchError as e:
                 failed.append({"window_start": st, "error": str(e)})
                 w = None
             else:
                 if w is None:
-                    missing.append(st)
+                    missing.append(st if st is not None else spec.name)
             if w is not None:
                 windows.append(w)
             prog.advance(task)
-        bn_paths: list[Path] = []
-        if a.binance_data != "none":
+        if a.binance_data != "none" and windows:
+            lo = min((w.span or (w.start_ms, w.end_ms))[0] for w in windows)
+            hi = max((w.span or (w.start_ms, w.end_ms))[1] for w in windows)
             try:
-                bn_paths = binance_files(f, ep, spec.binance_symbol, a.binance_kind, a.binance_data, from_ms,
-                                         to_ms, Path(a.cache_dir) / "binance")  # fmt: skip
+                dumps = day_dumps(f, ep.binance_data, spec.binance_symbol, a.binance_kind, a.binance_data, lo, hi,
+                                  Path(a.cache_dir) / "binance")  # fmt: skip
             except FetchError as e:
                 failed.append({"binance": str(e)})
         prog.advance(task)
     f.close()
-    rep = Report(source=f"backfill {a.from_}..{a.to}", market=spec.name, layout="backfill")
+    rep = Report(source=f"backfill {a.from_ or '-'}..{a.to or '-'}", market=spec.name, layout="backfill")
     out: dict[str, Any] = {"windows_fetched": len(windows), "windows_missing": missing, "windows_failed": failed,
-                           "network_requests": f.network_requests, "cache_hits": f.cache_hits}  # fmt: skip
+                           "network_requests": f.network_requests, "cache_hits": f.cache_hits,
+                           "binance_days": len(dumps.paths), "binance_days_missing": dumps.missing,
+                           "binance_days_verified": dumps.verified}  # fmt: skip
     if windows:
         tab = table_of(windows, a.tick_ms)
-        bn = read_binance(bn_paths) if bn_paths else None
+        bn = read_binance(dumps.paths) if dumps.paths else None
         states, rep, cols = prepare(tab, spec.name, s, a.tick_ms, rep, origin_flag=ORIGIN_BACKFILLED, binance=bn)
         if states:
             write(

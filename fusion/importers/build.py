@@ -207,5 +207,5 @@ def build(tab: Table, ticks: I64, *, stale_binance_ms: int, stale_poly_ms: int, 
     flags[~(age_b <= stale_binance_ms)] |= STALE_BINANCE
     flags[~(age_p <= stale_poly_ms)] |= STALE_POLY
     flags[np.isnan(raw[:, col("up_bid_px_0")]) & np.isnan(raw[:, col("up_ask_px_0")])] |= POLY_BOOK_EMPTY
-    feats = market_features(raw, ticks)
+    feats = market_features(raw, ticks, flags)
     return Built(ticks, raw, flags, feats, fid)

@@ -20,6 +20,7 @@ import numpy as np
 
 from archiver_svc.origins import imported_view
 from archiver_svc.windows import ArchiveError, decode_object, encode_object, object_key, utc_date
+from common.features import FEATURE_SET
 from common.log import log_once
 from common.names import check_name
 from common.schema import (
@@ -109,7 +110,7 @@ def prepare(tab: Table, market: str, settings: Settings, tick_ms: int | None = N
             pm = windows[s] = PolymarketWindow(
                 slug, (text.get("condition_id") or [""] * tab.n)[i], (text.get("up_token") or [""] * tab.n)[i],
                 (text.get("down_token") or [""] * tab.n)[i], s, int(we[i]))  # fmt: skip
-        states.append(State(market, int(ticks[i]), b.raw[i], b.features[i], "market-v2", int(b.flags[i]), pm))
+        states.append(State(market, int(ticks[i]), b.raw[i], b.features[i], FEATURE_SET, int(b.flags[i]), pm))
     slugs = [w.slug for w in (s.pm for s in states) if w]
     cols = StateColumns(ticks.astype(np.int64), b.raw, b.features, b.flags, slugs)
     for s, n in zip(*np.unique(ws, return_counts=True), strict=True):

@@ -52,18 +52,19 @@ def test_expected_services(compose: dict[str, Any]) -> None:
         "worker",
         "scheduler",
         "trader",
+        "monitor",
         "ui",
         "prometheus",
     }
     assert want <= set(compose["services"])
     apps = cc.app_services(compose)
-    assert set(apps) == {"observer", "archiver", "labeler", "worker", "scheduler", "trader", "ui"}
+    assert set(apps) == {"observer", "archiver", "labeler", "worker", "scheduler", "trader", "monitor", "ui"}
     assert {s["build"]["dockerfile"] for s in apps.values()} == {"compose/Dockerfile"}
     argv = {n: cc.fusion_argv(s) for n, s in apps.items()}
     assert argv["observer"] == ["observe", "--leases"]
     assert cc.env_of(compose["services"]["observer"])["FUSION_REPLICAS"] == "2"
-    assert [argv[n][0] for n in ("archiver", "labeler", "worker", "scheduler", "trader")] == [
-        "archive", "label", "worker", "schedule", "trade"]  # fmt: skip
+    assert [argv[n][0] for n in ("archiver", "labeler", "worker", "scheduler", "trader", "monitor")] == [
+        "archive", "label", "worker", "schedule", "trade", "monitor"]  # fmt: skip
 
 
 def test_commands_are_real_fusion_subcommands_with_valid_flags(compose: dict[str, Any]) -> None:
@@ -110,6 +111,7 @@ def test_markets_consistent(compose: dict[str, Any]) -> None:
         "labeler_svc/__main__.py",
         "trader_svc/__main__.py",
         "trainer_svc/cli.py",
+        "trainer_svc/monitor_svc.py",
         "fusion/ui/__main__.py",
     ],
 )  # fmt: skip

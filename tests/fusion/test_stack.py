@@ -174,3 +174,31 @@ def test_stack_up_sim_publishes_into_a_private_redis(tmp_path: Path, monkeypatch
     snap = json.loads((d / "status.json").read_text())
     assert snap["state"] == "stopped" and not any(p["up"] for p in snap["procs"])
     assert all(not _alive(p["pid"]) for p in cfg["procs"] if p.get("pid"))
+
+
+def test_a_second_stack_gets_its_own_dashboard_port(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The UI's port (FUSION_UI_PORT, 8050) is used when free; when something else holds it (another stack or
+    demo on this machine) the stack's UI gets a free port instead of a process that dies on bind."""
+    import argparse
+    import socket
+
+    from common.settings import Settings
+
+    monkeypatch.setenv("FUSION_REDIS_URL", f"redis://127.0.0.1:{free_port()}/0")
+    ns = argparse.Namespace(markets=["BTC-15M"], feed="live", sim_speed=1.0, replicas=2, observers=1,
+                            metrics_base=0)  # fmt: skip
+    wanted = free_port()
+    monkeypatch.setenv("FUSION_UI_PORT", str(wanted))
+
+    def ui_port() -> int:
+        procs, _ = stack.build_procs(ns, Settings(), tmp_path)
+        return int(next(p for p in procs if p.name == "ui").env["FUSION_UI_PORT"])
+
+    assert ui_port() == wanted
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", wanted))
+        held.listen()
+        other = ui_port()
+        assert other != wanted
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", other))  # really free

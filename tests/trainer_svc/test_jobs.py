@@ -128,3 +128,21 @@ def test_sigkilled_worker_job_is_retried_and_completes(redis_url, tmp_path):
     assert job.meta["attempt"] == 2 and job.retries_left == 2  # retried once, after the abandoned execution
     assert job.return_value()["policy"] == "SYN"
     assert not store.exists(ckpt)  # cleared after completion
+
+
+def test_follow_of_a_not_trainable_job_exits_2_with_the_reason(redis_url, tmp_path):
+    """``fusion train --follow`` says what the worker said: a job whose data cannot train (here: an empty store)
+    ends with exit 2 and the preflight's reason, as the inline path does, not exit 0 with a summary lacking a
+    version."""
+    env = {**os.environ, "FUSION_REDIS_URL": redis_url, "FUSION_STORE_URL": f"file://{tmp_path}"}
+    w = start_worker(redis_url, tmp_path)
+    try:
+        out = subprocess.run(
+            [sys.executable, "-m", "fusion.cli", "train", "--market", "BTC-5M", "--backend", "torch", "--follow",
+             "--redis-url", redis_url, "--store-url", f"file://{tmp_path}"],
+            env=env, capture_output=True, text=True, timeout=240,
+        )  # fmt: skip
+    finally:
+        os.killpg(w.pid, signal.SIGKILL)
+    assert out.returncode == 2, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+    assert "not trainable" in out.stderr, out.stderr[-2000:]

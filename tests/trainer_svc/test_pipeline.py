@@ -24,6 +24,10 @@ def test_pooled_markets_train_evaluate_and_save(tmp_path):
     meta = json.loads(store.get(f"models/AAA-5M_BBB-5M/{out['version']}/meta.json"))
     assert meta["data"]["market"] == "AAA-5M,BBB-5M" and meta["splits"]["holdout"]["windows"] == out["holdout"][
         "candidate"]["windows"]  # fmt: skip
+    # what the monitor needs: the per-window hold-out PnL (its mean is the recorded one) and the state schema
+    per = meta["holdout_window_pnl"]
+    assert len(per) == meta["splits"]["holdout"]["windows"] and meta["state_schema"] == 2
+    assert abs(sum(per) / len(per) - meta["holdout_metrics"]["pnl_per_window"]) < 1e-5
 
 
 @pytest.mark.slow  # ~16 s: one real training run
