@@ -17,7 +17,9 @@ Targets (issue 15): ``columnar_ratio_vs_json_gz`` <= 0.3, ``compact_states_per_s
   written DIRECTLY as columnar day files (the form the trainer reads; generating and compacting 48 M states
   through msgpack windows would only measure the generator), as 10 markets x 4 weeks at the 48 M point (1, 1
   and 4 markets below), then ``run_training`` (load + label + train awbc + evaluate against the baselines) runs
-  in a child process: wall seconds and the child's peak RSS (``ru_maxrss``), next to the job's own estimate.
+  in a child process: wall seconds and the child's peak RSS (``ru_maxrss``), next to the job's own estimate
+  (``estimate_over_peak``), the training sample and validation states used (``bounded``) and the hold-out PnL
+  of the candidate and the baselines.
 """
 
 from __future__ import annotations
@@ -163,14 +165,15 @@ a = json.loads(sys.argv[1])
 t = time.perf_counter()
 s = run_training(JobParams(market=a["markets"], store_url=a["store"], promote=False, overrides=a["overrides"]))
 print(json.dumps({"wall_s": time.perf_counter() - t, "timings": s["timings"], "n_states": s["data"]["n_states"],
-                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                  "candidate_pnl": s["holdout"]["candidate"].get("pnl")}))
+                  "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "bounded": s["data"].get("bounded"),
+                  "holdout_pnl": {k: v.get("pnl") for k, v in s["holdout"].items()}}))
 """
 
 
 def curve_point(work: Path, n: int, overrides: dict[str, Any], max_gb: float = 8.0) -> dict[str, Any]:
     from archiver_svc.budget import TooLarge
     from common.settings import get_settings
+    from trainer_svc.algos import TrainConfig
     from trainer_svc.pipeline import JobParams, check_budget, estimate_job
 
     k = 10 if n >= 40_000_000 else (4 if n >= 16_000_000 else 1)
@@ -178,11 +181,12 @@ def curve_point(work: Path, n: int, overrides: dict[str, Any], max_gb: float = 8
     store = LocalStore(root)
     markets = [f"SYN{i}-15M" for i in range(k)]
     job = JobParams(market=",".join(markets), synthetic=n // k)  # the same estimate as from the manifests
-    if estimate_job(job, markets, (30, 60, 300)).gb > max_gb:  # refused up front: no data written for nothing
+    cfg = TrainConfig(**overrides)  # awbc: the bounded data path's estimate
+    if estimate_job(job, markets, (30, 60, 300), cfg).gb > max_gb:  # refused up front: no data written for nothing
         os.environ["FUSION_TRAIN_MAX_MEMORY_GB"] = str(max_gb)
         get_settings.cache_clear()
         try:
-            check_budget(job, markets, (30, 60, 300))
+            check_budget(job, markets, (30, 60, 300), cfg)
         except TooLarge as e:
             return {"states": n, "markets": k, "refused": str(e)}
         finally:
@@ -192,7 +196,7 @@ def curve_point(work: Path, n: int, overrides: dict[str, Any], max_gb: float = 8
     for i, m in enumerate(markets):
         write_synthetic(store, m, n // k, i)
     gen = time.perf_counter() - t
-    est = estimate_job(JobParams(market=",".join(markets), store_url=store.url), markets, (30, 60, 300))
+    est = estimate_job(JobParams(market=",".join(markets), store_url=store.url), markets, (30, 60, 300), cfg)
     # the machine is shared: a point estimated over max_gb is refused by the job itself (reported), not run into
     # the kernel's OOM killer
     env = {**os.environ, "FUSION_TRAIN_MAX_MEMORY_GB": str(max_gb)}
@@ -208,7 +212,10 @@ def curve_point(work: Path, n: int, overrides: dict[str, Any], max_gb: float = 8
         out["returncode"] = p.returncode
         return out
     r = json.loads(p.stdout.strip().splitlines()[-1])
-    out.update(timings=r["timings"], peak_rss_gib=round(r["maxrss_kb"] / 2**20, 2), loaded=r["n_states"])
+    peak = r["maxrss_kb"] / 2**20
+    out.update(timings=r["timings"], peak_rss_gib=round(peak, 2), estimate_gib=round(est.bytes / 2**30, 2),
+               estimate_over_peak=round(est.bytes / 2**30 / peak, 2), loaded=r["n_states"], bounded=r["bounded"],
+               holdout_pnl=r["holdout_pnl"], load_avg_1m=round(os.getloadavg()[0], 2))  # fmt: skip
     return out
 
 

@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     train_max_memory_gb: float = Field(
         12.0, gt=0, description="refuse a training job or an archive load estimated to need more memory than this"
     )
+    train_scratch_dir: str | None = Field(
+        None,
+        description="where an awbc job spills its per-market arrays while it trains (default: the system's "
+        "temporary directory; about 120 bytes per state, removed when the job ends)",
+    )
     trader_id: str = "paper-1"
     trader_markets: Annotated[list[str], NoDecode] = Field(default_factory=list)
     position_usd: float = 100.0

@@ -69,18 +69,25 @@ class Dataset:
     parts: list[Part] = field(default_factory=list)
 
     def describe(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "purge_s": self.purge_s,
-            "purged_windows": len(self.dropped_windows),
-            **{k: s.describe() for k, s in self.splits.items()},
-        }
-        if len(self.parts) > 1:
-            for name, sp in self.splits.items():
-                begins = self.windows.begin[sp.windows]
-                out[name]["windows_per_market"] = {
-                    p.market: int(np.sum((begins >= p.begin) & (begins < p.end))) for p in self.parts
-                }
-        return out
+        return describe_splits(self.splits, self.windows, self.parts, self.purge_s, self.dropped_windows)
+
+
+def describe_splits(
+    splits: dict[str, Split], windows: Windows, parts: Sequence[Part], purge_s: float, dropped: Sequence[int]
+) -> dict[str, Any]:
+    """The splits as recorded in a model's meta (windows per market when several markets are pooled)."""
+    out: dict[str, Any] = {
+        "purge_s": purge_s,
+        "purged_windows": len(dropped),
+        **{k: s.describe() for k, s in splits.items()},
+    }
+    if len(parts) > 1:
+        for name, sp in splits.items():
+            begins = windows.begin[sp.windows]
+            out[name]["windows_per_market"] = {
+                p.market: int(np.sum((begins >= p.begin) & (begins < p.end))) for p in parts
+            }
+    return out
 
 
 def walk_forward(
@@ -93,6 +100,20 @@ def walk_forward(
     must be ordered by start time), then drop windows at the start of val and hold-out until the gap
     to the latest end in the previous split is >= ``purge_s``."""
     w = windows if windows is not None else segment(states)
+    tick = states.tick_ms
+    splits, dropped = split_windows(w, tick[w.begin], tick[w.end - 1], fractions, purge_s)
+    return splits, dropped, w
+
+
+def split_windows(
+    w: Windows,
+    first_ms: npt.NDArray[np.int64],
+    last_ms: npt.NDArray[np.int64],
+    fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
+    purge_s: float = 300.0,
+) -> tuple[dict[str, Split], list[int]]:
+    """:func:`walk_forward` on windows alone (``first_ms``/``last_ms``: each window's first and last tick):
+    the states are not needed, so a job that never holds all of them (``trainer_svc.bounded``) splits alike."""
     nw = len(w)
     if nw < 3:
         raise ValueError(f"need at least 3 windows for a walk-forward split, got {nw}")
@@ -101,14 +122,13 @@ def walk_forward(
     cut1 = int(np.clip(np.searchsorted(cum, frac[0]) + 1, 1, nw - 2))
     cut2 = int(np.clip(np.searchsorted(cum, frac[0] + frac[1]) + 1, cut1 + 1, nw - 1))
     groups = [list(range(0, cut1)), list(range(cut1, cut2)), list(range(cut2, nw))]
-    tick = states.tick_ms
     dropped: list[int] = []
     for g in (1, 2):
         prev = groups[g - 1]
         if not prev:
             continue
-        prev_end = int(max(int(tick[w.end[k] - 1]) for k in prev))
-        while groups[g] and int(tick[w.begin[groups[g][0]]]) - prev_end < purge_s * 1000:
+        prev_end = int(max(int(last_ms[k]) for k in prev))
+        while groups[g] and int(first_ms[groups[g][0]]) - prev_end < purge_s * 1000:
             dropped.append(groups[g].pop(0))
     splits: dict[str, Split] = {}
     for name, g in zip(SPLITS, groups, strict=True):
@@ -118,11 +138,11 @@ def walk_forward(
         splits[name] = Split(
             name=name,
             windows=idx,
-            start_ms=int(tick[w.begin[idx]].min()),
-            end_ms=int(tick[w.end[idx] - 1].max()),
+            start_ms=int(first_ms[idx].min()),
+            end_ms=int(last_ms[idx].max()),
             n_states=int(w.lengths[idx].sum()),
         )
-    return splits, dropped, w
+    return splits, dropped
 
 
 def make_dataset(
@@ -191,6 +211,13 @@ def pool(
             valid=np.concatenate([lc.valid for lc in ls]),
             exit_kind=np.concatenate([lc.exit_kind for lc in ls]),
         )
+    windows, _ = merge_windows(wins)
+    return states, labels, windows, parts
+
+
+def merge_windows(wins: Sequence[tuple[Windows, int, int]]) -> tuple[Windows, npt.NDArray[np.int64]]:
+    """Windows of several markets (``(windows, row offset, market index)`` each) as one, ordered by (start
+    time, market order), and the order applied (index into the concatenated windows)."""
     begin = np.concatenate([w.begin + o for w, o, _ in wins])
     end = np.concatenate([w.end + o for w, o, _ in wins])
     start_s = np.concatenate([w.start_s for w, _, _ in wins])
@@ -203,7 +230,7 @@ def pool(
         end_s=np.concatenate([w.end_s for w, _, _ in wins])[order],
         settle=np.concatenate([w.settle for w, _, _ in wins])[order],
     )
-    return states, labels, windows, parts
+    return windows, order.astype(np.int64)
 
 
 def _concat_raw(raws: list[Any]) -> Any:

@@ -37,8 +37,10 @@ MAX_MS = 10**14  # epoch ms beyond year 5000: refused
 _NOT_OVERRIDABLE = frozenset({"algo", "backend", "seed"})
 # upper bounds of integer overrides (default 1,000,000); lower bound 0, or 1 where 0 makes no sense
 _INT_MAX = {"epochs": 10_000, "ppo_iters": 10_000, "max_train_samples": 100_000_000, "minibatch": 1 << 22,
-            "batch_size": 1 << 22, "horizon_s": 86_400}  # fmt: skip
-_INT_MIN1 = frozenset({"epochs", "batch_size", "minibatch", "horizon_s", "ppo_episodes", "eval_every", "ppo_epochs"})
+            "batch_size": 1 << 22, "horizon_s": 86_400, "val_max_states": 1_000_000_000,
+            "eval_chunk_states": 1_000_000_000}  # fmt: skip
+_INT_MIN1 = frozenset({"epochs", "batch_size", "minibatch", "horizon_s", "ppo_episodes", "eval_every", "ppo_epochs",
+                       "val_max_states", "eval_chunk_states"})  # fmt: skip
 _FLOAT_ABS_MAX = 1e6
 _STR_CHOICES = {"ppo_init": ("awbc", "scratch")}
 

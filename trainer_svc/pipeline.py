@@ -2,6 +2,9 @@
 backtest against the baselines and the champion -> save the artefact -> promote (only if it wins)
 -> ``model-updated`` event. Used by the RQ job, ``fusion train --inline``, the demo and benchmarks.
 
+``awbc`` runs on the bounded data path (:mod:`trainer_svc.bounded`: one market in memory at a time, a bounded
+training sample, the hold-out in chunks); ``ppo`` and ``supervised`` hold every state (:func:`load_data`).
+
 Checkpoints (weights + history after every epoch) live in the store under
 ``checkpoints/{policy}/{run_key}/``; a retried job with the same key resumes from the last epoch
 (optimizer moments restart from zero) and clears them when it finishes.
@@ -9,7 +12,6 @@ Checkpoints (weights + history after every epoch) live in the store under
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -17,8 +19,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from safetensors.numpy import load as st_load
-from safetensors.numpy import save as st_save
 
 from archiver_svc.budget import Estimate, check, estimate_rows, label_bytes
 from archiver_svc.rawcols import TRAIN_FIELDS, SlugList, narrow_raw
@@ -31,12 +31,15 @@ from common.policy import architecture, meta_features
 from common.schema import LabelColumns, StateColumns
 from common.settings import get_settings
 from common.store import ObjectStore, open_store
+from trainer_svc import bounded
 from trainer_svc.algos import TrainConfig, train
-from trainer_svc.dataset import horizon_index, make_dataset, pool
+from trainer_svc.algos.cloning import fit_bc
+from trainer_svc.checkpoint import Checkpointer
+from trainer_svc.dataset import make_dataset, pool
 from trainer_svc.env import build_batch
-from trainer_svc.evaluate import Backtest, baselines, promote_decision, run_policy, weights_policy
+from trainer_svc.evaluate import Backtest, holdout_runs, promote_decision
 from trainer_svc.hindsight import label_columns
-from trainer_svc.preflight import NotTrainable, check_trainable
+from trainer_svc.preflight import NotTrainable, check_figures, check_trainable, not_trainable
 from trainer_svc.report import render
 
 log = logging.getLogger("trainer.pipeline")
@@ -78,27 +81,6 @@ class JobParams:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> JobParams:
         return JobParams(**d)
-
-
-class Checkpointer:
-    def __init__(self, store: ObjectStore, policy: str, run_key: str) -> None:
-        self.store, self.prefix = store, f"checkpoints/{artefact.checked_name('policy', policy)}/{run_key}/"
-
-    def save(self, epoch: int, weights: dict[str, np.ndarray], history: list[dict[str, Any]]) -> None:
-        self.store.put(self.prefix + "weights.safetensors", bytes(st_save(dict(weights))))
-        self.store.put(self.prefix + "state.json", json.dumps({"epoch": epoch, "history": history}).encode())
-
-    def load(self) -> dict[str, Any] | None:
-        try:
-            st = json.loads(self.store.get(self.prefix + "state.json"))
-            w = st_load(self.store.get(self.prefix + "weights.safetensors"))
-        except KeyError:
-            return None
-        return {"epoch": int(st["epoch"]), "history": st["history"], "weights": w}
-
-    def clear(self) -> None:
-        for name in ("state.json", "weights.safetensors"):
-            self.store.delete(self.prefix + name)
 
 
 def markets_of(p: JobParams) -> list[str]:
@@ -171,30 +153,44 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
     return states, labels, info
 
 
-def estimate_job(p: JobParams, markets: list[str], horizons: tuple[int, ...]) -> Estimate:
-    """Rows the job will load (exact for compacted days and synthetic data, an upper bound for windows) and
-    its peak bytes (``TRAIN_BYTES_PER_STATE`` per row, measured by benchmarks/scale.py)."""
+def job_rows(p: JobParams, markets: list[str]) -> list[int]:
+    """Rows the job will load per market (exact for compacted days and synthetic data, an upper bound for
+    windows)."""
     if p.synthetic > 0:
-        rows = p.synthetic * len(markets)
-    else:
-        from archiver_svc.origins import origin_stores
-        from archiver_svc.reader import _window_ms, as_store, list_objects
+        return [p.synthetic] * len(markets)
+    from archiver_svc.origins import origin_stores
+    from archiver_svc.reader import _window_ms, as_store, list_objects
 
-        s = get_settings()
-        stores = [st for st, _ in origin_stores(as_store(p.store_url or s.store_url), p.origin)]
-        rows = sum(estimate_rows(st, "states", m, p.from_ms, p.to_ms, _window_ms(None), s.tick_ms,
-                                 list_objects(st, "states", m, p.from_ms, p.to_ms))
-                   for st in stores for m in markets)  # fmt: skip
+    s = get_settings()
+    stores = [st for st, _ in origin_stores(as_store(p.store_url or s.store_url), p.origin)]
+    return [sum(estimate_rows(st, "states", m, p.from_ms, p.to_ms, _window_ms(None), s.tick_ms,
+                              list_objects(st, "states", m, p.from_ms, p.to_ms)) for st in stores)
+            for m in markets]  # fmt: skip
+
+
+def estimate_job(
+    p: JobParams, markets: list[str], horizons: tuple[int, ...], cfg: TrainConfig | None = None
+) -> Estimate:
+    """Rows the job will load and its peak bytes: on the bounded path (``cfg`` given and ``awbc``)
+    :func:`trainer_svc.bounded.peak_bytes`; else every state in memory (``TRAIN_BYTES_PER_STATE`` per row,
+    measured by benchmarks/scale.py)."""
+    rows = job_rows(p, markets)
+    if cfg is not None and bounded.uses(cfg):
+        return Estimate(sum(rows), bounded.peak_bytes(rows, cfg))
     per = TRAIN_BYTES_PER_STATE + label_bytes(len(horizons))
-    return Estimate(rows, TRAIN_BASE_BYTES + rows * per)
+    return Estimate(sum(rows), TRAIN_BASE_BYTES + sum(rows) * per)
 
 
-def check_budget(p: JobParams, markets: list[str], horizons: tuple[int, ...]) -> None:
-    """Refuse (:class:`~archiver_svc.budget.TooLarge`) a job that would not fit ``train_max_memory_gb``."""
-    est = estimate_job(p, markets, horizons)
+def check_budget(
+    p: JobParams, markets: list[str], horizons: tuple[int, ...], cfg: TrainConfig | None = None
+) -> Estimate:
+    """Refuse (:class:`~archiver_svc.budget.TooLarge`) a job that would not fit ``train_max_memory_gb``; else
+    return its estimate."""
+    est = estimate_job(p, markets, horizons, cfg)
     kv(log, logging.INFO, "training job estimate", rows=est.rows, gb=round(est.gb, 2))
     check(f"training {','.join(markets)}", est, get_settings().train_max_memory_gb,
           "train on fewer markets or a shorter range (from_ms/to_ms)")  # fmt: skip
+    return est
 
 
 def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[str, Any]]:
@@ -218,10 +214,8 @@ def load_data(p: JobParams, horizons: tuple[int, ...]) -> tuple[Any, Any, dict[s
     return states, labels, info
 
 
-def _champion_backtest(
-    store: ObjectStore, policy: str, batch: Any, env_kwargs: dict[str, Any]
-) -> tuple[Backtest | None, str | None]:
-    """(the champion's hold-out backtest or None, why its pointer is unreadable or None)."""
+def _champion(store: ObjectStore, policy: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the champion's weights or None, why its pointer is unreadable or None)."""
     try:
         ptr = artefact.champion(store, policy)
     except artefact.ChampionError as e:
@@ -235,7 +229,70 @@ def _champion_backtest(
     except artefact.ModelError as e:
         kv(log, logging.WARNING, "champion unusable; comparing against baselines only", error=str(e))
         return None, None
-    return run_policy(batch, weights_policy(w), "champion", env_kwargs), None
+    return dict(w), None
+
+
+Runs = Callable[[Any, int], dict[str, Backtest]]
+Trained = tuple[Any, dict[str, Backtest], dict[str, Any], dict[str, Any], dict[str, float]]
+
+
+def _train_in_memory(p: JobParams, cfg: TrainConfig, horizons: tuple[int, ...], runs_of: Callable[[Any], Runs],
+                     prog: Progress, on_epoch: Any, resume: Any, t0: float) -> Trained:  # fmt: skip
+    """Every state in memory (``ppo``, ``supervised``): load, pool, split, train, evaluate the hold-out."""
+    states, labels, info = load_data(p, horizons)
+    pooled = info.pop("pooled", None) or {}
+    try:
+        ds = make_dataset(states, labels, windows=pooled.get("windows"), parts=pooled.get("parts"))
+    except ValueError as e:  # fewer than 3 windows: no split at all
+        raise not_trainable(e) from e
+    info["preflight"] = check_trainable(ds, cfg.horizon_s, get_settings().label_tolerance_ms)
+    timings = {"load_label_s": round(time.perf_counter() - t0, 3)}
+    t1 = time.perf_counter()
+    res = train(ds, cfg, lambda f, i: prog(0.05 + 0.85 * f, {"stage": "train", **i}), on_epoch, resume)
+    timings["train_s"] = round(time.perf_counter() - t1, 3)
+    prog(0.9, {"stage": "evaluate"})
+    t2 = time.perf_counter()
+    bts = runs_of(res)(build_batch(states, ds.windows, ds.splits["holdout"].windows), 0)
+    timings["evaluate_s"] = round(time.perf_counter() - t2, 3)
+    return res, bts, info, ds.describe(), timings
+
+
+def _train_bounded(p: JobParams, cfg: TrainConfig, horizons: tuple[int, ...], runs_of: Callable[[Any], Runs],
+                   prog: Progress, on_epoch: Any, resume: Any, t0: float) -> Trained:  # fmt: skip
+    """``awbc`` on the bounded data path (:mod:`trainer_svc.bounded`): one market in memory at a time, a
+    bounded training sample, capped validation, the hold-out in chunks."""
+    s = get_settings()
+    ms = markets_of(p)
+    bounded.check_scratch(s.train_scratch_dir, check_budget(p, ms, horizons, cfg).rows)
+    try:
+        b = bounded.build(ms, lambda m, k: _load_one(p, m, (cfg.horizon_s,), k), cfg.horizon_s,
+                          float(max(horizons)), s.train_scratch_dir)  # fmt: skip
+    except ValueError as e:
+        raise not_trainable(e) from e
+    try:
+        counts = {k: int(b.splits[k].windows.size) for k in ("train", "val", "holdout")}
+        n_valid = int(b.n_valid[b.splits["train"].windows].sum())
+        b.info["preflight"] = check_figures(b.tick_s, cfg.horizon_s, s.label_tolerance_ms, counts, len(b.windows),
+                                            len(b.dropped), b.purge_s, n_valid, b.splits["train"].n_states)  # fmt: skip
+        market, q, w, n_kept = bounded.train_samples(b, cfg)
+        vsel = bounded.val_windows(b, cfg.val_max_states)
+        val_batch = bounded.episode_batch(b, vsel)
+        b.info["bounded"] = {"spill_bytes": b.spill_bytes, "train_valid_rows": n_kept,
+                             "train_samples": int(market.shape[0]), "val_windows_used": int(vsel.size),
+                             "val_states_used": int(b.windows.lengths[vsel].sum())}  # fmt: skip
+        timings = {"load_label_s": round(time.perf_counter() - t0, 3)}
+        t1 = time.perf_counter()
+        res = fit_bc(market, q, w, val_batch, cfg, lambda f, i: prog(0.05 + 0.85 * f, {"stage": "train", **i}),
+                     on_epoch, resume)  # fmt: skip
+        del market, q, w, val_batch
+        timings["train_s"] = round(time.perf_counter() - t1, 3)
+        prog(0.9, {"stage": "evaluate"})
+        t2 = time.perf_counter()
+        bts = bounded.evaluate_chunked(b, b.splits["holdout"].windows, cfg.eval_chunk_states, runs_of(res))
+        timings["evaluate_s"] = round(time.perf_counter() - t2, 3)
+        return res, bts, b.info, b.describe(), timings
+    finally:
+        b.close()
 
 
 def run_training(
@@ -262,16 +319,6 @@ def run_training(
     )
     horizons = tuple(sorted({*s.label_horizons_s, cfg.horizon_s}))
     prog(0.0, {"stage": "load"})
-    states, labels, info = load_data(p, horizons)
-    pooled = info.pop("pooled", None) or {}
-    try:
-        ds = make_dataset(states, labels, windows=pooled.get("windows"), parts=pooled.get("parts"))
-    except ValueError as e:  # fewer than 3 windows: no split at all
-        if "windows" not in str(e):
-            raise
-        raise NotTrainable(f"{e}: give the job more data (a wider --from/--to range, or import/record more)") from e
-    info["preflight"] = check_trainable(ds, cfg.horizon_s, s.label_tolerance_ms)
-    timings = {"load_label_s": round(time.perf_counter() - t0, 3)}
     ckpt = Checkpointer(store, p.policy_name, run_key) if run_key else None
     resume = ckpt.load() if ckpt else None
     if resume:
@@ -281,18 +328,16 @@ def run_training(
         if ckpt:
             ckpt.save(epoch, w, hist)
 
-    t1 = time.perf_counter()
-    res = train(ds, cfg, lambda f, i: prog(0.05 + 0.85 * f, {"stage": "train", **i}), on_epoch, resume)
-    timings["train_s"] = round(time.perf_counter() - t1, 3)
-    prog(0.9, {"stage": "evaluate"})
-    t2 = time.perf_counter()
-    hold = build_batch(states, ds.windows, ds.splits["holdout"].windows)
+    champ_w, champ_error = _champion(store, p.policy_name)
     env_kwargs = cfg.env_kwargs()
-    cand = run_policy(hold, weights_policy(res.weights), "candidate", env_kwargs)
-    base = baselines(hold, labels, horizon_index(labels, cfg.horizon_s), env_kwargs, seed=p.seed)
-    champ, champ_error = _champion_backtest(store, p.policy_name, hold, env_kwargs)
+
+    def runs_of(res: Any) -> Runs:
+        return holdout_runs(res.weights, champ_w, env_kwargs, p.seed)
+
+    run = _train_bounded if bounded.uses(cfg) else _train_in_memory
+    res, base, info, splits, timings = run(p, cfg, horizons, runs_of, prog, on_epoch, resume, t0)
+    cand, champ = base.pop("candidate"), base.pop("champion", None)
     decision = promote_decision(cand, champ, base, margin=p.margin, seed=p.seed)
-    timings["evaluate_s"] = round(time.perf_counter() - t2, 3)
     holdout = {"candidate": cand.metrics, **({"champion": champ.metrics} if champ else {})}
     meta = {
         **meta_features(),
@@ -301,7 +346,7 @@ def run_training(
         "backend": res.backend,
         "hyper_parameters": cfg.to_dict(),
         "data": info,
-        "splits": ds.describe(),
+        "splits": splits,
         "holdout_metrics": cand.metrics,
         "holdout_window_pnl": [round(float(x), 9) for x in cand.window_pnl],  # per window, in hold-out order
         "champion_metrics": champ.metrics if champ else None,
@@ -350,7 +395,7 @@ def run_training(
         ckpt.clear()
     timings["total_s"] = round(time.perf_counter() - t0, 3)
     summary.update(
-        uri=ref.uri, sha256=ref.sha256, promoted=promoted is not None, timings=timings, splits=ds.describe(), data=info
+        uri=ref.uri, sha256=ref.sha256, promoted=promoted is not None, timings=timings, splits=splits, data=info
     )
     prog(1.0, {"stage": "done", "promoted": promoted is not None})
     kv(

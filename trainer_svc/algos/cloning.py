@@ -31,7 +31,7 @@ from trainer_svc.algos.config import F32, EpochHook, Progress, TrainConfig, Trai
 from trainer_svc.algos.selection import tune_hold_bias, val_pnl
 from trainer_svc.backends import Backend, make_backend, resolve
 from trainer_svc.dataset import Dataset, Part, horizon_index
-from trainer_svc.env import build_batch
+from trainer_svc.env import EpisodeBatch, build_batch
 from trainer_svc.hindsight import future_rows
 
 
@@ -50,11 +50,8 @@ def bc_targets(ds: Dataset, rows: npt.NDArray[np.int64], cfg: TrainConfig) -> tu
         hi = horizon_index(ds.labels, cfg.horizon_s)
         r = ds.labels.rewards[rows, hi, :].astype(np.float64)
         keep = ds.labels.valid[rows, hi].astype(bool) & np.all(np.isfinite(r), axis=1)
-        r = np.nan_to_num(r)
-        adv = r - r.mean(axis=1, keepdims=True)
-        wa = np.clip(np.exp(np.minimum(adv / cfg.beta, 50.0)), 0.0, cfg.max_weight)
-        tot = wa.sum(axis=1)
-        return (wa / tot[:, None]).astype(np.float32), tot.astype(np.float32), keep
+        q, w = awbc_targets(r, cfg)
+        return q, w, keep
     if cfg.algo == "supervised":
         s = ds.states
         j, ok, by_settle, settle = _future_rows_per_market(ds, cfg.horizon_s)
@@ -67,6 +64,15 @@ def bc_targets(ds: Dataset, rows: npt.NDArray[np.int64], cfg: TrainConfig) -> tu
         y = np.where(move > thr, 1, np.where(move < -thr, 2, 0))
         return np.eye(3, dtype=np.float32)[y], np.ones(rows.size, np.float32), keep
     raise ValueError(f"unknown algorithm {cfg.algo!r}")
+
+
+def awbc_targets(rewards: npt.NDArray[np.float64], cfg: TrainConfig) -> tuple[F32, F32]:
+    """awbc's (soft target (n, 3), sample weight (n,)) from the hindsight rewards (n, 3) of one horizon."""
+    r = np.nan_to_num(rewards)
+    adv = r - r.mean(axis=1, keepdims=True)
+    wa = np.clip(np.exp(np.minimum(adv / cfg.beta, 50.0)), 0.0, cfg.max_weight)
+    tot = wa.sum(axis=1)
+    return (wa / tot[:, None]).astype(np.float32), tot.astype(np.float32)
 
 
 def _future_rows_per_market(ds: Dataset, horizon_s: int) -> tuple[np.ndarray, ...]:
@@ -99,11 +105,30 @@ def train_bc(
         raise ValueError("no valid training samples")
     market = ds.states.features[rows, :N_MARKET_FEATURES]
     val_batch = build_batch(ds.states, ds.windows, ds.splits["val"].windows)
+    return fit_bc(market, q, w, val_batch, cfg, progress, on_epoch, resume, t0)
+
+
+def fit_bc(
+    market: F32,
+    q: F32,
+    w: F32,
+    val_batch: EpisodeBatch,
+    cfg: TrainConfig,
+    progress: Progress = noop,
+    on_epoch: EpochHook | None = None,
+    resume: dict[str, Any] | None = None,
+    t0: float | None = None,
+) -> TrainResult:
+    """Cloning epochs over the samples (market features (n, F), soft targets, weights), the best epoch on
+    ``val_batch`` kept, then the HOLD bias tuned on it. The samples' order and ``cfg.seed`` fix the result."""
+    t0 = time.perf_counter() if t0 is None else t0
+    if market.shape[0] == 0:
+        raise ValueError("no valid training samples")
     backend: Backend = make_backend(cfg.backend, seed=cfg.seed, lr=cfg.lr, weights=(resume or {}).get("weights"))
     history: list[dict[str, Any]] = list((resume or {}).get("history", []))
     best = dict((resume or {}).get("best", {"pnl": -np.inf, "epoch": -1, "weights": backend.get_weights()}))
     start = int((resume or {}).get("epoch", 0))
-    n, bs = rows.size, cfg.batch_size
+    n, bs = market.shape[0], cfg.batch_size
     for epoch in range(start, cfg.epochs):
         erng = np.random.default_rng(cfg.seed * 1000 + epoch)
         x_all = _augmented_obs(market, cfg.augment_agent, erng)

@@ -29,6 +29,10 @@ class TrainConfig:
     augment_agent: float = 0.5
     hold_bias_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0, 4.0)
     max_train_samples: int = 2_000_000
+    # the bounded data path (trainer_svc.bounded, awbc): model selection on at most this many validation states
+    # (whole windows, evenly spread), the hold-out evaluated this many states at a time
+    val_max_states: int = 4_000_000
+    eval_chunk_states: int = 2_000_000
     seed: int = 0
     # environment (also used by evaluation)
     stake: float = 1.0
