@@ -187,15 +187,18 @@ def notify(kind: str, text: str, key: str = "", *, dedup: bool = True, **fields:
         return False
 
 
+EXIT_FLUSH_S = 3.0  # the longest an ending process waits for its last alerts: a hanging endpoint never holds a stop
+
+
 def flush(timeout_s: float | None = None) -> bool:
-    """Wait (at most ``timeout_s``, default the POST timeout) until this process's queued alerts were attempted.
-    Called at exit, and by a process that ends with ``os._exit`` (RQ's work-horse) before it does. True when
-    nothing is left (or alerts are off)."""
+    """Wait (at most ``timeout_s``, default the lower of the POST timeout and :data:`EXIT_FLUSH_S`) until this
+    process's queued alerts were attempted. Called at exit, and by a process that ends with ``os._exit`` (RQ's
+    work-horse) before it does. True when nothing is left (or alerts are off)."""
     with _sink_lock:
         s = _sink
     if s is None or s.pid != os.getpid():
         return True
-    return s.flush(s.timeout_s if timeout_s is None else timeout_s)
+    return s.flush(min(s.timeout_s, EXIT_FLUSH_S) if timeout_s is None else timeout_s)
 
 
 def _after_fork_in_child() -> None:
