@@ -4,7 +4,9 @@ consumer), shared by every process through one Redis hash.
 :meth:`Episodes.open` sends the alert ``kind`` only when the episode ``(kind, key)`` was not open yet (set in
 ``keys.ALERT_EPISODES`` by a Lua script, and it did not start before the end of the last closed one, kept in
 ``keys.ALERT_EPISODES_CLOSED``: a replica that is late to see a gap does not reopen it); :meth:`Episodes.close`
-sends ``{kind}-recovered`` with the episode's length only when it removed an open episode. So two replicas that
+sends ``{kind}-recovered`` with the episode's length only when it removed an open episode that started no later
+than the close's time (a replica's first good tick, processed after another replica opened a later episode, does
+not end it). So two replicas that
 see the same gap, or a restarted process that sees it again, send one alert, and one "recovered" note, per episode.
 Episodes bypass the sink's per-period de-duplication (the episode is the de-duplication); its rate limit applies.
 
@@ -43,9 +45,14 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 """
 # KEYS: open hash, closed hash. ARGV: field, end ms. The open episode's value (nil: none), removed; its end kept.
+# An episode that started after the end given is not ended by it (a replica's late "good" tick from before it).
 _CLOSE = """
 local v = redis.call('HGET', KEYS[1], ARGV[1])
 if not v then return nil end
+local ok, d = pcall(cjson.decode, v)
+if ok and type(d) == 'table' and tonumber(d['since_ms']) and tonumber(d['since_ms']) > tonumber(ARGV[2]) then
+  return nil
+end
 redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 return v
@@ -109,8 +116,12 @@ class Episodes:
                     since = None
         except (redis.RedisError, OSError, AssertionError):
             pass
-        with self._lock:  # opened while Redis refused (down, or out of memory)
-            got = self._local.pop(f, None)
+        with self._lock:  # opened while Redis refused (down, or out of memory); not one that started after ``at``
+            got = self._local.get(f)
+            if got is not None and got["since_ms"] <= at:
+                del self._local[f]
+            else:
+                got = None
         if got is not None and not removed:
             removed, since = True, got["since_ms"]
         if not removed:
