@@ -26,6 +26,7 @@ from common.schema import decode_label, decode_state, encode_state, tick_of_entr
 from common.streams import trim_by_age
 from observer_svc.sim.synthetic import SyntheticDriver
 from observer_svc.sim.thread import SimServerThread
+from tests.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKETS = ["BTC-15M", "ETH-15M"]
@@ -67,13 +68,8 @@ class Procs:
             self.stop(name, 20)
 
 
-def _wait(pred, timeout: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
+def _wait(pred: Any, timeout: float, what: str) -> None:
+    wait_until(pred, timeout, what, step=0.5)
 
 
 def run_with_faults(tmp_path: Path, victims: list[str], seconds: float, kill_redis: bool, seed: int) -> None:

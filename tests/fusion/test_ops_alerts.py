@@ -14,16 +14,12 @@ import redis
 
 from common import keys
 from fusion.alert_receiver import AlertReceiver, read_alerts
+from tests.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _wait(cond, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+_wait = wait_until
 
 
 def test_restart_loop_of_a_real_labeler_reaches_the_receiver(r: redis.Redis, redis_url: str, tmp_path: Path) -> None:

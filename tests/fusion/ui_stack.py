@@ -9,7 +9,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from common.store import LocalStore
 from observer_svc.sim.synthetic import SyntheticDriver
 from observer_svc.sim.thread import SimServerThread
 from tests.test_pipeline_faults import Procs, _wait
+from tests.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 MARKETS = ["BTC-5M", "ETH-5M"]
@@ -169,12 +169,7 @@ def parse(dom: str) -> Cells:
 
 
 def wait(cond: Any, timeout: float, what: str) -> None:
-    t0 = time.time()
-    while time.time() - t0 < timeout:
-        if cond():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
+    wait_until(cond, timeout, what, step=0.3)
 
 
 __all__ = ["Stack", "chromium", "parse", "wait", "sys"]

@@ -24,16 +24,12 @@ from observer_svc.market_alerts import DiscoveryMonitor, GapMonitor
 from observer_svc.sim.synthetic import SyntheticDriver
 from observer_svc.sim.thread import SimServerThread
 from tests.common.test_alerts import Receiver
+from tests.wait import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _wait(cond, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
+_wait = wait_until
 
 
 def test_gap_alerted_once_with_its_length_and_recovered_once_across_replicas(r: redis.Redis) -> None:

@@ -3,7 +3,7 @@ grammar is refused at parsing: never a store key, never re-broadcast, counted, l
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
 import msgpack
 import redis
@@ -12,6 +12,7 @@ from common import keys, metrics
 from common.artefact import promote, publish_model_updated
 from common.store import LocalStore
 from tests.trader_svc.helpers import save_good
+from tests.wait import wait_until
 from trader_svc.paper import PaperConfig
 from trader_svc.service import Trader, TraderConfig
 
@@ -19,11 +20,8 @@ P = "ev-pol"
 HOSTILE = [".", "..", "../ev-pol/v1", "a/b", "v2\n", "v2\nFORGED", "{x}", "A" * 200, "v\u00e9", "", "a.b", 123, None]
 
 
-def _wait(cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+def _wait(cond: Any, timeout: float = 10.0) -> None:
+    wait_until(cond, timeout, step=0.01)
 
 
 def test_hostile_versions_in_model_updated_are_refused(r: redis.Redis, redis_url: str, tmp_path) -> None:

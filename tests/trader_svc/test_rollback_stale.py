@@ -5,6 +5,7 @@ swap and by promote, with a clear reason, counted and alerted, and the current m
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -15,6 +16,7 @@ from common import artefact, keys, metrics
 from common.events import publish_model_rolled_back
 from common.store import LocalStore
 from tests.trader_svc.helpers import T0, encoded, good_meta, save_good, save_raw
+from tests.wait import wait_until
 from trader_svc.paper import PaperConfig
 from trader_svc.service import Trader, TraderConfig
 
@@ -22,11 +24,8 @@ P = "rb-pol"
 M = "BTC-15M"
 
 
-def _wait(cond, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
+def _wait(cond: Any, timeout: float = 15.0) -> None:
+    wait_until(cond, timeout, step=0.01)
 
 
 def _events(r: redis.Redis) -> list[dict]:
