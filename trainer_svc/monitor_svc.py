@@ -231,6 +231,19 @@ class MonitorService:
             stop.wait(every_s)
 
 
+def from_settings(r: Any, store: Any, policy: str, trader: str, s: Any = None, *, rollback: bool | None = None,
+                  markets: list[str] | None = None) -> MonitorService:  # fmt: skip
+    """A :class:`MonitorService` with the rules of the settings (``FUSION_MONITOR_*``); ``rollback`` None: the
+    setting's."""
+    if s is None:
+        from common.settings import get_settings
+
+        s = get_settings()
+    cfg = MonitorConfig(k=s.monitor_k, windows=s.monitor_windows, alpha=s.monitor_alpha, gap_bound=s.monitor_gap_bound)
+    return MonitorService(r, store, policy, trader, cfg, s.monitor_rollback if rollback is None else rollback,
+                          s.monitor_min_coverage, markets)  # fmt: skip
+
+
 def comparison(r: Any, policy: str, trader: str) -> dict[str, Any]:
     """The live-vs-backtest comparison of ``policy`` through ``trader`` as the monitor last stored it (JSON-able):
     the serving version, its hold-out reference, the judged windows (live, backtest, gap, rolling mean, bound),
@@ -277,11 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     a = ap.parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging(s.log_level, s.log_json)
     serve_metrics(s.metrics_port)
-    cfg = MonitorConfig(k=s.monitor_k, windows=s.monitor_windows, alpha=s.monitor_alpha, gap_bound=s.monitor_gap_bound)
     store = open_store(s.store_url, s.s3_endpoint_url, s.s3_region)
-    mon = MonitorService(connect(s.redis_url), store, a.policy or s.policy, a.trader or s.trader_id, cfg,
-                         s.monitor_rollback if a.rollback is None else a.rollback, s.monitor_min_coverage,
-                         a.markets)  # fmt: skip
+    mon = from_settings(connect(s.redis_url), store, a.policy or s.policy, a.trader or s.trader_id, s,
+                        rollback=a.rollback, markets=a.markets)  # fmt: skip
+    cfg = mon.cfg
     if a.once:
         print(json.dumps([v.to_dict() for v in mon.step()], default=str))
         return 0

@@ -59,10 +59,10 @@ def live_vs_backtest(r: Any, store: ObjectStore, policy: str, trader: str) -> di
     """The monitor's comparison of the serving model (:func:`trainer_svc.monitor_svc.comparison`) after one last
     cycle on the complete archive (run after the archiver's final flush: the windows that closed at the end are
     judged too). Alerts only: the demo never rolls back."""
-    from trainer_svc.monitor_svc import MonitorService, comparison
+    from trainer_svc.monitor_svc import comparison, from_settings
 
     try:
-        MonitorService(r, store, policy, trader, rollback=False).step()
+        from_settings(r, store, policy, trader, rollback=False).step()
         return comparison(r, policy, trader)
     except Exception as e:  # no champion, no archive: the report says why
         return {"error": f"{type(e).__name__}: {e}"}
