@@ -18,9 +18,7 @@ from collections.abc import Iterator
 import redis
 
 from archiver_svc.redis_replies import REDIS_ERRORS
-from common import keys
-
-_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+from common import held_keys, keys
 
 
 class LockTimeout(RuntimeError):
@@ -34,7 +32,6 @@ class WindowLock:
         self.r = r
         self.consumer = consumer
         self.ttl_ms = ttl_ms
-        self._release = r.register_script(_RELEASE)
         self.token = f"{consumer}/{uuid.uuid4().hex[:12]}".encode()
 
     @contextlib.contextmanager
@@ -57,4 +54,4 @@ class WindowLock:
             yield
         finally:
             with contextlib.suppress(*REDIS_ERRORS):
-                self._release(keys=[key], args=[token])
+                held_keys.release(self.r, key, token)

@@ -25,7 +25,7 @@ from typing import Any
 
 import redis
 
-from common import health, keys
+from common import health, held_keys, keys
 from common.episodes import Episodes, episodes
 from common.health import Finding, GroupLag
 from common.lifecycle import recent_starts
@@ -144,10 +144,7 @@ class HealthWatch:
         ttl = int(self.s.alert_health_every_s * 3000)
         if self.r.set(keys.HEALTH_LEADER, self.ident, nx=True, px=ttl):
             return True
-        if _s(self.r.get(keys.HEALTH_LEADER) or b"") == self.ident:
-            self.r.pexpire(keys.HEALTH_LEADER, ttl)
-            return True
-        return False
+        return held_keys.renew(self.r, keys.HEALTH_LEADER, self.ident, ttl)
 
     def loop(self) -> None:
         """Run a round every ``alert_health_every_s`` while leading, until :meth:`stop`. Never raises."""

@@ -21,20 +21,7 @@ from collections.abc import Sequence
 
 import redis
 
-from common import keys
-
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+from common import held_keys, keys
 
 
 def _score(market: str, observer: str) -> int:
@@ -84,8 +71,6 @@ class LeaseManager:
         self.held: dict[str, int] = {}  # market -> slot
         self.handover_delay_ms = 2 * ttl_ms if handover_delay_ms is None else handover_delay_ms
         self._handover_since: dict[str, int] = {}  # market -> since when others have held it (ms)
-        self._renew = r.register_script(_RENEW)
-        self._release = r.register_script(_RELEASE)
 
     def live_observers(self, now_ms: int) -> list[str]:
         """Observers whose heartbeat is younger than ttl (they renew every ttl/4; always including this one)."""
@@ -101,7 +86,7 @@ class LeaseManager:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         self.r.zadd(keys.OBSERVERS_ZSET, {self.me: now_ms})
         for market, slot in list(self.held.items()):
-            if not self._renew(keys=[keys.lease_key(market, slot)], args=[self.me, self.ttl_ms]):
+            if not held_keys.renew(self.r, keys.lease_key(market, slot), self.me, self.ttl_ms):
                 del self.held[market]  # expired and taken by someone else
         live = self.live_observers(now_ms)
         plan = assign(self.markets, live, self.replicas)
@@ -114,7 +99,7 @@ class LeaseManager:
             if len(others) < min(self.replicas, len(live) - 1):
                 self._handover_since.pop(market, None)
             elif now_ms - self._handover_since.setdefault(market, now_ms) >= self.handover_delay_ms:
-                self._release(keys=[keys.lease_key(market, self.held.pop(market))], args=[self.me])
+                held_keys.release(self.r, keys.lease_key(market, self.held.pop(market)), self.me)
                 self._handover_since.pop(market, None)
         for market in wanted & set(self._handover_since):
             del self._handover_since[market]
@@ -129,6 +114,6 @@ class LeaseManager:
 
     def release_all(self) -> None:
         for market, slot in self.held.items():
-            self._release(keys=[keys.lease_key(market, slot)], args=[self.me])
+            held_keys.release(self.r, keys.lease_key(market, slot), self.me)
         self.held.clear()
         self.r.zrem(keys.OBSERVERS_ZSET, self.me)

@@ -29,7 +29,7 @@ import redis as redis_mod
 from rq import Retry, get_current_job
 from rq.job import Job, JobStatus
 
-from common import keys
+from common import held_keys, keys
 from common.log import kv, redact_value
 from trainer_svc.jobspec import TrainingParams, fetch, queue
 
@@ -88,8 +88,7 @@ def acquire_lock(r: redis_mod.Redis, policy: str, job_id: str, ttl_s: int) -> No
 
 def release_lock(r: redis_mod.Redis, policy: str, job_id: str) -> bool:
     """Delete the lock only if ``job_id`` holds it (compare-and-delete in Lua)."""
-    script = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"
-    return bool(r.eval(script, 1, keys.training_lock_key(policy), job_id))
+    return held_keys.release(r, keys.training_lock_key(policy), job_id)
 
 
 def enqueue_training(
