@@ -33,7 +33,10 @@ STREAM_KINDS = ("states", "labels", "trades")  # kinds of ``fusion:{NAME}:<kind>
 
 # Observer leases (market -> holders), see observer_svc.leases
 LEASE_PREFIX = f"{PREFIX}:lease"
-OBSERVERS_ZSET = f"{PREFIX}:observers"  # observer id -> last heartbeat (ms)
+OBSERVERS_ZSET = f"{PREFIX}:observers"  # observer id -> last heartbeat (ms), lease mode only (the assignment)
+# Every observer, either mode (observer_svc.presence): id -> last beat (ms), and what it reports, with a TTL
+OBSERVERS_SEEN_ZSET = f"{PREFIX}:observers:seen"
+OBSERVER_PRESENCE_PREFIX = f"{PREFIX}:observer"
 
 # RQ
 TRAINING_QUEUE = "training"
@@ -114,6 +117,11 @@ def monitor_state_key(policy: str, trader: str) -> str:
     """Hash of ``fusion monitor`` watching ``policy`` through ``trader``'s records: ``{cursor, fold, machine,
     checked, recent, last}`` (msgpack / JSON), written in one MULTI so a restart resumes where it stopped."""
     return f"{MONITOR_PREFIX}:{check_name(policy, 'policy')}:{check_name(trader, 'trader')}"
+
+
+def observer_presence_key(observer_id: str) -> str:
+    """JSON of what an observer reports (markets, mode, ticks), expiring when it stops beating."""
+    return f"{OBSERVER_PRESENCE_PREFIX}:{instance_name(observer_id)}"
 
 
 def instance_name(text: str) -> str:

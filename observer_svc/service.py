@@ -10,6 +10,7 @@ Wiring only; the logic lives in the venue modules, :mod:`observer_svc.clock`,
   follow event time, and the same input gives byte-identical states.
 * Lease mode: the markets this process publishes are those it holds a lease for
   (:mod:`observer_svc.leases`); it re-checks every second.
+* Either mode: the process beats its presence (:mod:`observer_svc.presence`) for the dashboard.
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import redis
+
 from common import metrics
 from common.episodes import episodes
-from common.log import kv
+from common.log import kv, log_once
 from common.markets import MarketSpec
 from common.settings import Settings
 from observer_svc.binance_client import BinanceClient
@@ -157,6 +160,30 @@ class Observer:
             await asyncio.to_thread(lm.release_all)
             r.close()
 
+    async def _presence(self) -> None:
+        """Beat this observer's presence (observer_svc.presence) until it stops; Redis errors are logged once
+        and never stop the observer."""
+        from common.streams import connect
+        from observer_svc import presence
+
+        r = connect(self.settings.redis_url)
+        started = int(time.time() * 1000)
+        try:
+            while not self._stop.is_set():
+                mode = "leases" if self.use_leases else "fixed"
+                what = presence.report(sorted(self.active), mode, self.ticks, self.last_tick, self.publisher.added,
+                                       self.publisher.errors, started)  # fmt: skip
+                try:
+                    await asyncio.to_thread(presence.beat, r, self.observer_id, what, int(time.time() * 1000))
+                except (redis.RedisError, OSError) as e:
+                    log_once(log, f"presence:{type(e).__name__}", "presence beat failed", error=type(e).__name__)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), presence.BEAT_S)
+        finally:
+            with contextlib.suppress(redis.RedisError, OSError):
+                await asyncio.to_thread(presence.leave, r, self.observer_id)
+            r.close()
+
     # ------------------------------------------------------------------ run
     def stop(self) -> None:
         self._stop.set()
@@ -168,6 +195,7 @@ class Observer:
             asyncio.create_task(self.publisher.run(), name="publisher"),
             asyncio.create_task(self._event_poll() if self.event_clock else self._wall_ticks(), name="ticks"),
         ]
+        tasks.append(asyncio.create_task(self._presence(), name="presence"))
         if self.use_leases:
             tasks.append(asyncio.create_task(self._leases(), name="leases"))
         kv(log, logging.INFO, "observer started", markets=sorted(self.specs), clock="event" if self.event_clock

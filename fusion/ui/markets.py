@@ -21,6 +21,7 @@ import numpy as np
 from common import keys
 from common.names import is_valid_name
 from common.schema import NO_PM_MARKET, STALE_BINANCE, STALE_POLY, decode_states_columns_fast
+from observer_svc import presence
 
 FLAGS = {"no_market": NO_PM_MARKET, "stale_poly": STALE_POLY, "stale_binance": STALE_BINANCE}
 MINUTE_MS = 60_000
@@ -81,7 +82,6 @@ class MarketsView:
         shown = names[page * self.page_size : (page + 1) * self.page_size]
         span_ms = int(self.hours * 3_600_000)
         pipe = self.r.pipeline(transaction=False)
-        pipe.zrange(keys.OBSERVERS_ZSET, 0, -1, withscores=True)
         per = 6 + self.replicas + 1
         for m in shown:
             tr = self.tracks.setdefault(m, Track())
@@ -97,14 +97,13 @@ class MarketsView:
             for slot in range(self.replicas + 1):
                 pipe.get(keys.lease_key(m, slot))
         out = pipe.execute(raise_on_error=False)
-        observers = [] if isinstance(out[0], Exception) else [(_s(o), int(s)) for o, s in out[0]]
-        rows = [self._row(m, out[1 + i * per : 1 + (i + 1) * per], now_ms, span_ms) for i, m in enumerate(shown)]
+        rows = [self._row(m, out[i * per : (i + 1) * per], now_ms, span_ms) for i, m in enumerate(shown)]
         for m in [m for m in self.tracks if m not in names]:
             del self.tracks[m]
         return {
             "now_ms": now_ms, "hours": self.hours, "tick_ms": self.tick_ms, "total": len(names),
             "page": page, "pages": pages, "markets": rows,
-            "observers": [{"id": o, "age_s": round((now_ms - s) / 1000, 1)} for o, s in observers],
+            "observers": presence.observers(self.r, now_ms),
         }  # fmt: skip
 
     def _row(self, m: str, res: list[Any], now_ms: int, span_ms: int) -> dict[str, Any]:

@@ -94,6 +94,21 @@ def test_markets_page_figures(r: redis.Redis, app_of) -> None:
     assert row["window_states"] == 598 and row["last_tick_ms"] == now  # read incrementally, not twice
 
 
+def test_observers_table_lists_fixed_and_leased_observers(r: redis.Redis, app_of) -> None:
+    from observer_svc import presence
+
+    r.flushall()
+    now = int(time.time() * 1000)
+    presence.beat(r, "obs-a", presence.report(["AAA-5M", "BBB-5M"], "fixed", 40, now, 80, 0, now), now)
+    presence.beat(r, "obs-b", presence.report(["CCC-5M"], "leases", 7, now, 7, 2, now), now - 1000)
+    _, client = app_of(None)
+    got = {o["id"]: o for o in client.get("/api/markets").get_json()["observers"]}
+    assert got["obs-a"]["markets"] == ["AAA-5M", "BBB-5M"] and got["obs-a"]["mode"] == "fixed"
+    assert got["obs-b"]["publish_errors"] == 2
+    html = client.get("/markets?fragment=1").get_data(as_text=True)
+    assert 'data-observer="obs-a"' in html and "AAA-5M, BBB-5M" in html and "no observer" not in html
+
+
 def test_refresh_cost_is_bounded_whatever_the_markets(redis_url: str, tmp_path: Path) -> None:
     admin = redis.Redis.from_url(redis_url)
     admin.flushall()
