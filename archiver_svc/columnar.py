@@ -6,6 +6,7 @@ Layout (next to the landing windows, in the same store)::
     columnar/states/{market}/_manifests/{YYYY-MM-DD}.manifest.json
         (rows, first/last tick, gaps over the tick, sha256, codec, schema and feature-set versions, sources)
     columnar/labels/{market}/{YYYY-MM-DD}.parquet         one row per label (``tick_ms`` = the labelled state)
+    columnar/trades/{trader}/{YYYY-MM-DD}.parquet         one row per trader record (:mod:`archiver_svc.coltrades`)
 
 States columns: ``tick_ms`` int64, ``seq`` int32 (the entry ID is ``<tick_ms>-<seq>``), ``flags`` int32,
 ``slug`` string (dictionary), every field of :data:`common.schema.RAW_FIELDS` by name, as an exact DECIMAL
@@ -34,6 +35,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from archiver_svc import coltrades
 from archiver_svc.colcodec import (
     BSS,
     DECIMAL_KINDS,
@@ -61,12 +63,13 @@ MANIFEST = ".manifest.json"
 CODEC = "zstd"
 CODEC_LEVEL: int | None = 3
 ROW_GROUP = 1 << 20
+KINDS = ("states", "labels", "trades")  # trades: a trader's records, named by the trader (archiver_svc.coltrades)
 Arrays = dict[str, npt.NDArray[Any]]
 
 
 def day_key(kind: str, market: str, day: str, suffix: str = PARQUET) -> str:
     """Key of a day's Parquet file (or, with ``suffix=MANIFEST``, its manifest)."""
-    if kind not in ("states", "labels"):
+    if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}")
     if len(day) != 10 or day[4] != "-" or day[7] != "-" or not day.replace("-", "").isdigit():
         raise ValueError(f"bad day {day!r} (YYYY-MM-DD)")
@@ -118,7 +121,9 @@ def states_table(a: Arrays, schema: pa.Schema | None = None) -> pa.Table | None:
 
 
 def encodings(table: pa.Table) -> dict[str, str]:
-    """Parquet encoding of each column of a states or labels table (see :mod:`archiver_svc.colcodec`)."""
+    """Parquet encoding of each column of a states, labels or trades table (see :mod:`archiver_svc.colcodec`)."""
+    if "record" in table.schema.names:
+        return coltrades.encodings(table)
     out = {"tick_ms": DELTA, "slug": DICT}
     for f in table.schema:
         if f.name in out:
@@ -203,23 +208,24 @@ def manifest(
     horizons: Sequence[int] = (),
     codec: str = CODEC,
 ) -> dict[str, Any]:
-    """The manifest of one day's file: what a tool needs to trust it without opening it."""
+    """The manifest of one day's file: what a tool needs to trust it without opening it (for trades, ``tick_ms``
+    are the records' entry-ID times and there are no gaps: a trader records only when something happens)."""
     gaps: list[list[int]] = []
-    if tick_ms.size > 1:
+    if tick_ms.size > 1 and kind != "trades":
         d = np.diff(tick_ms)
         at = np.nonzero(d > 1.5 * tick_s * 1000)[0]
         gaps = [[int(tick_ms[i]), int(tick_ms[i + 1])] for i in at[:1000]]
     return {
         "version": COLUMNAR_VERSION,
         "kind": kind,
-        "market": market,
+        ("trader" if kind == "trades" else "market"): market,
         "day": day,
         "rows": int(tick_ms.size),
         "first_tick_ms": int(tick_ms[0]) if tick_ms.size else None,
         "last_tick_ms": int(tick_ms[-1]) if tick_ms.size else None,
         "tick_s": tick_s,
         "gaps": gaps,  # [before, after] tick pairs further apart than 1.5 ticks (first 1000)
-        "n_gaps": int(np.sum(np.diff(tick_ms) > 1.5 * tick_s * 1000)) if tick_ms.size > 1 else 0,
+        "n_gaps": int(np.sum(np.diff(tick_ms) > 1.5 * tick_s * 1000)) if gaps else 0,
         "sha256": hashlib.sha256(data).hexdigest(),
         "bytes": len(data),
         "codec": codec,

@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from archiver_svc import columnar
+from archiver_svc import coltrades, columnar
 from archiver_svc.objects import _load_one, _window_ms, as_store
 from archiver_svc.reader import load_arrays
+from archiver_svc.trades import load_trades
 from archiver_svc.windows import PREFIXES, max_inflated_bytes, parse_key
 from common.log import kv, log_once
 from common.names import check_name
@@ -63,8 +64,13 @@ def archived_markets(store: ObjectStore) -> list[str]:
     return sorted(out)
 
 
+def archived_traders(store: ObjectStore) -> list[str]:
+    """Traders with archived records in the store."""
+    return sorted({p[1] for o in store.list(PREFIXES["trades"] + "/") if (p := parse_key(o.key)) is not None})
+
+
 def day_sources(store: ObjectStore, kind: str, market: str) -> dict[str, list[tuple[str, int]]]:
-    """``{day: [(key, size), ...]}`` of a market's window objects."""
+    """``{day: [(key, size), ...]}`` of a market's (for trades: a trader's) window objects."""
     out: dict[str, list[tuple[str, int]]] = {}
     for o in store.list(f"{PREFIXES[kind]}/{check_name(market)}/"):
         if parse_key(o.key) is not None:
@@ -109,6 +115,13 @@ def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: fl
         res.skipped.append(name)
         return
     start = _day_start(day)
+    if kind == "trades":
+        got = load_trades(store, market, start, start + DAY_MS)
+        res.problems.extend(got.problems)
+        table = coltrades.trades_table(got.ids, got.records)
+        ticks = table.column("ms").to_numpy()
+        _put(store, kind, market, day, columnar.encode_table(table), ticks, srcs, tick_s, (), res)
+        return
     if kind == "states":
         streamed = _states_streamed(store, market, day, res)
         if streamed is not None:
@@ -218,27 +231,32 @@ def compact(
     store: ObjectStore,
     markets: list[str] | None = None,
     day: str | None = None,
-    kinds: tuple[str, ...] = ("states", "labels"),
+    kinds: tuple[str, ...] = columnar.KINDS,
     now_ms: int | None = None,
+    traders: list[str] | None = None,
 ) -> Result:
-    """Compact every closed day (of ``markets``, default all; of ``day``, default all) not yet current."""
+    """Compact every closed day (of ``markets``, default all; of ``day``, default all) not yet current; trades of
+    ``traders`` (default: all archived, unless ``markets`` are named)."""
     from common.settings import get_settings
 
     t0 = time.perf_counter()
     now = int(time.time() * 1000) if now_ms is None else now_ms
     tick_s = get_settings().tick_ms / 1000.0
     res = Result()
-    for market in markets or archived_markets(store):
-        check_name(market, "market")
-        for kind in kinds:
-            wait = closed_after_ms(kind)
-            for d in sorted(day_sources(store, kind, market)):
-                if day is not None and d != day:
-                    continue
-                if _day_start(d) + DAY_MS + wait > now:
-                    res.open_days.append(f"{kind}/{market}/{d}")
-                    continue
-                compact_day(store, kind, market, d, tick_s, res)
+    named: list[tuple[str, str]] = [(m, k) for m in (markets or archived_markets(store)) for k in kinds
+                                    if k != "trades"]  # fmt: skip
+    if "trades" in kinds:
+        named += [(t, "trades") for t in (traders or ([] if markets else archived_traders(store)))]
+    for name, kind in named:
+        check_name(name, "trader" if kind == "trades" else "market")
+        wait = closed_after_ms(kind)
+        for d in sorted(day_sources(store, kind, name)):
+            if day is not None and d != day:
+                continue
+            if _day_start(d) + DAY_MS + wait > now:
+                res.open_days.append(f"{kind}/{name}/{d}")
+                continue
+            compact_day(store, kind, name, d, tick_s, res)
     res.seconds = time.perf_counter() - t0
     kv(log, logging.INFO, "compaction done", written=len(res.written), skipped=len(res.skipped),
        open=len(res.open_days), problems=len(res.problems), rows=res.rows)  # fmt: skip
@@ -250,15 +268,29 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(prog="fusion compact", description=__doc__.split("\n\n")[0])
     ap.add_argument("--market", action="append", help="market to compact (repeatable; default: all archived)")
+    ap.add_argument("--trader", action="append", help="trader whose records to compact (repeatable; default: all "
+                    "archived, unless --market is given)")  # fmt: skip
     ap.add_argument("--day", help="only this UTC day (YYYY-MM-DD)")
-    ap.add_argument("--kind", choices=["states", "labels", "all"], default="all")
+    ap.add_argument("--kind", choices=[*columnar.KINDS, "all"], default="all")
     ap.add_argument("--store", default=None, help="store URL (default: FUSION_STORE_URL)")
+    ap.add_argument("--every", type=float, default=None, metavar="S",
+                    help="a service: a pass now and every S seconds until SIGTERM (compose `compactor`)")  # fmt: skip
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     store = as_store(a.store or get_settings().store_url)
-    kinds = ("states", "labels") if a.kind == "all" else (a.kind,)
+    kinds = columnar.KINDS if a.kind == "all" else (a.kind,)
+    for name, what in [(m, "market") for m in a.market or []] + [(t, "trader") for t in a.trader or []]:
+        try:
+            check_name(name, what)
+        except ValueError as e:
+            print(f"fusion compact: {e}", file=sys.stderr)
+            return 2
+    if a.every is not None:
+        from archiver_svc.compactor import serve
+
+        return serve(lambda: compact(store, a.market, a.day, kinds, traders=a.trader), max(a.every, 1.0))
     try:
-        res = compact(store, a.market, a.day, kinds)
+        res = compact(store, a.market, a.day, kinds, traders=a.trader)
     except ValueError as e:  # a market outside the name grammar
         print(f"fusion compact: {e}", file=sys.stderr)
         return 2

@@ -48,6 +48,7 @@ def test_expected_services(compose: dict[str, Any]) -> None:
         "minio-init",
         "observer",
         "archiver",
+        "compactor",
         "labeler",
         "worker",
         "scheduler",
@@ -58,13 +59,15 @@ def test_expected_services(compose: dict[str, Any]) -> None:
     }
     assert want <= set(compose["services"])
     apps = cc.app_services(compose)
-    assert set(apps) == {"observer", "archiver", "labeler", "worker", "scheduler", "trader", "monitor", "ui"}
+    assert set(apps) == {"observer", "archiver", "compactor", "labeler", "worker", "scheduler", "trader", "monitor",
+                         "ui"}  # fmt: skip
     assert {s["build"]["dockerfile"] for s in apps.values()} == {"compose/Dockerfile"}
     argv = {n: cc.fusion_argv(s) for n, s in apps.items()}
     assert argv["observer"] == ["observe", "--leases"]
     assert cc.env_of(compose["services"]["observer"])["FUSION_REPLICAS"] == "2"
     assert [argv[n][0] for n in ("archiver", "labeler", "worker", "scheduler", "trader", "monitor")] == [
         "archive", "label", "worker", "schedule", "trade", "monitor"]  # fmt: skip
+    assert argv["compactor"][:2] == ["compact", "--every"]
 
 
 def test_commands_are_real_fusion_subcommands_with_valid_flags(compose: dict[str, Any]) -> None:
@@ -108,6 +111,7 @@ def test_markets_consistent(compose: dict[str, Any]) -> None:
     [
         "observer_svc/__main__.py",
         "archiver_svc/__main__.py",
+        "archiver_svc/compactor.py",
         "labeler_svc/__main__.py",
         "trader_svc/__main__.py",
         "trainer_svc/cli.py",
