@@ -7,6 +7,8 @@
   Parquet + manifest), one process, after a warm-up compaction of a small day (imports out of the figure);
   ``compact_cpu_s`` / ``compact_states_per_cpu_s``: the process's CPU time (all threads), the figure to trust on
   a shared machine (``load_avg_1m`` says how shared it was).
+* ``compact_pass_*``: one compaction pass over one day of each of three markets (518,400 states), the
+  compactor's steady state (the first day of a process pays for its first large allocations);
 * ``week_load_{cold,warm}_s`` (and ``*_cpu_s``): one market-week (1,209,600 states) loaded for training
   (``raw_fields`` = the trainer's, narrow dtypes) from columnar files; cold = the files' pages dropped from the
   page cache first (``posix_fadvise(DONTNEED)``), warm = loaded again.
@@ -98,6 +100,7 @@ def bench_columnar(work: Path, n: int) -> dict[str, Any]:
         out[f"codec_{name}_bytes_per_state"] = round(len(data) / n, 1)
         out[f"codec_{name}_encode_s"] = round(enc, 3)
         out[f"codec_{name}_decode_s"] = round(dec, 3)
+    out.update(_steady(work, n))
     jz = _json_gz_per_state(min(n, 12_000))
     out["json_gz_bytes_per_state"] = round(jz, 1)
     out["columnar_bytes_per_state"] = round(len(store.get(day)) / n, 1)
@@ -105,6 +108,26 @@ def bench_columnar(work: Path, n: int) -> dict[str, Any]:
     windows = sum(o.size for o in store.list("market-data/"))
     out["windows_ratio_vs_json_gz"] = round(windows / n / jz, 3)
     return out
+
+
+STEADY_MARKETS = ("BTC-15M", "ETH-15M", "SOL-15M")
+
+
+def _steady(work: Path, n: int) -> dict[str, Any]:
+    """One compaction pass over a day of each of three markets (what the compactor does on an archive of many
+    days): the first day pays for the process's first large allocations, the figure is the pass's."""
+    store = LocalStore(work / "steady")
+    for m in STEADY_MARKETS:
+        _windows_day(store, n, m)
+    t, c = time.perf_counter(), time.process_time()
+    res = compact(store, kinds=("states",), now_ms=T0 + 10 * 86_400_000)
+    dt, cpu = time.perf_counter() - t, time.process_time() - c
+    if res.rows != n * len(STEADY_MARKETS):
+        raise RuntimeError(f"compacted {res.rows} of {n * len(STEADY_MARKETS)}: {res.problems[:3]}")
+    return {"compact_pass_days": len(STEADY_MARKETS), "compact_pass_s": round(dt, 3),
+            "compact_pass_cpu_s": round(cpu, 3), "compact_pass_states_per_s": round(res.rows / dt),
+            "compact_pass_states_per_cpu_s": round(res.rows / cpu),
+            "load_avg_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
 
 
 def write_synthetic(store: LocalStore, market: str, n: int, seed: int) -> None:
