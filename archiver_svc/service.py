@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.typing import KeyT, StreamIdT
 
 from archiver_svc.intake import DELETED, Intake
 from archiver_svc.merge_lock import LockTimeout, WindowLock
@@ -275,7 +276,7 @@ class Archiver(Intake):
 
     def _xread_new(self, streams: list[str], block_ms: int | None) -> Any:
         """XREADGROUP ``>`` on ``streams`` (a copy: may run on the reader thread)."""
-        ids = dict.fromkeys(streams, ">")
+        ids: dict[KeyT, StreamIdT] = dict.fromkeys(streams, ">")
         return self._raw.xreadgroup(keys.ARCHIVER_GROUP, self.consumer, ids, count=self.count, block=block_ms)
 
     def _ingest_reply(self, resp: Any) -> int:
@@ -313,7 +314,7 @@ class Archiver(Intake):
 
     def _heartbeat(self) -> None:
         """Reset the idle time of every entry we hold (buffered or being written) so no one claims it."""
-        held: dict[str, list[str]] = {}
+        held: dict[str, list[StreamIdT]] = {}
         for s, wins in self.buffers.items():
             for win in wins.values():
                 held.setdefault(s, []).extend(win)

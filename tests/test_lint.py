@@ -1,4 +1,4 @@
-"""Code health as tests: ruff clean everywhere, mypy strict on common/."""
+"""Code health as tests: ruff clean everywhere, mypy strict on common/, archiver_svc/ and trainer_svc/."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ def test_ruff_clean() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_mypy_strict_common() -> None:
-    out = subprocess.run([sys.executable, "-m", "mypy", "common"], cwd=ROOT, capture_output=True, text=True)
+def test_mypy_strict() -> None:
+    cmd = [sys.executable, "-m", "mypy", "common", "archiver_svc", "trainer_svc"]
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -101,7 +101,9 @@ def _load_one(p: JobParams, market: str, horizons: tuple[int, ...], index: int =
         from trainer_svc.synthetic import generate
 
         full = generate(n_states=p.synthetic, lag_s=p.synthetic_lag_s, seed=p.seed + 1000 * index)
-        states = StateColumns(full.tick_ms, narrow_raw(full.raw), full.features, full.flags, full.slugs)
+        # RawColumns stands in for the (N, N_RAW) matrix StateColumns declares (it indexes the same way: see
+        # archiver_svc.rawcols), as on the archive path, where load_market(raw_fields=...) builds it
+        states = StateColumns(full.tick_ms, narrow_raw(full.raw), full.features, full.flags, full.slugs)  # type: ignore[arg-type]
         del full  # only the fields the trainer reads stay (see archiver_svc.rawcols)
         info.update(source="synthetic", synthetic_lag_s=p.synthetic_lag_s)
     else:
@@ -158,8 +160,8 @@ def job_rows(p: JobParams, markets: list[str]) -> list[int]:
     windows)."""
     if p.synthetic > 0:
         return [p.synthetic] * len(markets)
+    from archiver_svc.objects import _window_ms, as_store, list_objects
     from archiver_svc.origins import origin_stores
-    from archiver_svc.reader import _window_ms, as_store, list_objects
 
     s = get_settings()
     stores = [st for st, _ in origin_stores(as_store(p.store_url or s.store_url), p.origin)]
