@@ -26,7 +26,7 @@ from trainer_svc.dataset import pool
 from trainer_svc.hindsight import label_columns
 from trainer_svc.preflight import NotTrainable
 
-log = logging.getLogger("trainer.pipeline")
+log = logging.getLogger("trainer.pipeline")  # the logger these lines had before the split
 # peak bytes of a training job: a base (interpreter, torch, model) plus, per state beyond its labels, the states
 # in training dtypes, the pooling copy, the training split's observations and the hold-out episodes. Measured by
 # benchmarks/scale.py (peak RSS 0.89 / 1.96 / 6.05 GiB at 1 / 4 / 16 M states), rounded up
@@ -36,6 +36,8 @@ TRAIN_BYTES_PER_STATE = 450
 
 @dataclass(slots=True)
 class JobParams:
+    """One training job's parameters (plain values: :meth:`to_dict` / :meth:`from_dict` round-trip them)."""
+
     market: str
     algo: str = "awbc"
     backend: str = "auto"
