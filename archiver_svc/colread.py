@@ -89,7 +89,8 @@ def _table(store: ObjectStore, key: str, columns: list[str] | None, features: bo
 
 
 def _np(t: pa.Table, name: str) -> npt.NDArray[Any]:
-    return t.column(name).to_numpy()
+    out: npt.NDArray[Any] = t.column(name).to_numpy()
+    return out
 
 
 def read_states(

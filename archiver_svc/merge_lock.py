@@ -44,7 +44,8 @@ class WindowLock:
             if self.r.set(key, token, nx=True, px=self.ttl_ms):
                 break
             holder = self.r.get(key)
-            dead_me = bool(holder) and holder.startswith(mine) and holder != token  # a dead incarnation of us
+            # a dead incarnation of us
+            dead_me = isinstance(holder, bytes) and holder.startswith(mine) and holder != token
             if dead_me and self.r.set(key, token, xx=True, px=self.ttl_ms, get=True) == holder:
                 break
             if time.monotonic() > deadline:

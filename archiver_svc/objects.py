@@ -54,7 +54,7 @@ def list_objects(
     """Objects of ``market`` that may hold entries in ``[start_ms, end_ms)``, by window start."""
     base = market_prefix(kind, market)
     if start_ms is not None and end_ms is not None and end_ms - start_ms <= 400 * DAY_MS:
-        infos = []
+        infos: list[ObjectInfo] = []
         for day in range((start_ms - DAY_MS) // DAY_MS, end_ms // DAY_MS + 1):
             infos.extend(store.list(f"{base}{utc_date(day * DAY_MS)}/"))
     else:

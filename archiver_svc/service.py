@@ -27,11 +27,12 @@ Guarantees:
   the cursor was set back) are forgotten and acknowledged, so a forged entry never holds a window open
   nor reaches the archive (those that still exist are delivered again).
 
-This module is the consumer loop (read, recover, claim, cursor, submit, ack). The rest, one concern each:
-:mod:`archiver_svc.intake` (validate, dead-letter, buffer by window), :mod:`archiver_svc.window_writer` (create or
-merge one window's object), :mod:`archiver_svc.merge_lock` (the per-window Redis lock), :mod:`archiver_svc.read_ahead`
-(the next XREADGROUP on its own thread), :mod:`archiver_svc.store_backoff` (store outages),
-:mod:`archiver_svc.redis_replies` (pure reply helpers).
+This module is the consumer loop (read, recover, claim, cursor). The rest, one concern each:
+:mod:`archiver_svc.intake` (validate, dead-letter, buffer by window), :mod:`archiver_svc.write_ack` (submit closable
+windows to the writers, collect the writes, ack), :mod:`archiver_svc.window_writer` (create or merge one window's
+object), :mod:`archiver_svc.merge_lock` (the per-window Redis lock), :mod:`archiver_svc.read_ahead` (the next
+XREADGROUP on its own thread), :mod:`archiver_svc.store_backoff` (store outages), :mod:`archiver_svc.redis_replies`
+(pure reply helpers).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.typing import KeyT, StreamIdT
 
 from archiver_svc.intake import DELETED, Intake
 from archiver_svc.merge_lock import LockTimeout, WindowLock
@@ -54,20 +56,17 @@ from archiver_svc.redis_replies import as_str as _s
 from archiver_svc.store_backoff import STORE_DOWN, StoreBackoff
 from archiver_svc.summary import DaySummaries
 from archiver_svc.window_writer import Job, WindowWriter
-from archiver_svc.windows import object_key
+from archiver_svc.write_ack import WriteAck
 from common import keys
 from common.deadletter import DeadLetters
 from common.log import kv, log_once
-from common.metrics import counter, gauge
+from common.metrics import gauge
 from common.store import ObjectStore
 from common.streams import ensure_group, scan_streams
 
 log = logging.getLogger("archiver")
 
-ENTRIES = counter("fusion_archiver_entries_archived_total", "entries stored and acked", ("kind",))
-OBJECTS = counter("fusion_archiver_objects_written_total", "window objects written", ("kind", "result"))
 LAG = gauge("fusion_archiver_lag_entries", "entries of a stream not yet archived (undelivered + pending)", ("stream",))
-WRITE_ERRORS = counter("fusion_archiver_write_errors_total", "failed object writes (retried)", ("kind",))
 
 __all__ = ["Archiver", "Job", "LockTimeout", "REDIS_ERRORS", "STORE_DOWN", "Stats"]
 
@@ -81,7 +80,7 @@ class Stats:
     errors: int = 0
 
 
-class Archiver(Intake):
+class Archiver(Intake, WriteAck):
     """One archiver consumer. ``run()`` loops until :meth:`stop`; ``step()`` does one round."""
 
     stats: Stats
@@ -275,7 +274,7 @@ class Archiver(Intake):
 
     def _xread_new(self, streams: list[str], block_ms: int | None) -> Any:
         """XREADGROUP ``>`` on ``streams`` (a copy: may run on the reader thread)."""
-        ids = dict.fromkeys(streams, ">")
+        ids: dict[KeyT, StreamIdT] = dict.fromkeys(streams, ">")
         return self._raw.xreadgroup(keys.ARCHIVER_GROUP, self.consumer, ids, count=self.count, block=block_ms)
 
     def _ingest_reply(self, resp: Any) -> int:
@@ -313,7 +312,7 @@ class Archiver(Intake):
 
     def _heartbeat(self) -> None:
         """Reset the idle time of every entry we hold (buffered or being written) so no one claims it."""
-        held: dict[str, list[str]] = {}
+        held: dict[str, list[StreamIdT]] = {}
         for s, wins in self.buffers.items():
             for win in wins.values():
                 held.setdefault(s, []).extend(win)
@@ -347,65 +346,3 @@ class Archiver(Intake):
                     self._forget_above(s, self.delivered_ms[s])
                 lag = g.get("lag")
                 LAG.labels(s).set((lag if isinstance(lag, int) else 0) + int(g.get("pending") or 0))
-
-    # ------------------------------------------------------------------ writing
-    def _submit_closable(self, force: bool) -> None:
-        if not force and self.store_backoff.waiting():  # the store is down: back off
-            return
-        for s, wins in self.buffers.items():
-            market, kind = self.streams[s]
-            delivered = self.delivered_ms.get(s, -1)
-            for ws in sorted(wins):
-                if not force and ws + self.window_ms + self.grace_ms > delivered:
-                    break
-                entries = wins.pop(ws)
-                if entries:
-                    job = Job(s, market, kind, ws, entries)
-                    self.inflight.append((job, self._pool.submit(self.writer.write, job)))
-
-    def _collect(self, wait: bool) -> None:
-        still: list[tuple[Job, Future[Job]]] = []
-        failed: tuple[Job, Exception] | None = None
-        for job, fut in self.inflight:
-            if not wait and not fut.done():
-                still.append((job, fut))
-                continue
-            try:
-                fut.result()
-            except Exception as e:  # store/lock failure: keep the entries buffered (pending), retry later
-                WRITE_ERRORS.labels(job.kind).inc()
-                self.stats.errors += 1
-                failed = failed or (job, e)
-                win = self.buffers.setdefault(job.stream, {}).setdefault(job.window_start_ms, {})
-                win.update(job.entries)
-                continue
-            self.to_ack.append(job)
-        self.inflight = still
-        if failed is not None:
-            first, err = failed
-            self.store_backoff.failed(object_key(first.kind, first.market, first.window_start_ms), err)
-        elif self.to_ack:
-            self.store_backoff.recovered()
-
-    def _ack_done(self) -> None:
-        if not self.to_ack:
-            return
-        pipe = self.r.pipeline(transaction=False)
-        for job in self.to_ack:
-            ids = list(job.entries)
-            for i in range(0, len(ids), 5000):
-                pipe.xack(job.stream, keys.ARCHIVER_GROUP, *ids[i : i + 5000])
-        pipe.execute()
-        for job in self.to_ack:
-            if job.kind == "trades":
-                self.summaries.touch(job.market, job.window_start_ms)
-            ENTRIES.labels(job.kind).inc(len(job.entries))
-            OBJECTS.labels(job.kind, job.result).inc()
-            self.stats.archived += len(job.entries)
-            self.stats.objects[job.result] = self.stats.objects.get(job.result, 0) + 1
-        self.to_ack = []
-
-    def _summarize(self, force: bool) -> None:
-        """Daily trade summaries of closed days (:mod:`archiver_svc.summary`)."""
-        if self.summaries.touched:
-            self.summaries.flush(lambda t: self.delivered_ms.get(keys.trades_stream(t), -1), force=force)

@@ -263,7 +263,7 @@ class StateColumns:
     raw: F64  # (N, N_RAW)
     features: F32  # (N, n_features)
     flags: npt.NDArray[np.int32]
-    slugs: list[str] = field(default_factory=list)  # per row; "" when no market known
+    slugs: Sequence[str] = field(default_factory=list)  # per row; "" when no market known
 
     def __len__(self) -> int:
         return int(self.tick_ms.shape[0])

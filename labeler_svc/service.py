@@ -283,7 +283,7 @@ class LabelerService:
         return (["BLOCK", block_ms] if block_ms else []) + ["STREAMS", *names, *([">"] * len(names))]
 
     def _xread(self, args: list[Any]) -> Any:
-        return self._reader.execute_command(*args) or []  # type: ignore[no-untyped-call]
+        return self._reader.execute_command(*args) or []
 
     def _drop_prefetch(self) -> bool:
         """Forget a read in flight; True when it may have delivered entries (they stay pending)."""

@@ -6,7 +6,7 @@ Guarantees:
 * The model is loaded verified (sha256 + architecture, :func:`common.artefact.load_model`); the environment
   (stake, fees, latency), the horizon and the seed of the random baseline come from the version's own
   ``meta.json`` (``hyper_parameters``), so a backtest evaluates the model exactly as its training did.
-* The data is loaded as training loads it (:func:`trainer_svc.pipeline.load_data`: one market or several pooled),
+* The data is loaded as training loads it (:func:`trainer_svc.job_data.load_data`: one market or several pooled),
   padded by ``PAD_MS`` on both sides so that windows crossing the range's edges are segmented whole; only
   windows whose every state is inside ``[from, to]`` are replayed. On a version's own hold-out range
   (``holdout=True``: ``meta.json``'s ``splits.holdout``) the replayed windows are the hold-out windows, and the
@@ -35,7 +35,7 @@ from trainer_svc.algos import TrainConfig
 from trainer_svc.dataset import horizon_index
 from trainer_svc.env import build_batch
 from trainer_svc.evaluate import baselines, compare, run_policy, weights_policy
-from trainer_svc.pipeline import JobParams, load_data
+from trainer_svc.job_data import JobParams, load_data
 from trainer_svc.report import render
 from trainer_svc.windows import segment
 

@@ -1,6 +1,6 @@
 """The bounded data path of a training job (``awbc``): memory set by the budgets below, not by the data's size.
 
-Pass 1, one market at a time: load it (``pipeline._load_one``), label it at the trained horizon only, segment
+Pass 1, one market at a time: load it (``job_data._load_one``), label it at the trained horizon only, segment
 its windows, write what training and evaluation read back (features, the four Polymarket prices in their held
 dtype, ticks, the horizon's rewards and validity) to a scratch directory (:class:`Spill`), and free it. What
 stays resident per market is a few numbers per window. The windows of all markets are then ordered and split
@@ -142,7 +142,7 @@ def build(
     fractions: tuple[float, float, float] = (0.6, 0.2, 0.2),
 ) -> Bounded:
     """Pass 1 (see the module doc). ``load(market, index)`` returns ``(states, labels, info)`` of one market
-    with labels at ``horizon_s`` (``pipeline._load_one``). Raises ValueError for fewer than 3 windows."""
+    with labels at ``horizon_s`` (``job_data._load_one``). Raises ValueError for fewer than 3 windows."""
     scratch = Path(tempfile.mkdtemp(prefix="fusion-train-", dir=scratch_dir))
     try:
         parts, spills, wins, firsts, lasts, valids, keeps, infos = [], [], [], [], [], [], [], []

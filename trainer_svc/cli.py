@@ -93,10 +93,8 @@ def _follow(r: Any, job_id: str, poll_s: float = 0.5) -> int:
             return 2
         print(json.dumps(result, indent=2, default=str))
         return 0
-    print(
-        f"job {job_id} ended {job.get_status()}: {(job.latest_result().exc_string if job.latest_result() else '')}",
-        file=sys.stderr,
-    )
+    last = job.latest_result()
+    print(f"job {job_id} ended {job.get_status()}: {last.exc_string if last else ''}", file=sys.stderr)
     return 1
 
 

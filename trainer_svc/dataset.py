@@ -123,13 +123,13 @@ def split_windows(
     cut2 = int(np.clip(np.searchsorted(cum, frac[0] + frac[1]) + 1, cut1 + 1, nw - 1))
     groups = [list(range(0, cut1)), list(range(cut1, cut2)), list(range(cut2, nw))]
     dropped: list[int] = []
-    for g in (1, 2):
-        prev = groups[g - 1]
+    for gi in (1, 2):
+        prev = groups[gi - 1]
         if not prev:
             continue
         prev_end = int(max(int(last_ms[k]) for k in prev))
-        while groups[g] and int(first_ms[groups[g][0]]) - prev_end < purge_s * 1000:
-            dropped.append(groups[g].pop(0))
+        while groups[gi] and int(first_ms[groups[gi][0]]) - prev_end < purge_s * 1000:
+            dropped.append(groups[gi].pop(0))
     splits: dict[str, Split] = {}
     for name, g in zip(SPLITS, groups, strict=True):
         idx = np.asarray(g, dtype=np.int64)
@@ -184,7 +184,9 @@ def pool(
     pooled only when every market has them (with the same horizons); else ``None``."""
     if not markets:
         raise ValueError("nothing to pool")
-    parts, wins, off = [], [], 0
+    parts: list[Part] = []
+    wins: list[tuple[Windows, int, int]] = []
+    off = 0
     for name, st, _ in markets:
         w = segment(st)
         wins.append((w, off, len(parts)))

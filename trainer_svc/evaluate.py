@@ -168,7 +168,8 @@ def weights_policy(weights: Mapping[str, Any]) -> Policy:
     w = {k: np.asarray(v, dtype=np.float32) for k, v in weights.items()}
 
     def act(env: ReplayEnv, obs: npt.NDArray[np.float32]) -> npt.ArrayLike:
-        return fast_forward(w, obs).argmax(axis=1)
+        greedy: npt.NDArray[np.intp] = fast_forward(w, obs).argmax(axis=1)
+        return greedy
 
     return act
 

@@ -92,10 +92,10 @@ def label_columns(
     Returns ``(labels, source)`` with source ``"labeler_svc"`` or ``"trainer_fallback"``."""
     if prefer_labeler:
         try:
-            from labeler_svc.labels import label_columns as lc  # type: ignore[import-not-found]
+            from labeler_svc.labels import label_columns as lc
         except ImportError:
-            lc = None
-        if lc is not None:
+            pass
+        else:
             return (
                 lc(states, tuple(horizons_s), tolerance_ms=tolerance_ms, fee_rate=fee_rate, fee_exponent=fee_exponent),
                 "labeler_svc",

@@ -72,7 +72,7 @@ def acquire_lock(r: redis_mod.Redis, policy: str, job_id: str, ttl_s: int) -> No
                 holder = pipe.get(key)
                 if holder is None:
                     continue
-                hid = holder.decode()
+                hid = holder.decode() if isinstance(holder, bytes) else str(holder)
                 status = _holder_status(r, hid)
                 if status is not None:
                     raise AlreadyRunning(policy, hid, status)

@@ -124,7 +124,7 @@ def _check_overrides(ov: dict[str, Any]) -> dict[str, Any]:
 
 
 class TrainingParams(BaseModel):
-    """The parameters of one training job (``pipeline.JobParams`` without anything secret)."""
+    """The parameters of one training job (``job_data.JobParams`` without anything secret)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
@@ -200,7 +200,7 @@ class TrainingParams(BaseModel):
 
     def to_pipeline(self) -> Any:
         """The pipeline's ``JobParams`` (imported here: the pipeline pulls in the trainer's modules)."""
-        from trainer_svc.pipeline import JobParams
+        from trainer_svc.job_data import JobParams
 
         return JobParams(**self.model_dump())
 

@@ -43,7 +43,7 @@ def optimal_plan(
     fee_rate: float = 0.07,
     fee_exponent: float = 1.0,
     latency_ticks: int = 0,
-    **_: object,
+    **_unused: object,
 ) -> tuple[I64, F64]:
     """``(actions (E, T), best PnL per episode (E,))``: the plan that maximises each episode's realised PnL."""
     e, t_max = batch.n_episodes, batch.horizon

@@ -51,19 +51,21 @@ class SynthConfig:
 def _rolling_sum(x: F64, n: int) -> F64:
     c = np.concatenate([[0.0], np.cumsum(x)])
     idx = np.arange(1, x.size + 1)
-    return c[idx] - c[np.maximum(idx - n, 0)]
+    out: F64 = c[idx] - c[np.maximum(idx - n, 0)]
+    return out
 
 
 def _ema_sum(x: F64, decay: float) -> F64:
     """y_i = sum_j decay^(i-j) x_j (an exponentially decayed running sum)."""
-    return np.asarray(lfilter([1.0], [1.0, -decay], x), dtype=np.float64)
+    out: F64 = np.asarray(lfilter([1.0], [1.0, -decay], x), dtype=np.float64)
+    return out
 
 
 def generate(cfg: SynthConfig | None = None, **overrides: object) -> StateColumns:
     """States of one rolling market (``cfg`` or keyword overrides of :class:`SynthConfig`)."""
     cfg = cfg or SynthConfig()
     if overrides:
-        cfg = SynthConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, **overrides})  # type: ignore[arg-type]
+        cfg = SynthConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__}, **overrides})
     rng = np.random.default_rng(cfg.seed)
     n, dt = cfg.n_states, cfg.tick_ms / 1000.0
     per_win = int(round(cfg.window_s / dt))

@@ -53,7 +53,7 @@ def test_recorded_binance_replay_is_byte_identical(r: redis.Redis, redis_url: st
         r.flushall()
         with SimServerThread(RecordedDriver(spot, None, speed=0, symbols=["BTCUSDT"])) as sim:
             s = _settings(redis_url, sim.url, feed="replay", binance_kind="spot",
-                          binance_streams=["depth@100ms", "bookTicker", "trade"])
+                          binance_streams=["depth@100ms", "bookTicker", "trade"])  # fmt: skip
             obs = _run(s, ["BTC-15M"], duration=120)
         runs.append(_entries(r, "BTC-15M"))
         assert obs.summary()["publish_errors"] == 0
@@ -108,11 +108,11 @@ def test_two_replicas_one_gap_free_stream_and_sigkill(r: redis.Redis, redis_url:
     drv = SyntheticDriver(["BTC-15M"], seed=5, speed=4.0)
     with SimServerThread(drv) as sim:
         env = {**os.environ, "FUSION_REDIS_URL": redis_url, "FUSION_SIM_URL": sim.url, "FUSION_FEED": "sim",
-               "FUSION_MARKETS": "BTC-15M", "PYTHONPATH": str(ROOT)}
+               "FUSION_MARKETS": "BTC-15M", "PYTHONPATH": str(ROOT)}  # fmt: skip
 
         def start(name: str) -> subprocess.Popen[bytes]:
             return subprocess.Popen([sys.executable, "-m", "observer_svc"], env=env, cwd=tmp_path,
-                                    stdout=open(tmp_path / f"{name}.out", "wb"), stderr=subprocess.STDOUT)
+                                    stdout=open(tmp_path / f"{name}.out", "wb"), stderr=subprocess.STDOUT)  # fmt: skip
 
         a, b = start("a"), start("b")
         try:

@@ -36,7 +36,7 @@ from trainer_svc.hindsight import future_rows
 
 
 def _augmented_obs(market: F32, frac: float, rng: np.random.Generator) -> F32:
-    n = market.shape[0]
+    n = int(market.shape[0])
     has = (rng.random(n) < frac).astype(np.float64)
     side = np.where(rng.random(n) < 0.5, 1.0, -1.0) * has
     pnl = rng.uniform(-0.3, 0.3, n) * has

@@ -31,7 +31,7 @@ the current stochastic policy (the backend's own forward), then updates on the b
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -106,6 +106,15 @@ def gae(
     return adv, adv + val
 
 
+class _Best(NamedTuple):
+    """The best (iteration, HOLD bias) on validation so far; iteration -1 is the warm start."""
+
+    pnl: float
+    bias: float
+    it: int
+    weights: dict[str, F32]
+
+
 def train_ppo(
     ds: Dataset, cfg: TrainConfig, progress: Progress, on_epoch: EpochHook | None, resume: dict[str, Any] | None
 ) -> TrainResult:
@@ -133,7 +142,7 @@ def train_ppo(
     history: list[dict[str, Any]] = list((resume or {}).get("history", []))
     w0 = backend.get_weights()
     p0, b0 = select(w0)
-    best = {"pnl": p0, "bias": b0, "it": -1, "weights": w0}
+    best = _Best(p0, b0, -1, w0)
     hp = {"clip": cfg.clip, "value_clip": cfg.value_clip, "entropy": cfg.entropy, "max_grad_norm": cfg.max_grad_norm}
     for it in range(int((resume or {}).get("epoch", 0)), cfg.ppo_iters):
         pick = rng.choice(train_w, size=cfg.ppo_episodes, replace=cfg.ppo_episodes > train_w.size)
@@ -168,19 +177,19 @@ def train_ppo(
         wts = backend.get_weights()
         if (it + 1) % cfg.eval_every == 0 or it + 1 == cfg.ppo_iters:
             rec["val_pnl"], rec["val_bias"] = select(wts)
-            if rec["val_pnl"] > best["pnl"]:
-                best = {"pnl": rec["val_pnl"], "bias": rec["val_bias"], "it": it, "weights": wts}
+            if rec["val_pnl"] > best.pnl:
+                best = _Best(rec["val_pnl"], rec["val_bias"], it, wts)
         rec["t_s"] = round(time.perf_counter() - t0, 3)
         history.append(rec)
         progress(0.3 + 0.7 * (it + 1) / cfg.ppo_iters, rec)
         if on_epoch is not None:
             on_epoch(it + 1, wts, history)
     return TrainResult(
-        weights=with_hold_bias(best["weights"], best["bias"]),
+        weights=with_hold_bias(best.weights, best.bias),
         history=history,
-        best_epoch=int(best["it"]),
-        hold_bias=float(best["bias"]),
+        best_epoch=int(best.it),
+        hold_bias=float(best.bias),
         backend=resolve(cfg.backend),
         seconds=time.perf_counter() - t0,
-        extra={"val_pnl": float(best["pnl"]), "init_val_pnl": float(p0), "init_val_bias": float(b0)},
+        extra={"val_pnl": float(best.pnl), "init_val_pnl": float(p0), "init_val_bias": float(b0)},
     )
