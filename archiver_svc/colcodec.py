@@ -153,7 +153,9 @@ def to_numpy(col: pa.ChunkedArray | pa.Array, dtype: Any = np.float64) -> npt.ND
     if not chunks:
         return np.zeros(0, dtype)
     if not pa.types.is_decimal(chunks[0].type):
-        out = (pa.chunked_array(chunks) if len(chunks) > 1 else chunks[0]).to_numpy(zero_copy_only=False)
+        out: npt.NDArray[Any] = (pa.chunked_array(chunks) if len(chunks) > 1 else chunks[0]).to_numpy(
+            zero_copy_only=False
+        )
         return out if out.dtype == dtype else out.astype(dtype)
     parts = []
     for c in chunks:

@@ -164,7 +164,8 @@ def encode_table(table: pa.Table, codec: str = CODEC, level: int | None = CODEC_
     """Deterministic Parquet bytes of ``table``."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, row_group_size=ROW_GROUP, **_options(table, codec, level))
-    return sink.getvalue().to_pybytes()
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
 
 
 class DayWriter:
@@ -194,7 +195,8 @@ class DayWriter:
     def finish(self) -> bytes:
         if self.writer is not None:
             self.writer.close()
-        return self.sink.getvalue().to_pybytes()
+        data: bytes = self.sink.getvalue().to_pybytes()
+        return data
 
 
 def manifest(

@@ -206,7 +206,7 @@ def _join(parts: list[Arrays]) -> Arrays:
         "flags": np.concatenate([p["flags"] for p in parts]),
         "features": np.concatenate([p["features"] for p in parts]),
         "raw_t": np.concatenate([p.pop("raw_t") for p in parts], axis=1),
-        "slug_idx": np.concatenate([np.searchsorted(table, p["slug_table"])[p["slug_idx"]] for p in parts]),
+        "slug_idx": np.concatenate([np.asarray(np.searchsorted(table, p["slug_table"]))[p["slug_idx"]] for p in parts]),
         "slug_table": table,
     }
 
@@ -279,12 +279,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO)
     store = as_store(a.store or get_settings().store_url)
     kinds = columnar.KINDS if a.kind == "all" else (a.kind,)
-    for name, what in [(m, "market") for m in a.market or []] + [(t, "trader") for t in a.trader or []]:
-        try:
-            check_name(name, what)
-        except ValueError as e:
-            print(f"fusion compact: {e}", file=sys.stderr)
-            return 2
+    try:
+        for m in a.market or []:
+            check_name(m, "market")
+        for t in a.trader or []:
+            check_name(t, "trader")
+    except ValueError as e:
+        print(f"fusion compact: {e}", file=sys.stderr)
+        return 2
     if a.every is not None:
         from archiver_svc.compactor import serve
 

@@ -56,7 +56,7 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
         pm = g.template.values.get("pm")
         slug = str(pm.get("slug", "")) if isinstance(pm, dict) else ""
         n = g.rows.size
-        part = {
+        part: Arrays = {
             "tick_ms": g.columns["t"].astype(np.int64),
             "raw": g.columns["x"].view("<f8").reshape(n, N_RAW),
             "features": g.columns["f"].view("<f4").reshape(n, -1),
@@ -79,7 +79,7 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
         if why:
             problems.append(f"{key}: entry {id_of(i)}: {why}")
             continue
-        row = {
+        row: Arrays = {
             "tick_ms": np.array([s.tick_ms], np.int64),
             "raw": s.raw.reshape(1, N_RAW),
             "features": s.features.reshape(1, -1),
@@ -106,7 +106,7 @@ def label_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
     for g in groups:
         hs = np.asarray(g.template.values.get("h", []), dtype=np.int64)
         n, h = g.rows.size, hs.size
-        part = {
+        part: Arrays = {
             "tick_ms": g.columns["t"].astype(np.int64),
             "horizons": np.broadcast_to(hs, (n, h)),
             "rewards": g.columns["r"].view("<f4").reshape(n, h, 3),
@@ -128,7 +128,7 @@ def label_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
         if one:
             problems.append(f"{key}: entry {id_of(i)}: {one[0][1]}")
             continue
-        row = {
+        row: Arrays = {
             "tick_ms": np.array([lb.tick_ms], np.int64),
             "horizons": np.asarray([lb.horizons_s], np.int64),
             "rewards": lb.rewards[None],

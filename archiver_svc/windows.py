@@ -248,7 +248,7 @@ def decompress(data: bytes, max_bytes: int = MAX_OBJECT_BYTES) -> bytes:
         if d.unused_data:
             raise ArchiveError("trailing bytes after the gzip stream")
         return out
-    except isal_zlib.error as e:
+    except isal_zlib.error as e:  # type: ignore[misc]  # isal's stub declares `error: Exception` (an instance)
         raise ArchiveError(f"corrupt gzip: {e}") from e
 
 
@@ -263,7 +263,7 @@ def _count_limit(head: bytes) -> int:
     count = h.get("count") if isinstance(h, dict) else None
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         return MAX_OBJECT_BYTES
-    return u.tell() + count * (MAX_MESSAGE_BYTES + ENTRY_OVERHEAD)
+    return int(u.tell()) + count * (MAX_MESSAGE_BYTES + ENTRY_OVERHEAD)
 
 
 def _header(raw: bytes, expect_key: str | None) -> tuple[str, str, int, int, int, int]:
