@@ -87,6 +87,7 @@ def build_procs(a: argparse.Namespace, st: Settings, stack_dir: Path) -> tuple[l
     ]
     apps += [
         ("archiver", ["archive"], {"FUSION_ARCHIVER_ID": "stack-archiver"}),
+        ("compactor", ["compact", "--every", "3600"], {}),  # closed days -> Parquet (docs/columnar.md)
         ("labeler", ["label", "--consumer", "stack-labeler"], {}),
         ("worker", ["worker"], {}),
         ("scheduler", ["schedule", *[x for m in names for x in ("--market", m)]], {}),
