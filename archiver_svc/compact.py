@@ -47,6 +47,13 @@ class Result:
     rows: int = 0
     seconds: float = 0.0
 
+    def merge(self, other: Result) -> None:
+        self.written += other.written
+        self.skipped += other.skipped
+        self.open_days += other.open_days
+        self.problems += other.problems
+        self.rows += other.rows
+
     def to_dict(self) -> dict[str, Any]:
         return {"written": self.written, "skipped": self.skipped, "open": self.open_days,
                 "problems": self.problems[:50], "n_problems": len(self.problems), "rows": self.rows,
@@ -107,9 +114,16 @@ def is_current(store: ObjectStore, kind: str, market: str, day: str, sources: li
     return any(o.key == pkey and o.size == m.get("bytes") for o in store.list(pkey))
 
 
-def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: float, res: Result) -> None:
-    """Compact one closed day (or skip it when its manifest is current)."""
-    srcs = day_sources(store, kind, market).get(day, [])
+def _listed_day(store: ObjectStore, kind: str, market: str, day: str) -> list[tuple[str, int]]:
+    """The day's window objects (key, size), listed again (after the reader quarantined bad ones)."""
+    return sorted((o.key, int(o.size)) for o in store.list(f"{PREFIXES[kind]}/{market}/{day}/") if parse_key(o.key))
+
+
+def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: float, res: Result,
+                srcs: list[tuple[str, int]] | None = None) -> None:  # fmt: skip
+    """Compact one closed day (or skip it when its manifest is current); ``srcs``: the day's objects when the
+    caller listed them already."""
+    srcs = _listed_day(store, kind, market, day) if srcs is None else srcs
     name = f"{kind}/{market}/{day}"
     if not srcs or is_current(store, kind, market, day, srcs):
         res.skipped.append(name)
@@ -125,12 +139,12 @@ def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: fl
     if kind == "states":
         streamed = _states_streamed(store, market, day, res)
         if streamed is not None:
-            srcs = sorted(day_sources(store, kind, market).get(day, []))  # after quarantine moved bad objects away
+            srcs = _listed_day(store, kind, market, day)  # after quarantine moved bad objects away
             _put(store, kind, market, day, streamed[0], streamed[1], srcs, tick_s, (), res)
             return
     arrays, problems = load_arrays(store, kind, market, start, start + DAY_MS)
     res.problems.extend(problems)
-    srcs = sorted(day_sources(store, kind, market).get(day, []))  # after quarantine moved bad objects away
+    srcs = _listed_day(store, kind, market, day)  # after quarantine moved bad objects away
     if not arrays:
         arrays = {"ids": np.zeros((0, 2), np.int64)}
     horizons: tuple[int, ...] = ()
@@ -161,13 +175,19 @@ def _window_columns(store: ObjectStore, info: ObjectInfo, limit: int) -> tuple[A
     return arrays, probs
 
 
+# Threads decoding a day's windows while this thread encodes its Parquet; days compacted at once. Measured on
+# 2 cores (benchmarks/scale.py, four days in one pass): 1 decode thread 360-400k states/s, 2 decode threads
+# 300-360k (more CPU lost to the GIL's hand-offs than gained); 2 days at once 340-380k. On more cores, raise
+# ``days_in_flight`` (`fusion compact --days-in-flight`).
+DECODE_THREADS = 1
 CHUNK_WINDOWS = 36  # windows per row group when streaming (6 h of 10-minute windows)
 
 
 def _states_streamed(store: ObjectStore, market: str, day: str, res: Result) -> tuple[bytes, np.ndarray] | None:
-    """The day's states as Parquet bytes (and their ticks), encoded chunk by chunk in this thread while two worker
-    threads decode and validate the next windows; None when windows overlap or a chunk does not fit the first
-    one's column types or feature width: the caller then takes the general path (sort, dedupe, one table)."""
+    """The day's states as Parquet bytes (and their ticks), encoded chunk by chunk in this thread while
+    ``DECODE_THREADS`` worker threads decode and validate the next windows; None when windows overlap or a chunk
+    does not fit the first one's column types or feature width: the caller then takes the general path (sort,
+    dedupe, one table). Memory: at most the day's decoded windows (~150 MB at 0.5 s ticks)."""
     infos = sorted((o for o in store.list(f"{PREFIXES['states']}/{market}/{day}/") if parse_key(o.key)),
                    key=lambda o: o.key.rsplit("/", 1)[1].zfill(40))  # fmt: skip
     limit = max_inflated_bytes(_window_ms(None))
@@ -175,7 +195,7 @@ def _states_streamed(store: ObjectStore, market: str, day: str, res: Result) -> 
     last = (-1, -1)
     problems: list[str] = []
     out = columnar.DayWriter()
-    with ThreadPoolExecutor(2) as pool:
+    with ThreadPoolExecutor(DECODE_THREADS) as pool:
         results = pool.map(lambda i: _window_columns(store, i, limit), infos)
         for k, (arrays, probs) in enumerate(results):
             problems.extend(probs)
@@ -227,6 +247,9 @@ def _put(store: ObjectStore, kind: str, market: str, day: str, data: bytes, tick
     res.rows += int(ticks.size)
 
 
+DAYS_IN_FLIGHT = 1
+
+
 def compact(
     store: ObjectStore,
     markets: list[str] | None = None,
@@ -234,9 +257,12 @@ def compact(
     kinds: tuple[str, ...] = columnar.KINDS,
     now_ms: int | None = None,
     traders: list[str] | None = None,
+    days_in_flight: int = DAYS_IN_FLIGHT,
 ) -> Result:
     """Compact every closed day (of ``markets``, default all; of ``day``, default all) not yet current; trades of
-    ``traders`` (default: all archived, unless ``markets`` are named)."""
+    ``traders`` (default: all archived, unless ``markets`` are named). ``days_in_flight`` days are compacted at
+    once (each in its own thread; each day's file is independent of the others); the result lists them in order.
+    Memory: about 150 MB per state day in flight (its decoded windows, when encoding lags decoding)."""
     from common.settings import get_settings
 
     t0 = time.perf_counter()
@@ -247,16 +273,26 @@ def compact(
                                     if k != "trades"]  # fmt: skip
     if "trades" in kinds:
         named += [(t, "trades") for t in (traders or ([] if markets else archived_traders(store)))]
+    todo: list[tuple[str, str, str, list[tuple[str, int]]]] = []
     for name, kind in named:
         check_name(name, "trader" if kind == "trades" else "market")
         wait = closed_after_ms(kind)
-        for d in sorted(day_sources(store, kind, name)):
+        for d, srcs in sorted(day_sources(store, kind, name).items()):
             if day is not None and d != day:
                 continue
             if _day_start(d) + DAY_MS + wait > now:
                 res.open_days.append(f"{kind}/{name}/{d}")
                 continue
-            compact_day(store, kind, name, d, tick_s, res)
+            todo.append((kind, name, d, sorted(srcs)))
+
+    def one(t: tuple[str, str, str, list[tuple[str, int]]]) -> Result:
+        r = Result()
+        compact_day(store, t[0], t[1], t[2], tick_s, r, t[3])
+        return r
+
+    with ThreadPoolExecutor(max(1, days_in_flight)) as pool:
+        for r in pool.map(one, todo):
+            res.merge(r)
     res.seconds = time.perf_counter() - t0
     kv(log, logging.INFO, "compaction done", written=len(res.written), skipped=len(res.skipped),
        open=len(res.open_days), problems=len(res.problems), rows=res.rows)  # fmt: skip
@@ -273,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--day", help="only this UTC day (YYYY-MM-DD)")
     ap.add_argument("--kind", choices=[*columnar.KINDS, "all"], default="all")
     ap.add_argument("--store", default=None, help="store URL (default: FUSION_STORE_URL)")
+    ap.add_argument("--days-in-flight", type=int, default=DAYS_IN_FLIGHT, metavar="N",
+                    help="days compacted at once (threads; 1 is best on 2 cores)")  # fmt: skip
     ap.add_argument("--every", type=float, default=None, metavar="S",
                     help="a service: a pass now and every S seconds until SIGTERM (compose `compactor`)")  # fmt: skip
     a = ap.parse_args(argv)
@@ -290,9 +328,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.every is not None:
         from archiver_svc.compactor import serve
 
-        return serve(lambda: compact(store, a.market, a.day, kinds, traders=a.trader), max(a.every, 1.0))
+        return serve(lambda: compact(store, a.market, a.day, kinds, traders=a.trader,
+                                     days_in_flight=a.days_in_flight), max(a.every, 1.0))  # fmt: skip
     try:
-        res = compact(store, a.market, a.day, kinds, traders=a.trader)
+        res = compact(store, a.market, a.day, kinds, traders=a.trader, days_in_flight=a.days_in_flight)
     except ValueError as e:  # a market outside the name grammar
         print(f"fusion compact: {e}", file=sys.stderr)
         return 2

@@ -41,16 +41,17 @@ def _prepare(
     return parse_ids(obj.ids), groups, left, obj.payloads.__getitem__, obj.ids.__getitem__
 
 
-def _current_features(part: Arrays, feature_set: str, tick_s: float) -> None:
-    """Replace the rows' features by the current feature set's, from their raw fields, when stored under another."""
+def _current_features(part: Arrays, feature_set: str, ids: npt.NDArray[np.int64]) -> None:
+    """Replace the rows' features by the current feature set's, from their raw fields, when stored under another
+    (tick length: the object's median tick spacing)."""
     if feature_set != FEATURE_SET and part["tick_ms"].size:
+        tick_s = infer_tick_s(ids[:, 0]) if ids.shape[0] else 0.5
         part["features"] = market_features(part["raw"], part["tick_ms"], part["flags"], tick_s=tick_s)
 
 
 def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: str) -> Arrays:
     ids, groups, left, payload_of, id_of = _prepare(obj, "states")
     parts: list[tuple[npt.NDArray[np.int64], Arrays]] = []
-    tick_s = infer_tick_s(ids[:, 0]) if ids.shape[0] else 0.5
     slugs: dict[str, int] = {}  # per row an index into the object's slugs (no per-row strings)
     for g in groups:
         pm = g.template.values.get("pm")
@@ -67,7 +68,7 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
         v = g.template.values
         bad = row_problems(obj.market, gid[:, 0], gid[:, 1], str(v.get("m")), part["tick_ms"], part["raw"],
                            part["features"], str(v.get("fs")))  # fmt: skip
-        _current_features(part, str(v.get("fs")), tick_s)
+        _current_features(part, str(v.get("fs")), ids)
         parts.append(_without(g.rows, part, bad, problems, key, id_of))
     for i in left:
         try:
@@ -86,7 +87,7 @@ def state_arrays(obj: ArchiveObject | UniformObject, problems: list[str], key: s
             "flags": np.array([s.flags], np.int32),
             "slug": np.array([slugs.setdefault(s.pm.slug if s.pm else "", len(slugs))], np.int32),
         }
-        _current_features(row, s.feature_set, tick_s)
+        _current_features(row, s.feature_set, ids)
         parts.append((np.array([i], np.int64), row))
     out = _assemble(parts, ids, problems, key)
     if "slug" in out:  # the slugs the kept rows use, sorted, and each row's index into them

@@ -173,3 +173,17 @@ def test_origins_with_compacted_days(tmp_path) -> None:
     want = {int(e.split("-")[0]): decode_state(b).raw[RAW_INDEX[f]] for e, b in imp + rec}  # recorded last: wins
     got = both.states.raw[:, RAW_INDEX[f]]
     assert np.allclose(got, [want[int(t)] for t in ticks], equal_nan=True)
+
+
+def test_days_in_flight_write_the_same_files_in_the_same_order(tmp_path) -> None:
+    one, two = LocalStore(tmp_path / "one"), LocalStore(tmp_path / "two")
+    for store in (one, two):
+        for m in (M, "ETH-15M"):
+            pairs = synth_payloads(m, T0 + 1_000, 300)
+            write_archive(store, pairs, market=m)
+            write_archive(store, [(e, label_payload(m, int(e.split("-")[0]))) for e, _ in pairs], "labels", market=m)
+    a, b = compact(one, now_ms=LATER), compact(two, now_ms=LATER, days_in_flight=3)
+    assert a.written == b.written and len(a.written) == 4 and a.rows == b.rows == 1200
+    for k in a.written:
+        kind, market, day = k.split("/")
+        assert one.get(columnar.day_key(kind, market, day)) == two.get(columnar.day_key(kind, market, day))
