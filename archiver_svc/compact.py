@@ -13,6 +13,7 @@ Guarantees:
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import sys
@@ -100,18 +101,60 @@ def _day_start(day: str) -> int:
     return int(np.datetime64(day, "ms").astype(np.int64))
 
 
-def is_current(store: ObjectStore, kind: str, market: str, day: str, sources: list[tuple[str, int]]) -> bool:
-    """True when the day's manifest names exactly ``sources`` and its Parquet file is there with its size."""
-    try:
-        m = columnar.parse_manifest(  # a day of an older layout is rewritten in the current one
-            store.get(columnar.day_key(kind, market, day, columnar.MANIFEST)), (columnar.COLUMNAR_VERSION,)
-        )
-    except KeyError:
+def _sources_digest(sources: list[tuple[str, int]] | list[list[Any]]) -> str:
+    return hashlib.sha256(json.dumps([[k, int(z)] for k, z in sorted(map(tuple, sources))]).encode()).hexdigest()
+
+
+class ManifestCache:
+    """What each day's manifest says that :func:`is_current` needs (layout version, a digest of its sources, the
+    Parquet file's bytes), by manifest key and size: a pass over unchanged days costs a listing per market and
+    kind, not a GET per day. Bounded (cleared past ``cap`` entries, ~200 B each). A manifest rewritten by another
+    process with the same size is at worst taken for its old content: the day is then rewritten once more."""
+
+    def __init__(self, cap: int = 100_000) -> None:
+        self.cap = cap
+        self._d: dict[str, tuple[int, tuple[Any, str, Any]]] = {}
+
+    def summary(self, store: ObjectStore, key: str, size: int | None) -> tuple[Any, str, Any] | None:
+        got = self._d.get(key)
+        if got is not None and size is not None and got[0] == size:
+            return got[1]
+        try:
+            data = store.get(key)
+        except KeyError:
+            return None
+        m = columnar.parse_manifest(data)
+        return None if m is None else self.remember(key, data, m)
+
+    def remember(self, key: str, data: bytes, m: dict[str, Any]) -> tuple[Any, str, Any]:
+        """Record manifest ``m`` (stored as ``data`` at ``key``); returns its summary."""
+        out = (m.get("version"), _sources_digest(m["sources"]), m.get("bytes"))
+        if len(self._d) >= self.cap:
+            self._d.clear()
+        self._d[key] = (len(data), out)
+        return out
+
+
+MANIFESTS = ManifestCache()  # this process's (the compactor service's passes share it)
+
+
+def is_current(store: ObjectStore, kind: str, market: str, day: str, sources: list[tuple[str, int]],
+               listed: dict[str, int] | None = None, cache: ManifestCache | None = None) -> bool:  # fmt: skip
+    """True when the day's manifest (of the current layout) names exactly ``sources`` and its Parquet file is there
+    with its size; ``listed``: the sizes of the market's columnar objects when the caller listed them."""
+    mkey, pkey = columnar.day_key(kind, market, day, columnar.MANIFEST), columnar.day_key(kind, market, day)
+    if listed is None:
+        listed = {o.key: int(o.size) for o in store.list(pkey)}
+        listed.update((o.key, int(o.size)) for o in store.list(mkey))
+    if pkey not in listed or mkey not in listed:
         return False
-    if m is None or [tuple(s) for s in m["sources"]] != sorted(sources):
-        return False
-    pkey = columnar.day_key(kind, market, day)
-    return any(o.key == pkey and o.size == m.get("bytes") for o in store.list(pkey))
+    got = (cache or MANIFESTS).summary(store, mkey, listed[mkey])  # an older layout's day is rewritten
+    return (
+        got is not None
+        and got[0] == columnar.COLUMNAR_VERSION
+        and got[1] == _sources_digest(sources)
+        and (got[2] == listed[pkey])
+    )
 
 
 def _listed_day(store: ObjectStore, kind: str, market: str, day: str) -> list[tuple[str, int]]:
@@ -120,12 +163,12 @@ def _listed_day(store: ObjectStore, kind: str, market: str, day: str) -> list[tu
 
 
 def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: float, res: Result,
-                srcs: list[tuple[str, int]] | None = None) -> None:  # fmt: skip
-    """Compact one closed day (or skip it when its manifest is current); ``srcs``: the day's objects when the
-    caller listed them already."""
+                srcs: list[tuple[str, int]] | None = None, listed: dict[str, int] | None = None) -> None:  # fmt: skip
+    """Compact one closed day (or skip it when its manifest is current); ``srcs``: the day's objects and
+    ``listed``: the market's columnar objects (key -> size), when the caller listed them already."""
     srcs = _listed_day(store, kind, market, day) if srcs is None else srcs
     name = f"{kind}/{market}/{day}"
-    if not srcs or is_current(store, kind, market, day, srcs):
+    if not srcs or is_current(store, kind, market, day, srcs, listed):
         res.skipped.append(name)
         return
     start = _day_start(day)
@@ -241,8 +284,10 @@ def _put(store: ObjectStore, kind: str, market: str, day: str, data: bytes, tick
          srcs: list[tuple[str, int]], tick_s: float, horizons: tuple[int, ...], res: Result) -> None:  # fmt: skip
     """Parquet first, manifest last (a manifest always names a complete file)."""
     man = columnar.manifest(kind, market, day, data, ticks, tick_s, srcs, horizons)
+    mkey, mdata = columnar.day_key(kind, market, day, columnar.MANIFEST), columnar.dumps(man)
     store.put(columnar.day_key(kind, market, day), data)
-    store.put(columnar.day_key(kind, market, day, columnar.MANIFEST), columnar.dumps(man))
+    store.put(mkey, mdata)
+    MANIFESTS.remember(mkey, mdata, man)
     res.written.append(f"{kind}/{market}/{day}")
     res.rows += int(ticks.size)
 
@@ -273,21 +318,22 @@ def compact(
                                     if k != "trades"]  # fmt: skip
     if "trades" in kinds:
         named += [(t, "trades") for t in (traders or ([] if markets else archived_traders(store)))]
-    todo: list[tuple[str, str, str, list[tuple[str, int]]]] = []
+    todo: list[tuple[str, str, str, list[tuple[str, int]], dict[str, int]]] = []
     for name, kind in named:
         check_name(name, "trader" if kind == "trades" else "market")
         wait = closed_after_ms(kind)
+        listed = {o.key: int(o.size) for o in store.list(f"{columnar.PREFIX}/{kind}/{name}/")}
         for d, srcs in sorted(day_sources(store, kind, name).items()):
             if day is not None and d != day:
                 continue
             if _day_start(d) + DAY_MS + wait > now:
                 res.open_days.append(f"{kind}/{name}/{d}")
                 continue
-            todo.append((kind, name, d, sorted(srcs)))
+            todo.append((kind, name, d, sorted(srcs), listed))
 
-    def one(t: tuple[str, str, str, list[tuple[str, int]]]) -> Result:
+    def one(t: tuple[str, str, str, list[tuple[str, int]], dict[str, int]]) -> Result:
         r = Result()
-        compact_day(store, t[0], t[1], t[2], tick_s, r, t[3])
+        compact_day(store, t[0], t[1], t[2], tick_s, r, t[3], t[4])
         return r
 
     with ThreadPoolExecutor(max(1, days_in_flight)) as pool:

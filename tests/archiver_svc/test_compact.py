@@ -187,3 +187,47 @@ def test_days_in_flight_write_the_same_files_in_the_same_order(tmp_path) -> None
     for k in a.written:
         kind, market, day = k.split("/")
         assert one.get(columnar.day_key(kind, market, day)) == two.get(columnar.day_key(kind, market, day))
+
+
+def test_a_pass_over_unchanged_days_costs_listings_not_a_get_per_day(tmp_path) -> None:
+    from archiver_svc.compact import ManifestCache
+
+    calls: list[str] = []
+
+    class Counting(LocalStore):
+        def get(self, key: str) -> bytes:
+            calls.append(f"get {key}")
+            return super().get(key)
+
+        def list(self, prefix: str = ""):  # type: ignore[no-untyped-def]
+            calls.append(f"list {prefix}")
+            return super().list(prefix)
+
+    store = Counting(tmp_path)
+    for d in range(4):  # four days of one market
+        pairs = synth_payloads(M, T0 + d * 86_400_000 + 1_000, 50)
+        write_archive(store, pairs)
+    cache = ManifestCache()
+    import archiver_svc.compact as compact_mod
+
+    old, compact_mod.MANIFESTS = compact_mod.MANIFESTS, cache
+    try:
+        assert len(compact(store, kinds=("states",), now_ms=LATER + 4 * 86_400_000).written) == 4
+        calls.clear()
+        compact(store, kinds=("states",), now_ms=LATER + 4 * 86_400_000)
+        assert [c for c in calls if c.startswith("get")] == []  # what it wrote, it knows
+        compact_mod.MANIFESTS = ManifestCache()  # a restarted compactor
+        calls.clear()
+        again = compact(store, kinds=("states",), now_ms=LATER + 4 * 86_400_000)
+        first_gets = [c for c in calls if c.startswith("get")]
+        calls.clear()
+        third = compact(store, kinds=("states",), now_ms=LATER + 4 * 86_400_000)
+    finally:
+        compact_mod.MANIFESTS = old
+    assert again.written == [] == third.written and len(third.skipped) == 4
+    assert len(first_gets) == 4  # after a restart each manifest is read once, then known by its size
+    # the archive's markets, the market's columnar files, its windows: one listing each
+    assert [c for c in calls if c.startswith("get")] == [] and len(calls) <= 4, calls
+    # a changed day (a window added) is seen and rewritten
+    write_archive(store, synth_payloads(M, T0 + 2 * 86_400_000 + 3_600_000, 5))
+    assert compact(store, kinds=("states",), now_ms=LATER + 4 * 86_400_000).written == ["states/BTC-15M/2025-11-25"]
