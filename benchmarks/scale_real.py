@@ -120,18 +120,24 @@ def binance_span(binance: Path) -> tuple[int, int]:
     return seq[0][0], seq[-1][0]
 
 
-def column_bytes(store: LocalStore, market: str = MARKET) -> tuple[int, int, int, dict[str, int]]:
-    """(rows, file bytes, column-chunk bytes, chunk bytes per column) over every states day file of ``market``."""
+def column_bytes(store: LocalStore, market: str = MARKET) -> tuple[int, int, int, dict[str, int], dict[str, str]]:
+    """(rows, file bytes, column-chunk bytes, chunk bytes per column, Arrow type per column) over every states
+    day file of ``market`` (types of several files joined by ``|`` where they differ)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     rows = size = chunks = 0
     per: dict[str, int] = {}
+    types: dict[str, str] = {}
     for o in store.list(f"columnar/states/{market}/"):
         if not o.key.endswith(columnar.PARQUET):
             continue
         data = store.get(o.key)
-        md = pq.ParquetFile(pa.BufferReader(data)).metadata
+        pf = pq.ParquetFile(pa.BufferReader(data))
+        md = pf.metadata
+        for f in pf.schema_arrow:
+            t = str(f.type)
+            types[f.name] = t if types.get(f.name, t) == t else f"{types[f.name]}|{t}"
         rows, size = rows + md.num_rows, size + len(data)
         for g in range(md.num_row_groups):
             rg = md.row_group(g)
@@ -139,7 +145,7 @@ def column_bytes(store: LocalStore, market: str = MARKET) -> tuple[int, int, int
                 cc = rg.column(c)
                 per[cc.path_in_schema] = per.get(cc.path_in_schema, 0) + cc.total_compressed_size
                 chunks += cc.total_compressed_size
-    return rows, size, chunks, per
+    return rows, size, chunks, per, types
 
 
 def archive_and_compact(work: Path, states: list[State], market: str = MARKET) -> LocalStore:
@@ -169,13 +175,31 @@ def json_gz_bytes(states: list[State]) -> int:
 def figures(work: Path, states: list[State]) -> dict[str, Any]:
     """Rows, bytes per state (file, chunks, JSON gz), ratios and per-column chunk bytes per state."""
     store = archive_and_compact(work, states)
-    rows, size, chunks, per = column_bytes(store)
+    rows, size, chunks, per, types = column_bytes(store)
     n, jz = len(states), json_gz_bytes(states)
     return {"rows": rows, "day_files": sum(o.key.endswith(columnar.PARQUET) for o in store.list("columnar/")),
             "file_bytes_per_state": round(size / n, 1), "chunk_bytes_per_state": round(chunks / n, 1),
             "json_gz_bytes_per_state": round(jz / n, 1), "file_ratio_vs_json_gz": round(size / jz, 3),
             "chunk_ratio_vs_json_gz": round(chunks / jz, 3),
-            "columns": {k: round(v / n, 2) for k, v in per.items()}}  # fmt: skip
+            "columns": {k: round(v / n, 2) for k, v in per.items()}, "types": types,
+            "behaviour": behaviour(states)}  # fmt: skip
+
+
+def behaviour(states: list[State]) -> dict[str, list[float]]:
+    """Per raw field known on >= 3 ticks: [share of ticks whose value differs from the tick before, lag-1
+    autocorrelation of the values] (NaN-free ticks only; autocorrelation NaN for a constant)."""
+    import numpy as np
+
+    from common.schema import RAW_FIELDS
+
+    raw = np.array([s.raw for s in states])
+    out: dict[str, list[float]] = {}
+    for j, name in enumerate(RAW_FIELDS):
+        x = raw[:, j][~np.isnan(raw[:, j])]
+        if len(x) >= 3:
+            ac = float(np.corrcoef(x[:-1], x[1:])[0, 1]) if x[:-1].std() > 0 and x[1:].std() > 0 else float("nan")
+            out[name] = [round(float(np.mean(x[1:] != x[:-1])), 3), round(ac, 3)]
+    return out
 
 
 def real_states(work: Path, shared: Path | None = None) -> tuple[list[State], dict[str, Any]]:
@@ -192,26 +216,35 @@ def real_states(work: Path, shared: Path | None = None) -> tuple[list[State], di
     return kept, info
 
 
-def synthetic_day(work: Path, n: int) -> dict[str, Any]:
-    """The same figures on ``n`` states of ``archiver_svc.synth`` (one day at 0.5 s for n = 172,800)."""
+def synthetic_day(work: Path, n: int, t0: int) -> dict[str, Any]:
+    """The same figures on ``n`` states of ``archiver_svc.synth`` from ``t0`` (a UTC day at 0.5 s for n = 172,800),
+    made in 10-minute windows seeded by their offset, as ``benchmarks.scale`` makes its day."""
     from archiver_svc.synth import synth_states
-    from benchmarks.scale import T0
 
-    states = [s for w in range(0, n, 1200) for s in synth_states(MARKET, T0 + 500 * w, min(1200, n - w), seed=w)]
+    states = [s for w in range(0, n, 1200) for s in synth_states(MARKET, t0 + 500 * w, min(1200, n - w), seed=w)]
     return figures(work, states)
 
 
 def run(synthetic_n: int = 172_800) -> dict[str, Any]:
-    """Real-recording figures, next to one synthetic day's (per column: chunk bytes per state)."""
+    """Real-recording figures, next to one synthetic day's (``synthetic_n`` states; 0: none) and as many synthetic
+    states as real ones; per column: chunk bytes per state, Arrow type, per-tick change rate, lag-1 autocorrelation."""
     sd = Settings().shared_data
     work = Path(tempfile.mkdtemp(prefix="fusion-bench-real-"))
     try:
         states, info = real_states(work / "obs", Path(sd) if sd else None)
         real = figures(work / "real", states)
-        syn = synthetic_day(work / "syn", synthetic_n) if synthetic_n else {}
-        cols = {k: {"real": v, "synthetic": syn.get("columns", {}).get(k)} for k, v in real.pop("columns").items()}
-        syn.pop("columns", None)
-        return {**info, "real": real, "synthetic": syn, "columns": cols,
+        t0 = (states[-1].tick_ms // 86_400_000 + 1) * 86_400_000  # the day after the recording
+        syn = synthetic_day(work / "syn", synthetic_n, t0) if synthetic_n else {}
+        same = synthetic_day(work / "same", len(states), t0)  # the small-file effect, apart from the data's
+        sg = syn.get
+        cols = {k: {"real": v, "synthetic": sg("columns", {}).get(k), "synthetic_same_rows": same["columns"].get(k),
+                    "type_real": real["types"][k], "type_synthetic": sg("types", {}).get(k),
+                    "change_ac1_real": real["behaviour"].get(k), "change_ac1_synthetic": sg("behaviour", {}).get(k)}
+                for k, v in real["columns"].items()}  # fmt: skip
+        for d in (real, syn, same):
+            for k in ("columns", "types", "behaviour"):
+                d.pop(k, None)
+        return {**info, "real": real, "synthetic": syn, "synthetic_same_rows": same, "columns": cols,
                 "load_avg_1m": round(os.getloadavg()[0], 2)}  # fmt: skip
     finally:
         shutil.rmtree(work, ignore_errors=True)
