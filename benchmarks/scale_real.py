@@ -225,9 +225,11 @@ def synthetic_day(work: Path, n: int, t0: int) -> dict[str, Any]:
     return figures(work, states)
 
 
-def run(synthetic_n: int = 172_800) -> dict[str, Any]:
-    """Real-recording figures, next to one synthetic day's (``synthetic_n`` states; 0: none) and as many synthetic
-    states as real ones; per column: chunk bytes per state, Arrow type, per-tick change rate, lag-1 autocorrelation."""
+def run(quick: bool = False, synthetic_n: int | None = None) -> dict[str, Any]:
+    """Real-recording figures, next to one synthetic day's (``synthetic_n`` states, default 172,800, quick 17,280;
+    0: none) and as many synthetic states as real ones; per column: chunk bytes per state, Arrow type, per-tick
+    change rate and lag-1 autocorrelation."""
+    synthetic_n = (17_280 if quick else 172_800) if synthetic_n is None else synthetic_n
     sd = Settings().shared_data
     work = Path(tempfile.mkdtemp(prefix="fusion-bench-real-"))
     try:
