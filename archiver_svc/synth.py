@@ -4,8 +4,9 @@ Fields follow the observer's definitions (``observer_svc.binance_aggregates``, `
 on simulated trades and books, with per-tick behaviour compared against the recorded replay
 (``benchmarks.scale_real``): Binance prices on the cent grid move on about a third of the ticks; trades arrive
 in bursts; the taker notionals decay with a 60 s half-life, ``bn_net_*`` and ``bn_trades_10s`` are sums over
-1-second buckets of the last 10 s; closes are the 1-minute bars' (they change once a minute); ages grow by the
-tick and reset at the next event. Polymarket prices are a 0.01 random walk, each level's size a log random walk
+1-second buckets of the last 10 s; closes are the 1-minute bars' (they change once a minute); the ages of the
+Polymarket book and of the last large trade grow by the tick and reset at the next one, the newest Binance frame's
+follows the depth stream's 100 ms phase. Polymarket prices are a 0.01 random walk, each level's size a log random walk
 that changes on about half the ticks (the Borisz42 capture's rate); the market rolls every 15 minutes; features
 come from :func:`common.features.market_features`, so payloads look like the observer's.
 """
@@ -102,9 +103,11 @@ def _binance(raw: np.ndarray, ticks_ms: np.ndarray, rng: np.random.Generator) ->
     large = rng.random(n) < 1 - np.exp(-0.06 * k)  # a trade > 10x the median notional
     t0 = int(ticks_ms[0]) - int(rng.integers(0, 5000))
     raw[:, col("bn_large_age_s")] = _ages(ticks_ms, large, rng.integers(0, 500, n), t0) / 1000.0
-    ev = rng.random(n) < 0.97  # book/trade frames arrive many times a second
-    lag = np.minimum(rng.exponential(35, n).astype(np.int64), 499)
-    raw[:, col("age_binance_ms")] = _ages(ticks_ms, ev, lag, int(ticks_ms[0]) - 40)
+    # the newest frame: a depth@100ms update at a slowly drifting phase of the 100 ms grid, unless a trade or
+    # bookTicker frame came after it (as in the recording: runs of equal ages, cut by smaller ones)
+    phase = np.floor((rng.uniform(0, 100) - 0.2 * np.arange(n)) % 100)
+    other = rng.random(n) < 0.45
+    raw[:, col("age_binance_ms")] = np.where(other, np.floor(rng.random(n) * (phase + 1)), phase)
     return bn
 
 

@@ -40,13 +40,15 @@ def test_binance_prices_on_the_cent_grid_and_closes_are_minute_bars() -> None:
 
 def test_ages_grow_by_the_tick_and_reset() -> None:
     raw = synth_raw(TICKS, 2)
-    for name, scale in (("age_poly_ms", 1.0), ("age_binance_ms", 1.0), ("bn_large_age_s", 1000.0)):
+    for name, scale in (("age_poly_ms", 1.0), ("bn_large_age_s", 1000.0)):
         age = np.round(_col(raw, name) * scale)
         assert (age >= 0).all(), name
         d = np.diff(age)
         grew, reset = d == 500, age[1:] < 500
         assert (grew | reset).all(), name  # either one tick older, or an event within the last tick
         assert grew.any() and reset.any(), name
+    age = _col(raw, "age_binance_ms")  # the newest Binance frame: under 100 ms, often the same as a tick ago
+    assert (age >= 0).all() and (age < 100).all() and 0.4 < np.mean(np.diff(age) != 0) < 0.8
 
 
 def test_flows_are_decayed_and_bucketed_sums_of_trades() -> None:
