@@ -15,6 +15,8 @@
 
 Targets (issue 15): ``columnar_ratio_vs_json_gz`` <= 0.3, ``compact_states_per_s`` >= 500,000,
 ``week_load_warm_s`` <= 0.5 and ``week_load_cold_s`` <= 1.5. ``parts="columnar,week"`` skips the training curve.
+* ``real`` (only when asked: ``parts="columnar,real"``): the same bytes on REAL recordings replayed through the
+  observer (``benchmarks.scale_real``).
 * ``curve``: for each size, synthetic states from the trainer's generator (``trainer_svc.synthetic``) are
   written DIRECTLY as columnar day files (the form the trainer reads; generating and compacting 48 M states
   through msgpack windows would only measure the generator), as 10 markets x 4 weeks at the 48 M point (1, 1
@@ -252,6 +254,10 @@ def run(
             res.update(bench_columnar(work, DAY // 10 if quick else DAY))
         if "week" in parts:
             res.update(bench_week(work, WEEK // 10 if quick else WEEK))
+        if "real" in parts:  # real recordings through the observer (benchmarks.scale_real)
+            from benchmarks.scale_real import run as run_real
+
+            res["real"] = run_real(synthetic_n=0)
         if "curve" in parts:
             sizes = sizes or ((200_000,) if quick else (1_000_000, 4_000_000, 16_000_000, 48_000_000))
             overrides = {"epochs": 2} if quick else {}

@@ -77,7 +77,8 @@ def test_every_raw_field_round_trips_bit_for_bit(tmp_path) -> None:
     assert kinds["up_ask_px_0"] == "decimal32(9, 3)" and kinds["up_bid_sz_0"] == "decimal32(9, 2)"
     assert kinds["bn_last_px"] == "decimal64(18, 2)" and kinds["pm_end_s"] == "decimal64(18, 3)"
     assert kinds["age_poly_ms"] == "decimal64(18, 0)"
-    assert kinds["bn_bid"] == "double"  # synth's bn - 0.1 is off the cent grid by float error: kept as is
+    assert kinds["bn_bid"] == "decimal64(18, 2)"  # synth rounds after the arithmetic, as a cent-tick book is
+    assert kinds["bn_buy_notional"] == "double"  # decayed sums of qty x price: off the cent grid, kept as is
     assert sum(k.startswith("decimal") for k in kinds.values()) >= 55
     after = load_market(store, M, labels=False)
     assert np.isnan(before.states.raw).any(axis=0).sum() == N_RAW - 1  # every column but one had NaNs to carry
