@@ -79,11 +79,29 @@ def test_every_raw_field_round_trips_bit_for_bit(tmp_path) -> None:
     assert kinds["age_poly_ms"] == "decimal64(18, 0)"
     assert kinds["bn_bid"] == "decimal64(18, 2)"  # synth rounds after the arithmetic, as a cent-tick book is
     assert kinds["bn_buy_notional"] == "double"  # decayed sums of qty x price: off the cent grid, kept as is
+    assert kinds["bn_bid_sz"] == kinds["bn_ask_sz"] == "decimal64(18, 5)"  # BTCUSDT's lot
     assert sum(k.startswith("decimal") for k in kinds.values()) >= 55
     after = load_market(store, M, labels=False)
     assert np.isnan(before.states.raw).any(axis=0).sum() == N_RAW - 1  # every column but one had NaNs to carry
     assert np.array_equal(_bits(after.states.raw), _bits(before.states.raw))
     assert np.array_equal(after.states.features, before.states.features)
+
+
+def test_binance_sizes_take_the_finest_exact_scale_or_stay_float64(tmp_path) -> None:
+    def tweak(i: int, s) -> None:
+        if i == 150:
+            s.raw[RAW_INDEX["bn_bid_sz"]] = 0.12345678  # a lot of 1e-8: scale 8
+            s.raw[RAW_INDEX["bn_ask_sz"]] = 1 / 3  # on no grid: float64
+
+    store = LocalStore(tmp_path)
+    write_archive(store, _payloads(tweak=tweak))
+    before = load_market(store, M, labels=False)
+    compact(store, kinds=("states",), now_ms=LATER)
+    schema = pq.read_schema(tmp_path / columnar.day_key("states", M, DAY))
+    assert str(schema.field("bn_bid_sz").type) == "decimal64(18, 8)" and str(schema.field("bn_ask_sz").type) == "double"
+    t = pq.read_table(tmp_path / columnar.day_key("states", M, DAY), columns=["bn_bid_sz", "bn_ask_sz"])
+    for c in ("bn_bid_sz", "bn_ask_sz"):
+        assert np.array_equal(_bits(colcodec.to_numpy(t.column(c))), _bits(before.states.raw[:, RAW_INDEX[c]])), c
 
 
 def test_an_off_grid_value_in_a_later_row_group_keeps_the_column_exact(tmp_path, monkeypatch) -> None:
