@@ -10,7 +10,12 @@ digits and ``k / 10**s`` (one correctly rounded division) is ``x`` bit for bit (
 value off the grid keeps the whole column float64 in that file (its Parquet type says which).
 
 Scales and encodings per kind of field (bytes/state measured on a day of ``archiver_svc.synth``, zstd-3,
-float64 before -> after; ``benchmarks/scale.py``):
+float64 before -> after; ``benchmarks/scale.py``). Encodings were chosen again on the real BTCUSDT +
+Polymarket states of ``benchmarks/scale_real.py`` and the plausible generator, keeping the one at least as small
+on both: PLAIN for the Binance quotes and closes that step now and then, DELTA for counts and ages that drift
+(``up_mid_n_5m``: 1.96 -> 0.13 on the real states, ``bn_trades_10s``: 1.81 -> 1.25); only PLAIN, DELTA and
+dictionary for integers, which every reader decodes. (Polymarket prices stay DELTA: 0.29 vs 0.45 plain on the
+synthetic day, 0.46 vs 0.29 on the 1,301 real states of level 0 only.)
 
 * Polymarket prices (``*_px_*``, ``*_last_trade_px``; tick 0.001/0.01): DECIMAL(9, 3), delta-encoded
   (0.52 -> 0.31 each);
@@ -18,9 +23,11 @@ float64 before -> after; ``benchmarks/scale.py``):
   (2.10 -> 1.17 each);
 * settlement flags (0/1): DECIMAL(9, 0); window times in seconds: DECIMAL(18, 3) (ms);
 * Binance prices (``bn_bid``, ``bn_ask``, ``bn_last_px``, ``bn_close_*``, ``bn_open_px``; tick 0.01 on the
-  USDT pairs): DECIMAL(18, 2), delta-encoded (2.36 -> 1.45); pairs with a finer tick stay float64;
+  USDT pairs): DECIMAL(18, 2), delta-encoded for the last price (2.36 -> 1.3), plain for the others
+  (bid/ask 1.1 -> 0.9); pairs with a finer tick stay float64;
 * Binance flow (``bn_*_notional``, ``bn_net_*``): DECIMAL(18, 2) delta (4.5 -> 3.6) when on the cent grid;
-* counts and ages in ms: DECIMAL(18, 0), dictionary (1.8-2.1 -> 1.0-1.5); ``bn_large_age_s``: DECIMAL(18, 3);
+* counts and ages in ms: DECIMAL(18, 0), delta-encoded (the Polymarket book's age: dictionary);
+  ``bn_large_age_s``: DECIMAL(18, 3), delta;
 * Binance best bid/ask sizes (base-asset quantities on the symbol's lot: 0.00001 for BTCUSDT, at most 8
   decimals): DECIMAL(18, 5), else DECIMAL(18, 8), delta-encoded (real BTCUSDT: 6.7 -> 2.65; 3.9 at scale 8);
 * other raw floats (decayed flows, volatilities, volumes, the Polymarket mid's deviation): float64, plain;
@@ -56,12 +63,16 @@ def _decimal_kind(name: str) -> tuple[int, int, str] | None:
         return 0, 9, DICT
     if name in ("pm_start_s", "pm_end_s", "pm_prev_end_s"):
         return 3, 18, DELTA
-    if name in ("bn_bid", "bn_ask", "bn_last_px", "bn_open_px") or name.startswith("bn_close_"):
+    if name in ("bn_last_px", "bn_close_0"):  # moves on most ticks, by a few cents
         return 2, 18, DELTA
+    if name in ("bn_bid", "bn_ask", "bn_open_px") or name.startswith("bn_close_"):  # steps now and then
+        return 2, 18, PLAIN
     if name.endswith("_notional") or name.startswith("bn_net_"):
         return 2, 18, DELTA
-    if name in ("bn_trades_10s", "up_mid_n_5m", "age_binance_ms", "age_poly_ms"):
+    if name == "age_poly_ms":
         return 0, 18, DICT
+    if name in ("bn_trades_10s", "up_mid_n_5m", "age_binance_ms"):  # counts and ages that drift
+        return 0, 18, DELTA
     if name == "bn_large_age_s":
         return 3, 18, DELTA
     if name in ("bn_bid_sz", "bn_ask_sz"):  # base-asset quantities: BTCUSDT's lot is 0.00001
