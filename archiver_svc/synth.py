@@ -119,7 +119,9 @@ def _walk_sizes(n: int, rng: np.random.Generator, p_change: float = 0.48) -> np.
     m = int(moves.sum())
     step = np.where(rng.random(m) < 0.85, rng.normal(0, 0.08, m), rng.normal(0, 0.5, m))
     z = np.clip(_decay(step, 0.98, float(rng.normal(0, 1.0))), -4.0, 3.0)
-    return np.round(np.exp(np.log(800.0) + z), 2)[np.cumsum(moves) - 1]
+    sizes: np.ndarray = np.round(np.exp(np.log(800.0) + z), 2)
+    held: np.ndarray = sizes[np.cumsum(moves) - 1]
+    return held
 
 
 def synth_raw(ticks_ms: np.ndarray, seed: int = 0) -> np.ndarray:
