@@ -24,12 +24,19 @@ def test_a_fixed_market_observer_is_listed_while_it_runs_and_not_after(r: redis.
         obs = Observer(s, [parse_market("BTC-5M")], observer_id="obs-fixed-1")
 
         async def main() -> None:
-            task = asyncio.create_task(obs.run(duration_s=5))
-            await asyncio.sleep(3.5)
-            seen.append(presence.observers(r, int(time.time() * 1000)))
+            task = asyncio.create_task(obs.run(duration_s=30))
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:  # a beat after the first ticks (the first beat is at start)
+                rows = presence.observers(r, int(time.time() * 1000))
+                if rows and int(rows[0].get("ticks", 0)) > 0:  # type: ignore[call-overload]
+                    seen.append(rows)
+                    break
+                await asyncio.sleep(0.1)
+            obs.stop()
             await task
 
         asyncio.run(main())
+    assert seen, "no presence with ticks within 20 s"
     (row,) = seen[0]
     assert row["id"] == "obs-fixed-1" and row["mode"] == "fixed" and row["markets"] == ["BTC-5M"]
     assert isinstance(row["ticks"], int) and row["ticks"] > 0 and float(row["age_s"]) <= presence.TTL_S  # type: ignore[arg-type]
