@@ -81,9 +81,18 @@ def _json(data: bytes | None) -> Any:
 
 
 def archive_calendar(cs: CachedStore, window_s: int, dead: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per market and UTC day: objects (states, labels), coverage of the day, quarantined objects, dead letters."""
+    """Per market and UTC day: objects (states, labels), coverage of the day, quarantined objects, dead letters,
+    and which kinds ``fusion compact`` has turned into Parquet (a manifest listed) with their bytes."""
     cells: dict[tuple[str, str], dict[str, Any]] = defaultdict(
-        lambda: {"states": 0, "labels": 0, "bytes": 0, "quarantined": 0, "dead_letters": 0}
+        lambda: {
+            "states": 0,
+            "labels": 0,
+            "bytes": 0,
+            "quarantined": 0,
+            "dead_letters": 0,
+            "compacted": [],
+            "columnar_bytes": 0,
+        }  # fmt: skip
     )
     for _kind, prefix in PREFIXES.items():
         for key, size in cs.list(prefix + "/"):
@@ -94,6 +103,16 @@ def archive_calendar(cs: CachedStore, window_s: int, dead: list[dict[str, Any]])
             c = cells[(market, utc_date(ws))]
             c[k] += 1
             c["bytes"] += size
+    for key, size in cs.list("columnar/"):  # columnar/{states|labels}/{market}/[_manifests/]{day}.*
+        parts = key.split("/")
+        if len(parts) < 4 or parts[1] not in ("states", "labels") or not is_valid_name(parts[2]):
+            continue
+        name = parts[-1]
+        if len(parts) == 5 and parts[3] == "_manifests" and name.endswith(".manifest.json"):
+            c = cells[(parts[2], name[:10])]
+            c["compacted"] = sorted({*c["compacted"], parts[1]})
+        elif len(parts) == 4 and name.endswith(".parquet"):
+            cells[(parts[2], name[:10])]["columnar_bytes"] += size
     for key, _ in cs.list("quarantine/"):
         if key.endswith(".json"):
             continue

@@ -109,6 +109,25 @@ def test_observers_table_lists_fixed_and_leased_observers(r: redis.Redis, app_of
     assert 'data-observer="obs-a"' in html and "AAA-5M, BBB-5M" in html and "no observer" not in html
 
 
+def test_archive_page_shows_which_days_are_compacted(r: redis.Redis, app_of, tmp_path: Path) -> None:
+    from archiver_svc.compact import compact
+    from tests.archiver_svc.helpers import T0
+    from tests.archiver_svc.test_reader import write_archive
+
+    r.flushall()
+    store = LocalStore(tmp_path / "store")
+    write_archive(store, synth_payloads("AAA-5M", T0 + 1_000, 300), market="AAA-5M")
+    write_archive(store, synth_payloads("AAA-5M", T0 + 86_400_000 + 1_000, 300), market="AAA-5M")
+    compact(store, kinds=("states",), now_ms=T0 + 86_400_000 + 7_200_000)  # the first day only is closed
+    _, client = app_of(None)
+    cells = client.get("/api/archive").get_json()["calendar"]["cells"]["AAA-5M"]
+    first, second = (cells[d] for d in sorted(cells))
+    assert first["compacted"] == ["states"] and first["columnar_bytes"] > 0
+    assert second["compacted"] == [] and second["columnar_bytes"] == 0
+    html = client.get("/archive?fragment=1").get_data(as_text=True)
+    assert "Parquet: states (" in html and "not compacted" in html
+
+
 def test_refresh_cost_is_bounded_whatever_the_markets(redis_url: str, tmp_path: Path) -> None:
     admin = redis.Redis.from_url(redis_url)
     admin.flushall()
