@@ -29,7 +29,7 @@ from archiver_svc import coltrades, columnar
 from archiver_svc.objects import _load_one, _window_ms, as_store
 from archiver_svc.reader import load_arrays
 from archiver_svc.trades import load_trades
-from archiver_svc.windows import PREFIXES, max_inflated_bytes, parse_key
+from archiver_svc.windows import PREFIXES, max_inflated_bytes, parse_key, utc_date
 from common.log import kv, log_once
 from common.names import check_name
 from common.store import ObjectInfo, ObjectStore
@@ -78,11 +78,19 @@ def archived_traders(store: ObjectStore) -> list[str]:
 
 
 def day_sources(store: ObjectStore, kind: str, market: str) -> dict[str, list[tuple[str, int]]]:
-    """``{day: [(key, size), ...]}`` of a market's (for trades: a trader's) window objects."""
+    """``{day: [(key, size), ...]}`` of a market's (for trades: a trader's) window objects. A key in a folder
+    that is not its window's UTC day (written by hand, or by something else) is not the archive's: it is logged
+    once and left out, so it never stops a pass."""
     out: dict[str, list[tuple[str, int]]] = {}
     for o in store.list(f"{PREFIXES[kind]}/{check_name(market)}/"):
-        if parse_key(o.key) is not None:
-            out.setdefault(o.key.split("/")[2], []).append((o.key, int(o.size)))
+        p = parse_key(o.key)
+        if p is None:
+            continue
+        day = o.key.split("/")[2]
+        if day != utc_date(p[2]):
+            log_once(log, f"foreign:{o.key}", "object outside its window's day folder; not compacted", obj=o.key)
+            continue
+        out.setdefault(day, []).append((o.key, int(o.size)))
     return out
 
 
@@ -157,9 +165,16 @@ def is_current(store: ObjectStore, kind: str, market: str, day: str, sources: li
     )
 
 
+def _day_objects(store: ObjectStore, kind: str, market: str, day: str) -> list[ObjectInfo]:
+    """The day folder's window objects whose window starts on that day (see :func:`day_sources`)."""
+    return [
+        o for o in store.list(f"{PREFIXES[kind]}/{market}/{day}/") if (p := parse_key(o.key)) and utc_date(p[2]) == day
+    ]
+
+
 def _listed_day(store: ObjectStore, kind: str, market: str, day: str) -> list[tuple[str, int]]:
     """The day's window objects (key, size), listed again (after the reader quarantined bad ones)."""
-    return sorted((o.key, int(o.size)) for o in store.list(f"{PREFIXES[kind]}/{market}/{day}/") if parse_key(o.key))
+    return sorted((o.key, int(o.size)) for o in _day_objects(store, kind, market, day))
 
 
 def compact_day(store: ObjectStore, kind: str, market: str, day: str, tick_s: float, res: Result,
@@ -231,8 +246,7 @@ def _states_streamed(store: ObjectStore, market: str, day: str, res: Result) -> 
     ``DECODE_THREADS`` worker threads decode and validate the next windows; None when windows overlap or a chunk
     does not fit the first one's column types or feature width: the caller then takes the general path (sort,
     dedupe, one table). Memory: at most the day's decoded windows (~150 MB at 0.5 s ticks)."""
-    infos = sorted((o for o in store.list(f"{PREFIXES['states']}/{market}/{day}/") if parse_key(o.key)),
-                   key=lambda o: o.key.rsplit("/", 1)[1].zfill(40))  # fmt: skip
+    infos = sorted(_day_objects(store, "states", market, day), key=lambda o: o.key.rsplit("/", 1)[1].zfill(40))
     limit = max_inflated_bytes(_window_ms(None))
     parts: list[Arrays] = []
     last = (-1, -1)

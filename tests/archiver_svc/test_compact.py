@@ -231,3 +231,21 @@ def test_a_pass_over_unchanged_days_costs_listings_not_a_get_per_day(tmp_path) -
     # a changed day (a window added) is seen and rewritten
     write_archive(store, synth_payloads(M, T0 + 2 * 86_400_000 + 3_600_000, 5))
     assert compact(store, kinds=("states",), now_ms=LATER + 4 * 86_400_000).written == ["states/BTC-15M/2025-11-25"]
+
+
+def test_a_stray_key_in_a_foreign_day_folder_never_stops_a_pass(tmp_path) -> None:
+    store = LocalStore(tmp_path)
+    _archive(store)
+    good = next(o.key for o in store.list(f"market-data/{M}/"))
+    data = store.get(good)
+    store.put(f"market-data/{M}/garbage/{good.rsplit('/', 1)[1]}", data)  # not a day
+    store.put(f"market-data/{M}/2025-11-30/{good.rsplit('/', 1)[1]}", data)  # a day that is not its window's
+    later = synth_payloads(M, T0 + 86_400_000 + 1_000, 100)  # and a real next day holding a stray window too
+    later_keys = write_archive(store, later)
+    store.put(f"market-data/{M}/2025-11-24/{good.rsplit('/', 1)[1]}", data)
+    res = compact(store, now_ms=LATER + 86_400_000)
+    assert sorted(res.written) == [f"labels/{M}/{DAY}", f"states/{M}/{DAY}", f"states/{M}/2025-11-24"]
+    assert res.rows == 500  # the stray window's states are in neither day
+    man = json.loads(store.get(columnar.day_key("states", M, "2025-11-24", columnar.MANIFEST)))
+    assert man["rows"] == 100 and sorted(k for k, _ in man["sources"]) == sorted(later_keys)
+    assert compact(store, now_ms=LATER + 86_400_000).written == []  # and the next pass finds every day current
