@@ -47,6 +47,7 @@ class Result:
     problems: list[str] = field(default_factory=list)
     rows: int = 0
     seconds: float = 0.0
+    failed: list[str] = field(default_factory=list)  # days whose compaction raised (retried by the next pass)
 
     def merge(self, other: Result) -> None:
         self.written += other.written
@@ -54,10 +55,12 @@ class Result:
         self.open_days += other.open_days
         self.problems += other.problems
         self.rows += other.rows
+        self.failed += other.failed
 
     def to_dict(self) -> dict[str, Any]:
         return {"written": self.written, "skipped": self.skipped, "open": self.open_days,
                 "problems": self.problems[:50], "n_problems": len(self.problems), "rows": self.rows,
+                "failed": self.failed,
                 "seconds": round(self.seconds, 3)}  # fmt: skip
 
 
@@ -347,7 +350,13 @@ def compact(
 
     def one(t: tuple[str, str, str, list[tuple[str, int]], dict[str, int]]) -> Result:
         r = Result()
-        compact_day(store, t[0], t[1], t[2], tick_s, r, t[3], t[4])
+        try:
+            compact_day(store, t[0], t[1], t[2], tick_s, r, t[3], t[4])
+        except Exception as e:  # one day's failure (a store error, a bug on odd data) never stops the others
+            name, why = f"{t[0]}/{t[1]}/{t[2]}", f"{type(e).__name__}: {str(e)[:300]}"
+            r = Result(failed=[name], problems=[f"{name}: not compacted: {why}"])
+            log_once(log, f"day-failed:{name}:{type(e).__name__}", "day not compacted; retried by the next pass",
+                     day=name, error=why)  # fmt: skip
         return r
 
     with ThreadPoolExecutor(max(1, days_in_flight)) as pool:
@@ -355,7 +364,7 @@ def compact(
             res.merge(r)
     res.seconds = time.perf_counter() - t0
     kv(log, logging.INFO, "compaction done", written=len(res.written), skipped=len(res.skipped),
-       open=len(res.open_days), problems=len(res.problems), rows=res.rows)  # fmt: skip
+       open=len(res.open_days), problems=len(res.problems), failed=len(res.failed), rows=res.rows)  # fmt: skip
     return res
 
 
@@ -396,4 +405,4 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fusion compact: {e}", file=sys.stderr)
         return 2
     print(json.dumps(res.to_dict(), indent=1))
-    return 0
+    return 1 if res.failed else 0

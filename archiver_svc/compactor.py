@@ -4,8 +4,10 @@ Each pass is :func:`archiver_svc.compact.compact` over every archived market and
 closed since the last pass and skips the current ones (the manifest check), so a pass after a restart or a crash
 repairs what the interrupted one left, and a pass over an unchanged archive writes nothing.
 
-Guarantees: a failing pass (store unreachable, a listing error) is logged once per kind of error, counted
-(``fusion_compact_runs_total{result="error"}``) and retried at the next pass; it never stops the service. SIGTERM
+Guarantees: a day that fails is counted (``fusion_compact_days_total{result="failed"}``), logged once and retried by
+the next pass while the other days go on; a failing pass (store unreachable, a listing error) is logged once per
+kind of error, counted (``fusion_compact_runs_total{result="error"}``) and retried at the next pass; neither stops
+the service. SIGTERM
 or SIGINT ends it between passes (a pass in progress finishes its current day, at most a few seconds).
 """
 
@@ -31,6 +33,7 @@ class Result(Protocol):
     skipped: list[str]
     open_days: list[str]
     problems: list[str]
+    failed: list[str]
     rows: int
     seconds: float
 
@@ -49,6 +52,7 @@ def record(res: Result) -> None:
     DAYS.labels("written").inc(len(res.written))
     DAYS.labels("skipped").inc(len(res.skipped))
     DAYS.labels("open").inc(len(res.open_days))
+    DAYS.labels("failed").inc(len(res.failed))
     ROWS.inc(res.rows)
     PROBLEMS.inc(len(res.problems))
     LAST_OK.set(time.time())
@@ -68,9 +72,9 @@ def run(one_pass: Callable[[], Result], every_s: float, stop: threading.Event) -
                      error=f"{type(e).__name__}: {str(e)[:200]}")  # fmt: skip
         else:
             record(res)
-            if res.written or res.problems:
+            if res.written or res.problems or res.failed:
                 kv(log, logging.INFO, "compaction pass", written=len(res.written), problems=len(res.problems),
-                   rows=res.rows, seconds=round(res.seconds, 2))  # fmt: skip
+                   failed=len(res.failed), rows=res.rows, seconds=round(res.seconds, 2))  # fmt: skip
         stop.wait(every_s)
     return failed
 

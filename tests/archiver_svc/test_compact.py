@@ -249,3 +249,22 @@ def test_a_stray_key_in_a_foreign_day_folder_never_stops_a_pass(tmp_path) -> Non
     man = json.loads(store.get(columnar.day_key("states", M, "2025-11-24", columnar.MANIFEST)))
     assert man["rows"] == 100 and sorted(k for k, _ in man["sources"]) == sorted(later_keys)
     assert compact(store, now_ms=LATER + 86_400_000).written == []  # and the next pass finds every day current
+
+
+def test_a_day_that_fails_is_reported_and_the_other_days_go_on(tmp_path) -> None:
+    broken = {f"columnar/states/{M}/2025-11-24.parquet"}
+
+    class Flaky(LocalStore):
+        def put(self, key: str, data: bytes) -> None:
+            if key in broken:
+                raise OSError(28, "No space left on device")
+            super().put(key, data)
+
+    store = Flaky(tmp_path)
+    for d in range(3):
+        write_archive(store, synth_payloads(M, T0 + d * 86_400_000 + 1_000, 50))
+    res = compact(store, kinds=("states",), now_ms=LATER + 3 * 86_400_000)
+    assert res.failed == [f"states/{M}/2025-11-24"] and "No space left" in res.problems[0]
+    assert res.written == [f"states/{M}/{DAY}", f"states/{M}/2025-11-25"]  # the day after it too
+    broken.clear()
+    assert compact(store, kinds=("states",), now_ms=LATER + 3 * 86_400_000).written == [f"states/{M}/2025-11-24"]
