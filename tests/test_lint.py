@@ -1,4 +1,5 @@
-"""Code health as tests: ruff clean and formatted everywhere, mypy strict on common/, archiver_svc/ and trainer_svc/."""
+"""Code health as tests: ruff clean and formatted everywhere, mypy strict on common/, archiver_svc/, trainer_svc/
+and fusion/."""
 
 from __future__ import annotations
 
@@ -29,6 +30,6 @@ def test_ruff_formatted() -> None:
 
 
 def test_mypy_strict() -> None:
-    cmd = [sys.executable, "-m", "mypy", "common", "archiver_svc", "trainer_svc"]
+    cmd = [sys.executable, "-m", "mypy", "common", "archiver_svc", "trainer_svc", "fusion"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stdout + out.stderr

@@ -127,7 +127,7 @@ def record_lines(rep: dict[str, Any]) -> list[Text]:
         return [Text(f"trade record: not readable ({tr['error']})", style="red")]
     once = "exactly once" if tr.get("exactly_once") else "NOT exactly once"
     kinds = ", ".join(f"{n} {k}" for k, n in sorted((tr.get("by_type") or {}).items())) or "no records"
-    style = None if tr.get("exactly_once") else "red"
+    style = "" if tr.get("exactly_once") else "red"
     out = [Text(f"trade record: {tr.get('archived', 0):,} records archived of {tr.get('in_stream', 0):,} in the "
                 f"stream ({once}): {kinds}", style=style)]  # fmt: skip
     for day, sm in (tr.get("summaries") or {}).items():

@@ -255,7 +255,8 @@ def backfill_main(argv: list[str] | None = None) -> int:
 
     with Progress(disable=a.no_progress, transient=True, console=None) as prog:
         task = prog.add_task(f"backfill {spec.name}", total=(len(starts) or 1) + 1)
-        for st in starts or [None]:
+        todo: list[int | None] = list(starts) or [None]
+        for st in todo:
             try:
                 w = fetch_window(f, ep, spec, st) if st is not None else fetch_fixed(f, ep, spec, from_ms, to_ms)
             except FetchError as e:
