@@ -31,7 +31,7 @@ from archiver_svc.reader import load_arrays
 from archiver_svc.trades import load_trades
 from archiver_svc.windows import PREFIXES, max_inflated_bytes, parse_key, utc_date
 from common.log import kv, log_once
-from common.names import check_name
+from common.names import check_name, is_valid_name
 from common.store import ObjectInfo, ObjectStore
 
 log = logging.getLogger("archiver.compact")
@@ -65,19 +65,14 @@ class Result:
 
 
 def archived_markets(store: ObjectStore) -> list[str]:
-    """Markets with state or label windows in the store."""
-    out: set[str] = set()
-    for kind in ("states", "labels"):
-        for o in store.list(PREFIXES[kind] + "/"):
-            p = parse_key(o.key)
-            if p is not None:
-                out.add(p[1])
-    return sorted(out)
+    """Markets with state or label windows in the store (folder listings: no key listed)."""
+    out = {m for kind in ("states", "labels") for m in store.list_folders(PREFIXES[kind] + "/")}
+    return sorted(m for m in out if is_valid_name(m))
 
 
 def archived_traders(store: ObjectStore) -> list[str]:
     """Traders with archived records in the store."""
-    return sorted({p[1] for o in store.list(PREFIXES["trades"] + "/") if (p := parse_key(o.key)) is not None})
+    return sorted(t for t in store.list_folders(PREFIXES["trades"] + "/") if is_valid_name(t))
 
 
 def day_sources(store: ObjectStore, kind: str, market: str) -> dict[str, list[tuple[str, int]]]:

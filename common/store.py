@@ -63,6 +63,12 @@ class ObjectStore(ABC):
     @abstractmethod
     def delete(self, key: str) -> None: ...
 
+    def list_folders(self, prefix: str) -> tuple[str, ...]:
+        """Sorted names of the "folders" right below ``prefix`` (which ends with ``/``): the first path part of
+        every key under it. This default lists every key; the backends list only the folders."""
+        out = {o.key[len(prefix) :].split("/", 1)[0] for o in self.list(prefix) if "/" in o.key[len(prefix) :]}
+        return tuple(sorted(out))
+
     def get_text(self, key: str) -> str:
         return self.get(key).decode()
 
@@ -173,6 +179,13 @@ class LocalStore(ObjectStore):
         with contextlib.suppress(FileNotFoundError):
             self._path(key).unlink()
 
+    def list_folders(self, prefix: str) -> tuple[str, ...]:
+        start = self.root / check_key(prefix.rstrip("/")) if prefix.strip("/") else self.root
+        try:
+            return tuple(sorted(e.name for e in os.scandir(start) if e.is_dir() and not e.name.startswith(".tmp-")))
+        except (FileNotFoundError, NotADirectoryError):
+            return ()
+
 
 class S3Store(ObjectStore):
     """An S3 bucket (AWS, MinIO or any S3-compatible endpoint) under an optional prefix."""
@@ -248,6 +261,14 @@ class S3Store(ObjectStore):
 
     def delete(self, key: str) -> None:
         self._client.delete_object(Bucket=self.bucket, Key=self._k(key))
+
+    def list_folders(self, prefix: str) -> tuple[str, ...]:
+        paginator = self._client.get_paginator("list_objects_v2")
+        full = self.prefix + prefix
+        out: set[str] = set()
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=full, Delimiter="/"):
+            out.update(str(c["Prefix"])[len(full) :].rstrip("/") for c in page.get("CommonPrefixes", []))
+        return tuple(sorted(out))
 
     def ensure_bucket(self) -> None:
         from botocore.exceptions import ClientError

@@ -65,6 +65,21 @@ def test_list_order_and_prefix(store: ObjectStore) -> None:
     assert list(store.list("zzz/")) == []
 
 
+def test_list_folders_names_the_first_path_parts_below_a_prefix(store: ObjectStore) -> None:
+    for k in (
+        "market-data/BTC-15M/2025-11-23/1.msgpack.gz",
+        "market-data/BTC-15M/2025-11-24/2.msgpack.gz",
+        "market-data/ETH-15M/2025-11-23/1.msgpack.gz",
+        "market-data/top.json",
+        "labels/SOL-15M/d/1.gz",
+    ):
+        store.put(k, b"x")  # fmt: skip
+    assert store.list_folders("market-data/") == ("BTC-15M", "ETH-15M")  # a key right below is not a folder
+    assert store.list_folders("market-data/BTC-15M/") == ("2025-11-23", "2025-11-24")
+    assert store.list_folders("nothing/") == ()
+    assert ObjectStore.list_folders(store, "market-data/") == store.list_folders("market-data/")  # the default
+
+
 def test_etag_changes_with_content(store: ObjectStore) -> None:
     store.put("e/x", b"aaa")
     e1 = next(iter(store.list("e/"))).etag
