@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import redis
 
 from common import keys
@@ -16,7 +17,10 @@ from observer_svc.sim.synthetic import SyntheticDriver
 from observer_svc.sim.thread import SimServerThread
 
 
-def test_a_fixed_market_observer_is_listed_while_it_runs_and_not_after(r: redis.Redis, redis_url: str) -> None:
+def test_a_fixed_market_observer_is_listed_while_it_runs_and_not_after(
+    r: redis.Redis, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(presence, "BEAT_S", 0.5)  # beats sooner than in production (2 s); the same code path
     drv = SyntheticDriver(["BTC-5M"], seed=1, speed=1.0)
     seen: list[list[dict[str, object]]] = []
     with SimServerThread(drv) as sim:

@@ -71,6 +71,7 @@ def test_ppo_iterations_improve_on_the_awbc_warm_start():
     assert res.best_epoch >= 0 and res.extra["val_pnl"] > res.extra["init_val_pnl"]
 
 
+@pytest.mark.slow  # 13 s; the default suite keeps the positive case, the slow suite has the scratch negative too
 def test_ppo_nothing_promoted_without_lead_lag():
     _, d, _ = _ppo_decide(0.0, epochs=4, ppo_iters=8)
     assert not d.promote
