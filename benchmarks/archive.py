@@ -54,6 +54,12 @@ def _json_state(s: State) -> bytes:
     return orjson.dumps(d)
 
 
+def json_gz_bytes(states: list[State]) -> int:
+    """Bytes of ``states`` in the seed's format: one JSON object per state, gzipped per 1000 states."""
+    return sum(len(gzip.compress(b"\n".join(_json_state(s) for s in states[i : i + 1000])))
+               for i in range(0, len(states), 1000))  # fmt: skip
+
+
 def bench_archive(n: int, work: Path) -> dict[str, float]:
     with RedisServer() as srv:
         r = redis.Redis.from_url(srv.url, socket_timeout=120)
@@ -74,11 +80,7 @@ def bench_archive(n: int, work: Path) -> dict[str, float]:
         r.close()
     # the seed's format on a sample of the same states
     sample = synth_states(MARKET, T0, min(n, 12_000))
-    js = sum(
-        len(gzip.compress(b"\n".join(_json_state(s) for s in sample[i : i + 1000])))
-        for i in range(0, len(sample), 1000)
-    )
-    json_per_state = js / len(sample)
+    json_per_state = json_gz_bytes(sample) / len(sample)
     return {
         "archive_states": n,
         "archive_s": round(dt, 3),

@@ -28,7 +28,6 @@ Targets (issue 15): ``columnar_ratio_vs_json_gz`` <= 0.3, ``compact_states_per_s
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import resource
@@ -65,11 +64,9 @@ def _windows_day(store: LocalStore, n: int, market: str = "BTC-15M") -> None:
 
 
 def _json_gz_per_state(n: int) -> float:
-    from benchmarks.archive import _json_state
+    from benchmarks.archive import json_gz_bytes
 
-    sample = synth_states("BTC-15M", T0, n)
-    js = sum(len(gzip.compress(b"\n".join(_json_state(s) for s in sample[i : i + 1000]))) for i in range(0, n, 1000))
-    return js / n
+    return json_gz_bytes(synth_states("BTC-15M", T0, n)) / n
 
 
 def bench_columnar(work: Path, n: int) -> dict[str, Any]:

@@ -22,7 +22,6 @@ real states' next to one synthetic day's (``archiver_svc.synth``).
 from __future__ import annotations
 
 import csv
-import gzip
 import json
 import os
 import shutil
@@ -164,18 +163,12 @@ def archive_and_compact(work: Path, states: list[State], market: str = MARKET) -
     return store
 
 
-def json_gz_bytes(states: list[State]) -> int:
-    """The seed's format: one JSON object per state, gzipped per 1000 states."""
-    from benchmarks.archive import _json_state
-
-    return sum(len(gzip.compress(b"\n".join(_json_state(s) for s in states[i : i + 1000])))
-               for i in range(0, len(states), 1000))  # fmt: skip
-
-
 def figures(work: Path, states: list[State]) -> dict[str, Any]:
     """Rows, bytes per state (file, chunks, JSON gz), ratios and per-column chunk bytes per state."""
     store = archive_and_compact(work, states)
     rows, size, chunks, per, types = column_bytes(store)
+    from benchmarks.archive import json_gz_bytes
+
     n, jz = len(states), json_gz_bytes(states)
     return {"rows": rows, "day_files": sum(o.key.endswith(columnar.PARQUET) for o in store.list("columnar/")),
             "file_bytes_per_state": round(size / n, 1), "chunk_bytes_per_state": round(chunks / n, 1),
