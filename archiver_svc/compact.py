@@ -19,13 +19,13 @@ import logging
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from archiver_svc import coltrades, columnar
+from archiver_svc.compact_result import Result
 from archiver_svc.objects import _load_one, _window_ms, as_store
 from archiver_svc.reader import load_arrays
 from archiver_svc.trades import load_trades
@@ -39,31 +39,6 @@ Arrays = dict[str, Any]
 DAY_MS = 86_400_000
 
 
-@dataclass(slots=True)
-class Result:
-    written: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    open_days: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    rows: int = 0
-    seconds: float = 0.0
-    failed: list[str] = field(default_factory=list)  # days whose compaction raised (retried by the next pass)
-
-    def merge(self, other: Result) -> None:
-        self.written += other.written
-        self.skipped += other.skipped
-        self.open_days += other.open_days
-        self.problems += other.problems
-        self.rows += other.rows
-        self.failed += other.failed
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"written": self.written, "skipped": self.skipped, "open": self.open_days,
-                "problems": self.problems[:50], "n_problems": len(self.problems), "rows": self.rows,
-                "failed": self.failed,
-                "seconds": round(self.seconds, 3)}  # fmt: skip
-
-
 def archived_markets(store: ObjectStore) -> list[str]:
     """Markets with state or label windows in the store (folder listings: no key listed)."""
     out = {m for kind in ("states", "labels") for m in store.list_folders(PREFIXES[kind] + "/")}
@@ -75,20 +50,27 @@ def archived_traders(store: ObjectStore) -> list[str]:
     return sorted(t for t in store.list_folders(PREFIXES["trades"] + "/") if is_valid_name(t))
 
 
+def _own_day(key: str) -> str | None:
+    """The day folder of window object ``key`` when it is its window's UTC day, else None (not a window, or a key
+    written by hand or by something else into another folder: logged once, never compacted)."""
+    p = parse_key(key)
+    if p is None:
+        return None
+    day = key.split("/")[2]
+    if day != utc_date(p[2]):
+        log_once(log, f"foreign:{key}", "object outside its window's day folder; not compacted", obj=key)
+        return None
+    return day
+
+
 def day_sources(store: ObjectStore, kind: str, market: str) -> dict[str, list[tuple[str, int]]]:
-    """``{day: [(key, size), ...]}`` of a market's (for trades: a trader's) window objects. A key in a folder
-    that is not its window's UTC day (written by hand, or by something else) is not the archive's: it is logged
-    once and left out, so it never stops a pass."""
+    """``{day: [(key, size), ...]}`` of a market's (for trades: a trader's) window objects in their own day's
+    folder (:func:`_own_day`), so a stray key never stops a pass."""
     out: dict[str, list[tuple[str, int]]] = {}
     for o in store.list(f"{PREFIXES[kind]}/{check_name(market)}/"):
-        p = parse_key(o.key)
-        if p is None:
-            continue
-        day = o.key.split("/")[2]
-        if day != utc_date(p[2]):
-            log_once(log, f"foreign:{o.key}", "object outside its window's day folder; not compacted", obj=o.key)
-            continue
-        out.setdefault(day, []).append((o.key, int(o.size)))
+        day = _own_day(o.key)
+        if day is not None:
+            out.setdefault(day, []).append((o.key, int(o.size)))
     return out
 
 
@@ -165,9 +147,7 @@ def is_current(store: ObjectStore, kind: str, market: str, day: str, sources: li
 
 def _day_objects(store: ObjectStore, kind: str, market: str, day: str) -> list[ObjectInfo]:
     """The day folder's window objects whose window starts on that day (see :func:`day_sources`)."""
-    return [
-        o for o in store.list(f"{PREFIXES[kind]}/{market}/{day}/") if (p := parse_key(o.key)) and utc_date(p[2]) == day
-    ]
+    return [o for o in store.list(f"{PREFIXES[kind]}/{market}/{day}/") if _own_day(o.key) == day]
 
 
 def _listed_day(store: ObjectStore, kind: str, market: str, day: str) -> list[tuple[str, int]]:

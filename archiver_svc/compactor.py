@@ -18,24 +18,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Protocol
 
+from archiver_svc.compact_result import Result
 from common.log import kv, log_once
 from common.metrics import counter, gauge
 
 log = logging.getLogger("archiver.compactor")
-
-
-class Result(Protocol):
-    """What a pass reports (:class:`archiver_svc.compact.Result`)."""
-
-    written: list[str]
-    skipped: list[str]
-    open_days: list[str]
-    problems: list[str]
-    failed: list[str]
-    rows: int
-    seconds: float
 
 
 RUNS = counter("fusion_compact_runs_total", "compaction passes", ("result",))
